@@ -1,0 +1,163 @@
+//! The embedded adapters: one SQLite file (WAL journal) that implements every store
+//! port and a durable FIFO queue with dead letters, for `p2c demo`, `p2c serve` and the
+//! fast tests. Real implementations with the same contracts as DynamoDB and SQS FIFO:
+//! conditional writes, expiry checked on read, per-group order, deduplication window,
+//! a receive limit that moves messages to the dead-letter queue.
+//!
+//! `synchronous=NORMAL` in WAL mode survives a killed process (not a power cut) without an
+//! fsync per commit, which is what a development store needs.
+
+mod queue;
+mod store;
+
+pub use queue::QueueSettings;
+
+use crate::error::StoreError;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS idem (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    locked_until INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entity (
+    key TEXT PRIMARY KEY,
+    entity_type TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entity_by_type ON entity (entity_type, key);
+CREATE TABLE IF NOT EXISTS xref (
+    source TEXT PRIMARY KEY,
+    entity_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parked (
+    dependency TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (dependency, id)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_subject ON audit (subject, seq);
+CREATE TABLE IF NOT EXISTS open_order (
+    account TEXT NOT NULL,
+    order_no TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    PRIMARY KEY (account, order_no)
+);
+CREATE TABLE IF NOT EXISTS rebate (
+    account TEXT NOT NULL,
+    period TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (account, period)
+);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    dedup_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    visible_at INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS queue_order ON queue (queue, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS queue_receipt ON queue (receipt);
+CREATE TABLE IF NOT EXISTS queue_dedup (
+    queue TEXT NOT NULL,
+    dedup_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    dedup_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+"#;
+
+/// The embedded store and queue. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+    path: Option<PathBuf>,
+    queue: QueueSettings,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
+            }
+        }
+        let conn = Connection::open(path).map_err(StoreError::backend)?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// An in-memory store (tests and benchmarks that do not need durability).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(StoreError::backend)?;
+        Self::init(conn, None)
+    }
+
+    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(StoreError::backend)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(StoreError::backend)?;
+        conn.execute_batch(SCHEMA).map_err(StoreError::backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+            queue: QueueSettings::default(),
+        })
+    }
+
+    /// Changes the queue behaviour (receive limit, deduplication window).
+    pub fn with_queue_settings(mut self, settings: QueueSettings) -> Self {
+        self.queue = settings;
+        self
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Backend {
+            message: "embedded store lock poisoned".into(),
+            source: None,
+        })
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -1,0 +1,352 @@
+//! Store ports on SQLite.
+
+use super::{ms_to_time, now_ms, EmbeddedStore};
+use crate::domain::{EntityKey, EntityType, SourceRef};
+use crate::error::StoreError;
+use crate::ports::{
+    AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
+    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, StateStore,
+};
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::str::FromStr;
+use std::time::Duration;
+
+fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn corrupt(key: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for EmbeddedStore {
+    async fn claim(
+        &self,
+        key: &str,
+        lock_for: Duration,
+        keep_for: Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(StoreError::backend)?;
+        // One conditional put: insert unless a live record exists; return the old item.
+        let old: Option<(String, i64, i64, String)> = tx
+            .query_row(
+                "SELECT status, locked_until, expires_at, outcome FROM idem WHERE key = ?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(StoreError::backend)?;
+        if let Some((status, locked_until, expires_at, outcome)) = old {
+            let live = expires_at > now;
+            if live && status == "completed" {
+                let outcome = serde_json::from_str(&outcome).map_err(|e| corrupt(key, e))?;
+                return Ok(Claim::Duplicate(IdemRecord {
+                    key: key.to_string(),
+                    status: IdemStatus::Completed,
+                    locked_until: ms_to_time(locked_until),
+                    expires_at: ms_to_time(expires_at),
+                    outcome,
+                }));
+            }
+            if live && status == "in_progress" && locked_until > now {
+                return Ok(Claim::InProgress {
+                    until: ms_to_time(locked_until),
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
+             VALUES (?1, 'in_progress', ?2, ?3, 'null')
+             ON CONFLICT(key) DO UPDATE SET status = 'in_progress', locked_until = ?2,
+                 expires_at = ?3, outcome = 'null'",
+            params![key, now + dur_ms(lock_for), now + dur_ms(keep_for)],
+        )
+        .map_err(StoreError::backend)?;
+        tx.commit().map_err(StoreError::backend)?;
+        Ok(Claim::Fresh)
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: &Value,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
+             VALUES (?1, 'completed', ?2, ?3, ?4)
+             ON CONFLICT(key) DO UPDATE SET status = 'completed', locked_until = ?2,
+                 expires_at = ?3, outcome = ?4",
+            params![key, now, now + dur_ms(keep_for), outcome.to_string()],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM idem WHERE key = ?1 AND status = 'in_progress'",
+            params![key],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for EmbeddedStore {
+    async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+        let k = key.to_string();
+        let conn = self.lock()?;
+        let body: Option<String> = conn
+            .query_row("SELECT body FROM entity WHERE key = ?1", params![k], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(StoreError::backend)?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(&k, e)))
+            .transpose()
+    }
+
+    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
+        let k = state.key.to_string();
+        let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
+        let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
+        let mut conn = self.lock()?;
+        let tx = conn.transaction().map_err(StoreError::backend)?;
+        let changed = if version == 1 {
+            tx.execute(
+                "INSERT INTO entity (key, entity_type, version, body) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT(key) DO NOTHING",
+                params![k, state.key.entity_type.as_str(), body],
+            )
+        } else {
+            tx.execute(
+                "UPDATE entity SET version = ?2, body = ?3 WHERE key = ?1 AND version = ?4",
+                params![k, version, body, version - 1],
+            )
+        }
+        .map_err(StoreError::backend)?;
+        if changed != 1 {
+            return Err(StoreError::Conflict { key: k });
+        }
+        for (system, id) in &state.ids {
+            let source = SourceRef::new(*system, state.key.entity_type, id.clone());
+            tx.execute(
+                "INSERT INTO xref (source, entity_key) VALUES (?1, ?2)
+                 ON CONFLICT(source) DO UPDATE SET entity_key = ?2",
+                params![source.group(), k],
+            )
+            .map_err(StoreError::backend)?;
+        }
+        tx.commit().map_err(StoreError::backend)
+    }
+
+    async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
+        let conn = self.lock()?;
+        let key: Option<String> = conn
+            .query_row(
+                "SELECT entity_key FROM xref WHERE source = ?1",
+                params![source.group()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::backend)?;
+        key.map(|k| EntityKey::from_str(&k).map_err(|e| corrupt(&source.group(), e)))
+            .transpose()
+    }
+
+    async fn keys(&self, entity_type: EntityType) -> Result<Vec<EntityKey>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT key FROM entity WHERE entity_type = ?1 ORDER BY key")
+            .map_err(StoreError::backend)?;
+        let rows = stmt
+            .query_map(params![entity_type.as_str()], |r| r.get::<_, String>(0))
+            .map_err(StoreError::backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let k = r.map_err(StoreError::backend)?;
+            out.push(EntityKey::from_str(&k).map_err(|e| corrupt(&k, e))?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ParkingStore for EmbeddedStore {
+    async fn park(&self, parked: &ParkedEvent) -> Result<(), StoreError> {
+        let body = serde_json::to_string(parked).map_err(|e| corrupt(&parked.id, e))?;
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO parked (dependency, id, seq, body)
+             VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM parked), ?3)
+             ON CONFLICT(dependency, id) DO NOTHING",
+            params![parked.dependency, parked.id, body],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn waiting(&self, dependency: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT body FROM parked WHERE dependency = ?1 ORDER BY seq")
+            .map_err(StoreError::backend)?;
+        let rows = stmt
+            .query_map(params![dependency], |r| r.get::<_, String>(0))
+            .map_err(StoreError::backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let b = r.map_err(StoreError::backend)?;
+            out.push(serde_json::from_str(&b).map_err(|e| corrupt(dependency, e))?);
+        }
+        Ok(out)
+    }
+
+    async fn unpark(&self, dependency: &str, id: &str) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM parked WHERE dependency = ?1 AND id = ?2",
+            params![dependency, id],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT body FROM parked ORDER BY seq")
+            .map_err(StoreError::backend)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(StoreError::backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let b = r.map_err(StoreError::backend)?;
+            out.push(serde_json::from_str(&b).map_err(|e| corrupt("parked", e))?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl AuditLog for EmbeddedStore {
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let body = serde_json::to_string(entry).map_err(|e| corrupt(&entry.subject, e))?;
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO audit (subject, body) VALUES (?1, ?2)",
+            params![entry.subject, body],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn trail(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT body FROM audit WHERE subject = ?1 ORDER BY seq")
+            .map_err(StoreError::backend)?;
+        let rows = stmt
+            .query_map(params![subject], |r| r.get::<_, String>(0))
+            .map_err(StoreError::backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let b = r.map_err(StoreError::backend)?;
+            out.push(serde_json::from_str(&b).map_err(|e| corrupt(subject, e))?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl FiguresStore for EmbeddedStore {
+    async fn set_open_order(
+        &self,
+        account: &str,
+        order: &str,
+        amount: Decimal,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO open_order (account, order_no, amount) VALUES (?1, ?2, ?3)
+             ON CONFLICT(account, order_no) DO UPDATE SET amount = ?3",
+            params![account, order, amount.to_string()],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn clear_open_order(&self, account: &str, order: &str) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "DELETE FROM open_order WHERE account = ?1 AND order_no = ?2",
+            params![account, order],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn open_orders(&self, account: &str, except: &str) -> Result<Decimal, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT amount FROM open_order WHERE account = ?1 AND order_no <> ?2")
+            .map_err(StoreError::backend)?;
+        let rows = stmt
+            .query_map(params![account, except], |r| r.get::<_, String>(0))
+            .map_err(StoreError::backend)?;
+        let mut sum = Decimal::ZERO;
+        for r in rows {
+            let a = r.map_err(StoreError::backend)?;
+            sum += Decimal::from_str(&a).map_err(|e| corrupt(account, e))?;
+        }
+        Ok(sum)
+    }
+
+    async fn rebate(&self, account: &str, period: &str) -> Result<RebateFigures, StoreError> {
+        let conn = self.lock()?;
+        let body: Option<String> = conn
+            .query_row(
+                "SELECT body FROM rebate WHERE account = ?1 AND period = ?2",
+                params![account, period],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::backend)?;
+        match body {
+            Some(b) => serde_json::from_str(&b).map_err(|e| corrupt(account, e)),
+            None => Ok(RebateFigures::default()),
+        }
+    }
+
+    async fn save_rebate(
+        &self,
+        account: &str,
+        period: &str,
+        figures: &RebateFigures,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(figures).map_err(|e| corrupt(account, e))?;
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO rebate (account, period, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT(account, period) DO UPDATE SET body = ?3",
+            params![account, period, body],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+}

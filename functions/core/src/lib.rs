@@ -1,0 +1,15 @@
+//! p2c core: the prospect-to-cash sync between a CRM and an ERP.
+//!
+//! Layout: [`domain`] and [`money`] are the canonical model; [`ports`] the capabilities
+//! the steps need; [`embedded`] the local adapters; [`rules`] the sandboxed Rhai host;
+//! [`inbound`] the parsers for each system's webhook format; [`pipeline`] the ingest,
+//! sync and deliver steps as plain async functions.
+
+pub mod command;
+pub mod domain;
+pub mod embedded;
+pub mod error;
+pub mod json;
+pub mod money;
+pub mod ports;
+pub mod rules;

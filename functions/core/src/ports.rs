@@ -1,0 +1,384 @@
+//! Ports: the capabilities the steps need, sized so each function gets only what it
+//! uses (and its IAM policy grants only that). Adapters are named technology-first:
+//! [`crate::embedded::EmbeddedStore`], later `DynamoStateStore`, `SqsPublisher`.
+
+use crate::command::Command;
+use crate::domain::{ChangeEvent, EntityKey, SourceRef, SourceVersion, System};
+use crate::error::{DeliveryError, QueueError, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+// ---------------------------------------------------------------- idempotency
+
+/// Status of an idempotency record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdemStatus {
+    InProgress,
+    Completed,
+}
+
+/// A stored idempotency record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdemRecord {
+    pub key: String,
+    pub status: IdemStatus,
+    /// For `InProgress`: when the lock lapses and another worker may take over.
+    pub locked_until: DateTime<Utc>,
+    /// When the record stops counting (checked on read; TTL is only housekeeping).
+    pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub outcome: Value,
+}
+
+/// The result of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Nobody has this key (or its record expired, or its lock lapsed): go ahead.
+    Fresh,
+    /// Already done; here is what it produced.
+    Duplicate(IdemRecord),
+    /// Another worker holds it until `until`: retry later.
+    InProgress { until: DateTime<Utc> },
+}
+
+/// Idempotency keys (the Powertools algorithm: one conditional put returning the old item).
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims `key` in one conditional write. The in-progress lock lasts `lock_for`
+    /// (longer than the function timeout); the record counts for `keep_for`.
+    async fn claim(
+        &self,
+        key: &str,
+        lock_for: Duration,
+        keep_for: Duration,
+    ) -> Result<Claim, StoreError>;
+    /// Marks the key completed with its outcome. Call only after every side effect.
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: &Value,
+        keep_for: Duration,
+    ) -> Result<(), StoreError>;
+    /// Drops an in-progress claim after a failure, so a retry can claim it at once.
+    async fn release(&self, key: &str) -> Result<(), StoreError>;
+}
+
+// ---------------------------------------------------------------- entity state
+
+/// The outbox of the last applied event: if the process dies after writing state but
+/// before every command is queued, the redelivered event re-sends exactly these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub idempotency_key: String,
+    pub commands: Vec<Command>,
+}
+
+/// What p2c knows of one entity across systems.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityState {
+    pub key: EntityKey,
+    /// Optimistic-lock version: every save must name the version it read.
+    pub version: u64,
+    /// The entity's id in each system.
+    #[serde(default)]
+    pub ids: BTreeMap<System, String>,
+    /// The newest source version applied from each system.
+    #[serde(default)]
+    pub applied: BTreeMap<System, SourceVersion>,
+    /// Fingerprint of the fields p2c last wrote into each system (echo recognition).
+    #[serde(default)]
+    pub written: BTreeMap<System, String>,
+    /// Fingerprint of the last payload sent per flow (a repeat is a no-op).
+    #[serde(default)]
+    pub sent: BTreeMap<String, String>,
+    /// The latest canonical records, by kind (`customer`, `financials`, `order`, …).
+    #[serde(default)]
+    pub records: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub last_applied: Option<Applied>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EntityState {
+    pub fn new(key: EntityKey) -> Self {
+        Self {
+            key,
+            version: 0,
+            ids: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            written: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            records: BTreeMap::new(),
+            last_applied: None,
+            updated_at: Utc::now(),
+        }
+    }
+}
+
+/// Entity state and cross-references.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError>;
+    /// Saves `state` only if the stored version is `state.version - 1` (or absent when
+    /// `state.version == 1`); otherwise [`StoreError::Conflict`]. Also records a
+    /// cross-reference for every id in `state.ids`, in the same transaction.
+    async fn save(&self, state: &EntityState) -> Result<(), StoreError>;
+    /// The entity a system's record id belongs to.
+    async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError>;
+    /// Every stored entity key of a type (for tables and tooling; not on the hot path).
+    async fn keys(
+        &self,
+        entity_type: crate::domain::EntityType,
+    ) -> Result<Vec<EntityKey>, StoreError>;
+}
+
+// ---------------------------------------------------------------- parking
+
+/// An event waiting for a dependency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedEvent {
+    pub id: String,
+    pub dependency: String,
+    pub event: ChangeEvent,
+    pub parked_at: DateTime<Utc>,
+}
+
+/// Events parked until what they depend on has been synced.
+#[async_trait]
+pub trait ParkingStore: Send + Sync {
+    /// Parks an event under a dependency key; parking the same event twice keeps one.
+    async fn park(&self, parked: &ParkedEvent) -> Result<(), StoreError>;
+    /// The events waiting on a dependency, oldest first.
+    async fn waiting(&self, dependency: &str) -> Result<Vec<ParkedEvent>, StoreError>;
+    /// Removes one parked event (after it has been re-queued).
+    async fn unpark(&self, dependency: &str, id: &str) -> Result<(), StoreError>;
+    /// Every parked event (for tooling).
+    async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError>;
+}
+
+// ---------------------------------------------------------------- audit
+
+/// One step in an entity's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// Entity key, or the source record (`system/type/id`) while the key is unknown.
+    pub subject: String,
+    pub step: String,
+    pub outcome: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_version: Option<String>,
+}
+
+/// Append-only audit trail.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The trail of a subject, oldest first.
+    async fn trail(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+// ---------------------------------------------------------------- credit and rebate figures
+
+/// Running rebate figures of one customer in one period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RebateFigures {
+    /// Net invoiced volume in the period before the current invoice.
+    pub volume: Decimal,
+    /// Accrued rebate so far.
+    pub accrued: Decimal,
+    /// Highest tier reached (name), if any.
+    pub tier: Option<String>,
+    /// Invoices already counted (so a replay never counts one twice).
+    pub invoices: Vec<String>,
+}
+
+/// Figures kept for the credit and rebate rules.
+#[async_trait]
+pub trait FiguresStore: Send + Sync {
+    /// Records (or replaces) an order's open amount for its customer.
+    async fn set_open_order(
+        &self,
+        account: &str,
+        order: &str,
+        amount: Decimal,
+    ) -> Result<(), StoreError>;
+    async fn clear_open_order(&self, account: &str, order: &str) -> Result<(), StoreError>;
+    /// Sum of the customer's open orders other than `except`.
+    async fn open_orders(&self, account: &str, except: &str) -> Result<Decimal, StoreError>;
+    async fn rebate(&self, account: &str, period: &str) -> Result<RebateFigures, StoreError>;
+    async fn save_rebate(
+        &self,
+        account: &str,
+        period: &str,
+        figures: &RebateFigures,
+    ) -> Result<(), StoreError>;
+}
+
+// ---------------------------------------------------------------- queues
+
+/// The pipeline's queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueName {
+    Inbound,
+    ToErp,
+    ToCrm,
+}
+
+impl QueueName {
+    pub const ALL: [QueueName; 3] = [QueueName::Inbound, QueueName::ToErp, QueueName::ToCrm];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Inbound => "inbound",
+            QueueName::ToErp => "to-erp",
+            QueueName::ToCrm => "to-crm",
+        }
+    }
+
+    /// The queue a command for `system` goes to.
+    pub fn for_target(system: System) -> QueueName {
+        match system.side() {
+            crate::domain::Side::Erp => QueueName::ToErp,
+            crate::domain::Side::Crm => QueueName::ToCrm,
+        }
+    }
+}
+
+impl std::fmt::Display for QueueName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for QueueName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        QueueName::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| format!("unknown queue `{s}`"))
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutMessage {
+    /// FIFO group: messages of one group are delivered in order, one batch at a time.
+    pub group: String,
+    /// Deduplication id: a second send with the same id inside the window is dropped.
+    pub dedup_id: String,
+    pub body: String,
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub message_id: String,
+    pub receipt: String,
+    pub group: String,
+    pub dedup_id: String,
+    pub body: String,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// A dead-lettered message and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub queue: QueueName,
+    pub group: String,
+    pub dedup_id: String,
+    pub body: String,
+    pub code: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Sends to a queue.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Sends messages (the adapter batches 10 per request); all or an error.
+    async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError>;
+}
+
+/// Receives from a queue.
+#[async_trait]
+pub trait Consumer: Send + Sync {
+    /// Up to `max` visible messages; a group with a message in flight yields nothing more.
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, QueueError>;
+    /// Deletes a processed message.
+    async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError>;
+    /// Returns a message for redelivery after `delay`; past the receive limit it moves
+    /// to the queue's dead-letter queue with `reason`.
+    async fn retry(
+        &self,
+        queue: QueueName,
+        receipt: &str,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<(), QueueError>;
+    /// Moves a message to the dead-letter queue at once (a permanent failure).
+    async fn dead_letter(
+        &self,
+        queue: QueueName,
+        receipt: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), QueueError>;
+}
+
+/// The dead-letter queues.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    async fn list(&self, queue: QueueName) -> Result<Vec<DeadLetter>, QueueError>;
+    /// Moves the chosen dead letters back onto their queue; returns how many.
+    async fn replay(&self, queue: QueueName, ids: &[String]) -> Result<usize, QueueError>;
+}
+
+// ---------------------------------------------------------------- target systems
+
+/// What a target system did with a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The record's id in the target (GUID / SystemId).
+    pub target_id: String,
+    /// A number the target assigned (e.g. the ERP order number), if any.
+    #[serde(default)]
+    pub assigned_number: Option<String>,
+    /// Fingerprint of the fields written, as they will come back in an echo.
+    pub fingerprint: String,
+    pub created: bool,
+}
+
+/// Writes commands into one target system.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    fn system(&self) -> System;
+    /// Applies a command, upserting by natural key so a repeat has no further effect.
+    async fn apply(&self, command: &Command) -> Result<Outcome, DeliveryError>;
+}
+
+/// Reads records from a source system when a notification carried no data.
+#[async_trait]
+pub trait SourceReader: Send + Sync {
+    fn system(&self) -> System;
+    /// Reads what `event` refers to. A collection notification yields several events.
+    async fn read(&self, event: &ChangeEvent) -> Result<Vec<ChangeEvent>, DeliveryError>;
+}

@@ -1,0 +1,416 @@
+//! Rule sets: the flow catalogue, value maps and Rhai scripts under `rules/`, compiled
+//! once, versioned by content hash.
+//!
+//! A rule set is loaded through a [`RuleLoader`] (a directory, or the copy compiled into
+//! the binary), so tests, the CLI and the Lambda functions load rules the same way.
+
+pub mod cases;
+pub mod engine;
+
+use crate::domain::{EntityType, Side, System};
+use crate::error::RuleError;
+use engine::{Limits, Script, ValueMaps};
+use rhai::{Dynamic, Engine};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The flows of the prospect-to-cash catalogue. Each reads one entity type from one
+/// side and writes one canonical record to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    AccountToCustomer,
+    ContactToContact,
+    ItemToProduct,
+    QuoteToQuotation,
+    QuotationTotals,
+    OrderToSalesOrder,
+    OrderProgress,
+    InvoiceToHistory,
+    CustomerFinancials,
+    PaymentToPayment,
+}
+
+impl FlowKind {
+    pub const ALL: [FlowKind; 10] = [
+        FlowKind::AccountToCustomer,
+        FlowKind::ContactToContact,
+        FlowKind::ItemToProduct,
+        FlowKind::QuoteToQuotation,
+        FlowKind::QuotationTotals,
+        FlowKind::OrderToSalesOrder,
+        FlowKind::OrderProgress,
+        FlowKind::InvoiceToHistory,
+        FlowKind::CustomerFinancials,
+        FlowKind::PaymentToPayment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowKind::AccountToCustomer => "account_to_customer",
+            FlowKind::ContactToContact => "contact_to_contact",
+            FlowKind::ItemToProduct => "item_to_product",
+            FlowKind::QuoteToQuotation => "quote_to_quotation",
+            FlowKind::QuotationTotals => "quotation_totals",
+            FlowKind::OrderToSalesOrder => "order_to_sales_order",
+            FlowKind::OrderProgress => "order_progress",
+            FlowKind::InvoiceToHistory => "invoice_to_history",
+            FlowKind::CustomerFinancials => "customer_financials",
+            FlowKind::PaymentToPayment => "payment_to_payment",
+        }
+    }
+
+    /// The side whose changes this flow reads.
+    pub fn from_side(self) -> Side {
+        match self {
+            FlowKind::AccountToCustomer
+            | FlowKind::ContactToContact
+            | FlowKind::QuoteToQuotation
+            | FlowKind::OrderToSalesOrder => Side::Crm,
+            _ => Side::Erp,
+        }
+    }
+
+    pub fn entity_type(self) -> EntityType {
+        match self {
+            FlowKind::AccountToCustomer | FlowKind::CustomerFinancials => EntityType::Account,
+            FlowKind::ContactToContact => EntityType::Contact,
+            FlowKind::ItemToProduct => EntityType::Item,
+            FlowKind::QuoteToQuotation | FlowKind::QuotationTotals => EntityType::Quote,
+            FlowKind::OrderToSalesOrder | FlowKind::OrderProgress => EntityType::Order,
+            FlowKind::InvoiceToHistory => EntityType::Invoice,
+            FlowKind::PaymentToPayment => EntityType::Payment,
+        }
+    }
+
+    /// The record kind the flow's script produces (the key in entity state).
+    pub fn record_kind(self) -> &'static str {
+        match self {
+            FlowKind::AccountToCustomer => "customer",
+            FlowKind::ContactToContact => "contact",
+            FlowKind::ItemToProduct => "product",
+            FlowKind::QuoteToQuotation => "quote",
+            FlowKind::QuotationTotals => "quote_totals",
+            FlowKind::OrderToSalesOrder => "order",
+            FlowKind::OrderProgress => "order_progress",
+            FlowKind::InvoiceToHistory => "invoice",
+            FlowKind::CustomerFinancials => "financials",
+            FlowKind::PaymentToPayment => "payment",
+        }
+    }
+}
+
+impl std::fmt::Display for FlowKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which CRM and ERP this deployment pairs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pairing {
+    pub crm: System,
+    pub erp: System,
+}
+
+/// Per-system settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemSettings {
+    /// The user p2c writes as: changes made by it are our own echoes.
+    pub integration_user: Option<String>,
+    /// Dataverse: the price list products are priced in.
+    pub price_list_id: Option<String>,
+    /// Dataverse: the column holding the p2c processing status on orders.
+    pub order_status_column: Option<String>,
+    /// Business Central: the company id.
+    pub company_id: Option<String>,
+}
+
+/// One flow's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Mapping script, relative to `rules/`.
+    pub script: String,
+    /// Lookups that must be synced before this flow can run (the event is parked until
+    /// they are): a field name, or `list[].field` for a field of every element of a list.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// A field the source sends only on a full read (e.g. order lines): when absent from
+    /// the event, the record is read from the source first.
+    #[serde(default)]
+    pub expand: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Credit-limit and rebate rule settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionConfig {
+    pub script: String,
+    /// Rebate only: `month`, `quarter` or `year`.
+    #[serde(default)]
+    pub period: Option<String>,
+}
+
+/// `rules/flows.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalogue {
+    pub pairing: Pairing,
+    #[serde(default)]
+    pub systems: BTreeMap<System, SystemSettings>,
+    pub flows: BTreeMap<FlowKind, FlowConfig>,
+    pub credit: DecisionConfig,
+    pub rebate: DecisionConfig,
+}
+
+/// Where rule files come from.
+pub trait RuleLoader: Send + Sync {
+    /// Every file of the rule set: path relative to `rules/` → content.
+    fn load(&self) -> Result<BTreeMap<String, String>, RuleError>;
+    /// Where the rules live, for messages.
+    fn origin(&self) -> String;
+}
+
+/// Loads a rule set from a directory.
+pub struct DirLoader(pub PathBuf);
+
+impl RuleLoader for DirLoader {
+    fn load(&self) -> Result<BTreeMap<String, String>, RuleError> {
+        let mut files = BTreeMap::new();
+        walk(&self.0, &self.0, &mut files)?;
+        Ok(files)
+    }
+    fn origin(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), RuleError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| RuleError::Config {
+        message: format!("cannot read {}: {e}", dir.display()),
+    })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            walk(root, &p, out)?;
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("rhai" | "toml" | "json")
+        ) {
+            let rel = p
+                .strip_prefix(root)
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&p).map_err(|e| RuleError::Config {
+                message: format!("cannot read {}: {e}", p.display()),
+            })?;
+            out.insert(rel, text);
+        }
+    }
+    Ok(())
+}
+
+/// The rule set compiled into the binary (the repository's `rules/` at build time).
+pub struct EmbeddedLoader;
+
+include!(concat!(env!("OUT_DIR"), "/embedded_rules.rs"));
+
+impl RuleLoader for EmbeddedLoader {
+    fn load(&self) -> Result<BTreeMap<String, String>, RuleError> {
+        Ok(EMBEDDED_RULES
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect())
+    }
+    fn origin(&self) -> String {
+        "built-in rules".into()
+    }
+}
+
+/// A compiled, versioned rule set.
+pub struct RuleSet {
+    pub version: String,
+    pub catalogue: Catalogue,
+    pub value_maps: Arc<ValueMaps>,
+    engine: Engine,
+    scripts: BTreeMap<String, Script>,
+    files: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("version", &self.version)
+            .field("scripts", &self.scripts.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl RuleSet {
+    /// Loads and compiles every script once. Fails on the first script that does not
+    /// compile, naming it with line and column.
+    pub fn load(loader: &dyn RuleLoader) -> Result<Self, RuleError> {
+        Self::from_files(loader.load()?)
+    }
+
+    pub fn from_files(files: BTreeMap<String, String>) -> Result<Self, RuleError> {
+        let version = content_version(&files);
+        let catalogue: Catalogue =
+            toml::from_str(files.get("flows.toml").ok_or_else(|| RuleError::Config {
+                message: "rules/flows.toml is missing".into(),
+            })?)
+            .map_err(|e| RuleError::Config {
+                message: format!("flows.toml: {e}"),
+            })?;
+        let value_maps: ValueMaps = match files.get("value_maps.toml") {
+            Some(t) => toml::from_str(t).map_err(|e| RuleError::Config {
+                message: format!("value_maps.toml: {e}"),
+            })?,
+            None => ValueMaps::new(),
+        };
+        let value_maps = Arc::new(value_maps);
+        let engine = engine::build_engine(Limits::default(), value_maps.clone());
+        let mut scripts = BTreeMap::new();
+        for (path, text) in &files {
+            if path.ends_with(".rhai") {
+                scripts.insert(path.clone(), engine::compile(&engine, path, text)?);
+            }
+        }
+        let referenced = catalogue
+            .flows
+            .values()
+            .map(|f| &f.script)
+            .chain([&catalogue.credit.script, &catalogue.rebate.script]);
+        for s in referenced {
+            if !scripts.contains_key(s) {
+                return Err(RuleError::Missing { rule: s.clone() });
+            }
+        }
+        if catalogue.pairing.crm.side() != Side::Crm || catalogue.pairing.erp.side() != Side::Erp {
+            return Err(RuleError::Config {
+                message: "pairing: `crm` must be a CRM and `erp` an ERP".into(),
+            });
+        }
+        Ok(Self {
+            version,
+            catalogue,
+            value_maps,
+            engine,
+            scripts,
+            files,
+        })
+    }
+
+    /// The enabled flow that reads `entity_type` changes from `side`, if any.
+    pub fn flow_for(&self, side: Side, entity_type: EntityType) -> Option<(FlowKind, &FlowConfig)> {
+        self.catalogue
+            .flows
+            .iter()
+            .find(|(k, c)| c.enabled && k.from_side() == side && k.entity_type() == entity_type)
+            .map(|(k, c)| (*k, c))
+    }
+
+    /// The system on the other side of the pairing.
+    pub fn counterpart(&self, side: Side) -> System {
+        match side {
+            Side::Crm => self.catalogue.pairing.erp,
+            Side::Erp => self.catalogue.pairing.crm,
+        }
+    }
+
+    pub fn settings(&self, system: System) -> SystemSettings {
+        self.catalogue
+            .systems
+            .get(&system)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Runs a script on a JSON input, returning JSON (decimals exact).
+    pub fn eval(&self, script: &str, input: &Value) -> Result<Value, RuleError> {
+        let s = self.scripts.get(script).ok_or_else(|| RuleError::Missing {
+            rule: script.to_string(),
+        })?;
+        let out = engine::run(&self.engine, s, engine::to_dynamic(input))?;
+        Ok(engine::from_dynamic(&out))
+    }
+
+    /// Runs a script on a prepared script value (the fast path for hot rules).
+    pub fn eval_dynamic(&self, script: &str, input: Dynamic) -> Result<Dynamic, RuleError> {
+        let s = self.scripts.get(script).ok_or_else(|| RuleError::Missing {
+            rule: script.to_string(),
+        })?;
+        engine::run(&self.engine, s, input)
+    }
+
+    /// Every file of the set (for case runs and publishing).
+    pub fn files(&self) -> &BTreeMap<String, String> {
+        &self.files
+    }
+
+    pub fn script_names(&self) -> impl Iterator<Item = &String> {
+        self.scripts.keys()
+    }
+}
+
+/// The content-hash version of a rule set: the same files always give the same version.
+pub fn content_version(files: &BTreeMap<String, String>) -> String {
+    let parts: Vec<&str> = files
+        .iter()
+        .flat_map(|(p, c)| [p.as_str(), c.as_str()])
+        .collect();
+    format!("r-{}", &crate::json::hash_parts(&parts)[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_rules() -> RuleSet {
+        RuleSet::load(&DirLoader(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules"),
+        ))
+        .expect("the repository's rules compile")
+    }
+
+    #[test]
+    fn repository_rules_pass_their_cases() {
+        let rules = repo_rules();
+        let failed: Vec<String> = cases::run_all(&rules)
+            .into_iter()
+            .filter(|r| !r.passed())
+            .map(|r| format!("{} / {}: {}", r.script, r.case, r.failures.join("; ")))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "failing rule cases:\n{}",
+            failed.join("\n")
+        );
+    }
+
+    #[test]
+    fn embedded_rules_equal_the_repository_rules() {
+        let embedded = RuleSet::load(&EmbeddedLoader).expect("embedded rules compile");
+        assert_eq!(embedded.version, repo_rules().version);
+    }
+
+    #[test]
+    fn every_flow_of_the_catalogue_is_configured() {
+        let rules = repo_rules();
+        for kind in FlowKind::ALL {
+            assert!(rules.catalogue.flows.contains_key(&kind), "{kind} missing");
+        }
+    }
+}
