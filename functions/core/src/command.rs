@@ -54,6 +54,15 @@ pub struct RebateCreditNote {
     pub period: String,
 }
 
+/// The rebate rule's result on one invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebateAccrual {
+    pub period: String,
+    pub tier: String,
+    pub rate: Decimal,
+    pub accrual: Decimal,
+}
+
 /// What to write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", content = "record", rename_all = "snake_case")]
@@ -75,7 +84,11 @@ pub enum Action {
     },
     SetOrderProgress(OrderProgress),
     SetQuoteTotals(QuoteTotals),
-    UpsertInvoice(Invoice),
+    UpsertInvoice {
+        invoice: Invoice,
+        /// The rebate accrued on this invoice, when the rebate rule ran.
+        rebate: Option<RebateAccrual>,
+    },
     SetFinancials(CustomerFinancials),
     UpsertPayment(Payment),
     CreateCreditNote(RebateCreditNote),
@@ -93,7 +106,7 @@ impl Action {
             Action::SetOrderErpNumber { .. } => "set_order_erp_number",
             Action::SetOrderProgress(_) => "set_order_progress",
             Action::SetQuoteTotals(_) => "set_quote_totals",
-            Action::UpsertInvoice(_) => "upsert_invoice",
+            Action::UpsertInvoice { .. } => "upsert_invoice",
             Action::SetFinancials(_) => "set_financials",
             Action::UpsertPayment(_) => "upsert_payment",
             Action::CreateCreditNote(_) => "create_credit_note",

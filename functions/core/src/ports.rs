@@ -196,10 +196,15 @@ pub struct RebateFigures {
     pub volume: Decimal,
     /// Accrued rebate so far.
     pub accrued: Decimal,
+    /// Rebate already paid out by credit notes.
+    #[serde(default)]
+    pub credited: Decimal,
     /// Highest tier reached (name), if any.
     pub tier: Option<String>,
-    /// Invoices already counted (so a replay never counts one twice).
-    pub invoices: Vec<String>,
+    /// The rule's output per invoice already counted: a replayed invoice reuses it, so it
+    /// is never counted twice and produces the same commands.
+    #[serde(default)]
+    pub results: BTreeMap<String, Value>,
 }
 
 /// Figures kept for the credit and rebate rules.
@@ -334,6 +339,8 @@ pub trait Consumer: Send + Sync {
         delay: Duration,
         reason: &str,
     ) -> Result<(), QueueError>;
+    /// Messages on the queue, visible or not (in flight, or delayed for a retry).
+    async fn depth(&self, queue: QueueName) -> Result<usize, QueueError>;
     /// Moves a message to the dead-letter queue at once (a permanent failure).
     async fn dead_letter(
         &self,

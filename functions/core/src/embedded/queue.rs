@@ -249,6 +249,18 @@ impl Consumer for EmbeddedStore {
         Ok(())
     }
 
+    async fn depth(&self, queue: QueueName) -> Result<usize, QueueError> {
+        let conn = self.lock().map_err(|e| backend(queue, e))?;
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM queue WHERE queue = ?1",
+                params![queue.as_str()],
+                |r| r.get(0),
+            )
+            .map_err(|e| backend(queue, e))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     async fn dead_letter(
         &self,
         queue: QueueName,

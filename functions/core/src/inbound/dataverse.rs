@@ -1,0 +1,402 @@
+//! Dataverse service-endpoint webhooks: a serialized `RemoteExecutionContext`.
+//!
+//! Collections are key/value lists; typed values carry a WCF `__type` (EntityReference,
+//! Money, OptionSetValue); dates are `/Date(ms)/` (ISO-8601 is tolerated too). The
+//! record after the change is the post-image overlaid with `Target`; the pre-image is
+//! kept as `previous`. Over 256 KB Dataverse strips images and parameters and sets
+//! `x-ms-dynamics-msg-size-exceeded`: the event is then marked for a re-read.
+//!
+//! The same normalisation applies to Web API reads ([`normalize_webapi_record`]), so a
+//! mapping script sees one shape whichever way the record arrived.
+
+use super::{parse_json_body, secret_matches, Parsed, WebhookError, WebhookRequest};
+use crate::domain::{
+    ChangeEvent, EntityType, EventId, Operation, Origin, SourceRef, SourceVersion, System,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+/// How Dataverse authenticates to us (the service endpoint's authentication type).
+#[derive(Debug, Clone, Default)]
+pub struct DataverseAuth {
+    /// `HttpHeader`: this header must carry one of `secrets`.
+    pub header: Option<String>,
+    /// `WebhookKey` (`?code=`) or `HttpQueryString`: this query parameter must.
+    pub query_param: Option<String>,
+    /// Active secrets (several during a rotation).
+    pub secrets: Vec<String>,
+}
+
+impl DataverseAuth {
+    pub fn check(&self, req: &WebhookRequest) -> Result<(), WebhookError> {
+        let presented = self
+            .header
+            .as_deref()
+            .and_then(|h| req.header(h))
+            .or_else(|| self.query_param.as_deref().and_then(|q| req.query_param(q)));
+        match presented {
+            Some(p) if secret_matches(p, &self.secrets) => Ok(()),
+            _ => Err(WebhookError::Unauthorized),
+        }
+    }
+}
+
+/// The Dataverse table behind each entity type, and the column holding its business key.
+pub fn table_of(entity_type: EntityType) -> (&'static str, &'static str, Option<&'static str>) {
+    // (logical name, entity set, natural key column)
+    match entity_type {
+        EntityType::Account => ("account", "accounts", Some("accountnumber")),
+        EntityType::Contact => ("contact", "contacts", None),
+        EntityType::Item => ("product", "products", Some("productnumber")),
+        EntityType::Quote => ("quote", "quotes", Some("quotenumber")),
+        EntityType::Order => ("salesorder", "salesorders", Some("ordernumber")),
+        EntityType::Invoice => ("invoice", "invoices", Some("invoicenumber")),
+        EntityType::Payment => ("p2c_payment", "p2c_payments", Some("p2c_paymentnumber")),
+    }
+}
+
+/// The entity type of a Dataverse table, if p2c syncs it.
+pub fn entity_type_of(logical_name: &str) -> Option<EntityType> {
+    EntityType::ALL
+        .into_iter()
+        .find(|t| table_of(*t).0 == logical_name)
+}
+
+fn invalid(message: impl Into<String>) -> WebhookError {
+    WebhookError::InvalidPayload {
+        format: "Dataverse RemoteExecutionContext",
+        message: message.into(),
+    }
+}
+
+/// Parses a Dataverse webhook into one change event.
+pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed, WebhookError> {
+    let body = parse_json_body(req)?;
+    let ctx = body
+        .as_object()
+        .ok_or_else(|| invalid("the body is not a JSON object"))?;
+    let entity_name = ctx
+        .get("PrimaryEntityName")
+        .and_then(Value::as_str)
+        .ok_or(WebhookError::MissingKey("PrimaryEntityName".into()))?;
+    let entity_type = entity_type_of(entity_name)
+        .ok_or_else(|| WebhookError::UnknownEntity(entity_name.chars().take(64).collect()))?;
+    let id = ctx
+        .get("PrimaryEntityId")
+        .and_then(Value::as_str)
+        .filter(|s| is_guid(s))
+        .ok_or(WebhookError::MissingKey("PrimaryEntityId".into()))?;
+    let message = ctx
+        .get("MessageName")
+        .and_then(Value::as_str)
+        .ok_or(WebhookError::MissingKey("MessageName".into()))?;
+    let operation = match message {
+        "Create" => Operation::Create,
+        "Delete" => Operation::Delete,
+        _ => Operation::Update,
+    };
+    let size_exceeded = req.header("x-ms-dynamics-msg-size-exceeded").is_some();
+
+    let target = collection_value(ctx.get("InputParameters"), "Target");
+    let target_attrs = target
+        .and_then(|t| t.get("Attributes"))
+        .map(attributes)
+        .transpose()?
+        .unwrap_or_default();
+    let post = first_image(ctx.get("PostEntityImages"), "PostImage")?;
+    let pre = first_image(ctx.get("PreEntityImages"), "PreImage")?;
+
+    let mut fields = post.unwrap_or_default();
+    for (k, v) in target_attrs {
+        fields.insert(k, v);
+    }
+    let previous = pre.unwrap_or_default();
+
+    let (_, _, key_column) = table_of(entity_type);
+    let natural_key = key_column
+        .and_then(|c| {
+            fields
+                .get(c)
+                .or_else(|| previous.get(c))
+                .and_then(Value::as_str)
+        })
+        .map(str::to_string);
+
+    let row_version = target
+        .and_then(|t| t.get("RowVersion"))
+        .and_then(|v| match v {
+            Value::String(s) => s.parse::<u64>().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        });
+    let modified_ms = fields
+        .get("modifiedon")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp_millis());
+    let version = SourceVersion {
+        sequence: row_version.map(|r| (r, 0)),
+        modified_ms,
+    };
+
+    let event_id = ["OperationId", "RequestId", "CorrelationId"]
+        .iter()
+        .find_map(|k| ctx.get(*k).and_then(Value::as_str))
+        .ok_or(WebhookError::MissingKey("OperationId".into()))?;
+    let origin = Origin {
+        user_id: ctx
+            .get("InitiatingUserId")
+            .or_else(|| ctx.get("UserId"))
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase),
+        correlation_id: ctx
+            .get("CorrelationId")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        client: None,
+        depth: ctx
+            .get("Depth")
+            .and_then(Value::as_u64)
+            .and_then(|d| u32::try_from(d).ok()),
+    };
+
+    Ok(Parsed::Events(vec![ChangeEvent {
+        event_id: EventId(format!(
+            "dataverse:{}:{}",
+            event_id.to_ascii_lowercase(),
+            message
+        )),
+        source: SourceRef::new(System::Dataverse, entity_type, id),
+        natural_key,
+        operation,
+        fields: if size_exceeded { Map::new() } else { fields },
+        previous: if size_exceeded { Map::new() } else { previous },
+        needs_fetch: size_exceeded && operation != Operation::Delete,
+        resource: None,
+        version,
+        origin,
+        company: None,
+        received_at,
+    }]))
+}
+
+fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.chars().enumerate().all(|(i, c)| {
+            if [8, 13, 18, 23].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// `[{"key": k, "value": v}, …]` → the value of `key`.
+fn collection_value<'a>(coll: Option<&'a Value>, key: &str) -> Option<&'a Value> {
+    coll?.as_array()?.iter().find_map(|kv| {
+        (kv.get("key").and_then(Value::as_str) == Some(key)).then(|| kv.get("value"))?
+    })
+}
+
+/// The image named `preferred`, else the first image that has attributes.
+fn first_image(
+    coll: Option<&Value>,
+    preferred: &str,
+) -> Result<Option<Map<String, Value>>, WebhookError> {
+    let Some(list) = coll.and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let chosen = collection_value(coll, preferred).or_else(|| {
+        list.iter()
+            .filter(|kv| {
+                kv.get("key").and_then(Value::as_str) != Some("AsynchronousStepPrimaryName")
+            })
+            .find_map(|kv| kv.get("value"))
+    });
+    chosen
+        .and_then(|e| e.get("Attributes"))
+        .map(attributes)
+        .transpose()
+}
+
+/// An entity's `Attributes` key/value list → a normalised map.
+fn attributes(list: &Value) -> Result<Map<String, Value>, WebhookError> {
+    let items = list
+        .as_array()
+        .ok_or_else(|| invalid("Attributes is not a list"))?;
+    let mut out = Map::new();
+    for kv in items {
+        let key = kv
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("an attribute has no key"))?;
+        out.insert(
+            key.to_string(),
+            normalize_value(kv.get("value").unwrap_or(&Value::Null)),
+        );
+    }
+    Ok(out)
+}
+
+/// One typed webhook value → its plain form.
+pub fn normalize_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => match parse_wcf_date(s) {
+            Some(iso) => Value::String(iso),
+            None => v.clone(),
+        },
+        Value::Object(o) => {
+            let ty = o.get("__type").and_then(Value::as_str).unwrap_or("");
+            if ty.starts_with("EntityReference")
+                || (o.contains_key("LogicalName")
+                    && o.contains_key("Id")
+                    && !o.contains_key("Attributes"))
+            {
+                let mut r = Map::new();
+                r.insert(
+                    "id".into(),
+                    o.get("Id")
+                        .and_then(Value::as_str)
+                        .map(|s| Value::String(s.to_ascii_lowercase()))
+                        .unwrap_or(Value::Null),
+                );
+                r.insert(
+                    "logical_name".into(),
+                    o.get("LogicalName").cloned().unwrap_or(Value::Null),
+                );
+                r.insert("name".into(), o.get("Name").cloned().unwrap_or(Value::Null));
+                Value::Object(r)
+            } else if ty.starts_with("Entity:") || o.contains_key("Attributes") {
+                o.get("Attributes")
+                    .and_then(|a| attributes(a).ok())
+                    .map(Value::Object)
+                    .unwrap_or(Value::Null)
+            } else if let Some(inner) = o.get("Value") {
+                // Money, OptionSetValue (and their untyped image forms).
+                normalize_value(inner)
+            } else {
+                Value::Object(
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), normalize_value(v)))
+                        .collect(),
+                )
+            }
+        }
+        Value::Array(a) => Value::Array(a.iter().map(normalize_value).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `/Date(1506384247000)/` or `/Date(1506384247000+0000)/` → ISO-8601 UTC.
+pub fn parse_wcf_date(s: &str) -> Option<String> {
+    let inner = s.strip_prefix("/Date(")?.strip_suffix(")/")?;
+    // The sign of the offset, not of the milliseconds: search after the first byte.
+    let end = inner
+        .get(1..)?
+        .find(['+', '-'])
+        .map(|i| i + 1)
+        .unwrap_or(inner.len());
+    let ms: i64 = inner.get(..end)?.parse().ok()?;
+    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+/// A Web API (OData) record → the same normalised shape as a webhook record: lookups
+/// `_x_value` become `x: {id, logical_name, name}`, annotations are dropped, expanded
+/// collections are normalised recursively.
+pub fn normalize_webapi_record(rec: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in rec {
+        if k.contains('@') {
+            continue;
+        }
+        if let Some(name) = k.strip_prefix('_').and_then(|s| s.strip_suffix("_value")) {
+            let lookup = if v.is_null() {
+                Value::Null
+            } else {
+                let mut r = Map::new();
+                r.insert(
+                    "id".into(),
+                    v.as_str()
+                        .map(|s| Value::String(s.to_ascii_lowercase()))
+                        .unwrap_or(Value::Null),
+                );
+                r.insert(
+                    "logical_name".into(),
+                    rec.get(&format!("{k}@Microsoft.Dynamics.CRM.lookuplogicalname"))
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
+                r.insert(
+                    "name".into(),
+                    rec.get(&format!("{k}@OData.Community.Display.V1.FormattedValue"))
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                );
+                Value::Object(r)
+            };
+            out.insert(name.to_string(), lookup);
+            continue;
+        }
+        let nv = match v {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| match i.as_object() {
+                        Some(o) => Value::Object(normalize_webapi_record(o)),
+                        None => i.clone(),
+                    })
+                    .collect(),
+            ),
+            Value::Object(o) => Value::Object(normalize_webapi_record(o)),
+            other => other.clone(),
+        };
+        out.insert(k.clone(), nv);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wcf_dates_become_iso() {
+        assert_eq!(
+            parse_wcf_date("/Date(1778749965000)/").as_deref(),
+            Some("2026-05-14T09:12:45Z")
+        );
+        assert_eq!(
+            parse_wcf_date("/Date(1778749966000+0000)/").as_deref(),
+            Some("2026-05-14T09:12:46Z")
+        );
+        assert_eq!(
+            parse_wcf_date("/Date(-1000-0700)/").as_deref(),
+            Some("1969-12-31T23:59:59Z")
+        );
+        assert_eq!(parse_wcf_date("2026-05-14"), None);
+        assert_eq!(parse_wcf_date("/Date()/"), None);
+        assert_eq!(parse_wcf_date("/Date(é)/"), None);
+    }
+
+    #[test]
+    fn webapi_lookups_take_the_webhook_shape() {
+        let rec: Value = serde_json::json!({
+            "@odata.etag": "W/\"1\"",
+            "ordernumber": "ORD-1",
+            "_customerid_value": "4B1E3D75-A749-EF11-ACCE-00224802D26D",
+            "_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "account",
+            "order_details": [ { "_productid_value": "P1", "_productid_value@Microsoft.Dynamics.CRM.lookuplogicalname": "product", "quantity": 40 } ]
+        });
+        let n = normalize_webapi_record(rec.as_object().unwrap());
+        assert_eq!(
+            n["customerid"]["id"],
+            "4b1e3d75-a749-ef11-acce-00224802d26d"
+        );
+        assert_eq!(n["customerid"]["logical_name"], "account");
+        assert_eq!(
+            n["order_details"][0]["productid"]["logical_name"],
+            "product"
+        );
+        assert!(!n.contains_key("@odata.etag"));
+    }
+}

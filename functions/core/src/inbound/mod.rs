@@ -1,0 +1,268 @@
+//! Inbound: each system's webhook format parsed into [`ChangeEvent`]s at the edge.
+//!
+//! Parsers are pure functions of a [`WebhookRequest`]; the ingest step authenticates,
+//! parses, queues and only then answers. [`WebhookError`] is the one place where a
+//! failure becomes an HTTP status with a stable code and a safe message.
+
+pub mod bc;
+pub mod dataverse;
+
+use crate::domain::ChangeEvent;
+use serde::Serialize;
+use thiserror::Error;
+
+/// Largest body accepted (Dataverse caps its own payloads at 256 KB; leave room).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Deepest JSON accepted.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// An HTTP request as the ingest step sees it (built from lambda_http or axum).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub path: String,
+    /// Decoded query parameters, in order.
+    pub query: Vec<(String, String)>,
+    /// Headers with lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl WebhookRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Parses a query string (`a=1&b=x%20y`) into pairs.
+    pub fn parse_query(q: &str) -> Vec<(String, String)> {
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect()
+    }
+}
+
+/// Decodes `%XX` escapes and `+` as space.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the ingest step answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl WebhookResponse {
+    pub fn json(status: u16, body: &impl Serialize) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_string(body).unwrap_or_else(|_| "{}".into()),
+        }
+    }
+
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+/// What a parser found in a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// Change events to queue.
+    Events(Vec<ChangeEvent>),
+    /// A subscription handshake to answer with this token (BC `validationToken`).
+    Handshake(String),
+}
+
+/// Why a webhook was refused. Every variant maps to a 4xx except `Unavailable`.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum WebhookError {
+    #[error("missing or wrong credentials")]
+    Unauthorized,
+    #[error("body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("content type `{0}` is not accepted; send application/json")]
+    UnsupportedMediaType(String),
+    #[error("body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("JSON is nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("payload is not a {format}: {message}")]
+    InvalidPayload {
+        format: &'static str,
+        message: String,
+    },
+    #[error("entity `{0}` is not synced by p2c")]
+    UnknownEntity(String),
+    #[error("the payload has no `{0}`")]
+    MissingKey(String),
+    #[error("no webhook for system `{0}`")]
+    UnknownSystem(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// The event could not be queued: the sender should retry (nothing was accepted).
+    #[error("temporarily unavailable")]
+    Unavailable,
+}
+
+/// The JSON error body: a stable code and a safe message.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: &'a str,
+    pub message: String,
+}
+
+impl WebhookError {
+    /// The one mapping from error to HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            WebhookError::Unauthorized => 401,
+            WebhookError::TooLarge { .. } => 413,
+            WebhookError::UnsupportedMediaType(_) => 415,
+            WebhookError::MalformedJson(_) | WebhookError::TooDeep(_) => 400,
+            WebhookError::InvalidPayload { .. }
+            | WebhookError::UnknownEntity(_)
+            | WebhookError::MissingKey(_) => 422,
+            WebhookError::UnknownSystem(_) => 404,
+            WebhookError::MethodNotAllowed(_) => 405,
+            WebhookError::Unavailable => 503,
+        }
+    }
+
+    /// The stable machine-readable code (listed in the README).
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebhookError::Unauthorized => "unauthorized",
+            WebhookError::TooLarge { .. } => "payload_too_large",
+            WebhookError::UnsupportedMediaType(_) => "unsupported_media_type",
+            WebhookError::MalformedJson(_) => "malformed_json",
+            WebhookError::TooDeep(_) => "json_too_deep",
+            WebhookError::InvalidPayload { .. } => "invalid_payload",
+            WebhookError::UnknownEntity(_) => "unknown_entity",
+            WebhookError::MissingKey(_) => "missing_key",
+            WebhookError::UnknownSystem(_) => "unknown_system",
+            WebhookError::MethodNotAllowed(_) => "method_not_allowed",
+            WebhookError::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn response(&self) -> WebhookResponse {
+        WebhookResponse::json(
+            self.status(),
+            &ErrorBody {
+                error: self.code(),
+                message: self.to_string(),
+            },
+        )
+    }
+}
+
+/// Checks size, content type and depth, then parses JSON.
+pub fn parse_json_body(req: &WebhookRequest) -> Result<serde_json::Value, WebhookError> {
+    if req.body.len() > MAX_BODY_BYTES {
+        return Err(WebhookError::TooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    if let Some(ct) = req.header("content-type") {
+        let ct = ct.to_ascii_lowercase();
+        if !(ct.starts_with("application/json") || ct.contains("+json")) {
+            return Err(WebhookError::UnsupportedMediaType(
+                ct.chars().take(60).collect(),
+            ));
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(&req.body).map_err(|e| {
+        // serde_json stops at depth 128 itself; report ours below that.
+        WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column()))
+    })?;
+    if crate::json::depth(&v) > MAX_JSON_DEPTH {
+        return Err(WebhookError::TooDeep(MAX_JSON_DEPTH));
+    }
+    Ok(v)
+}
+
+/// Constant-time check of a presented secret against any of the active ones.
+pub fn secret_matches(presented: &str, active: &[String]) -> bool {
+    use subtle::ConstantTimeEq;
+    let mut ok = subtle::Choice::from(0u8);
+    for s in active {
+        if s.is_empty() {
+            continue;
+        }
+        // Lengths leak only whether lengths differ, which is not the secret.
+        if s.len() == presented.len() {
+            ok |= s.as_bytes().ct_eq(presented.as_bytes());
+        }
+    }
+    bool::from(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded() {
+        assert_eq!(
+            WebhookRequest::parse_query("validationToken=a%20b+c&x="),
+            vec![
+                ("validationToken".into(), "a b c".into()),
+                ("x".into(), String::new())
+            ]
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%é%41"), "%éA");
+    }
+
+    #[test]
+    fn secrets_match_any_active_one_and_never_empty() {
+        let active = vec!["old-secret".to_string(), "new-secret".to_string()];
+        assert!(secret_matches("new-secret", &active));
+        assert!(secret_matches("old-secret", &active));
+        assert!(!secret_matches("new-secreT", &active));
+        assert!(!secret_matches("", &[String::new()]));
+    }
+}

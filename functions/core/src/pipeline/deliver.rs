@@ -1,0 +1,298 @@
+//! The deliver step: one command → its target system, exactly once in effect.
+//!
+//! The connector upserts by natural key, so a redelivered command finds what the first
+//! attempt wrote. After the write, the ids the target assigned and a fingerprint of what
+//! was written are recorded on the entity (for cross-references and echo recognition),
+//! follow-up commands are queued (the ERP order number back to the CRM), and events
+//! parked on this entity are released.
+
+use super::{audit, DeliverCtx, Disposition};
+use crate::command::{Action, Command};
+use crate::domain::{SourceRef, System};
+use crate::error::{DeliveryError, StoreError};
+use crate::ports::{Claim, Delivery, EntityState, Outcome};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+/// What happened to a command.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DeliverOutcome {
+    Delivered { target_id: String, created: bool },
+    Duplicate,
+}
+
+/// Why a command was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("{reason}")]
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{code}: {message}")]
+    Permanent { code: String, message: String },
+}
+
+impl From<StoreError> for DeliverError {
+    fn from(e: StoreError) -> Self {
+        DeliverError::Retryable {
+            reason: e.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<crate::error::QueueError> for DeliverError {
+    fn from(e: crate::error::QueueError) -> Self {
+        DeliverError::Retryable {
+            reason: e.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<super::sync::SyncError> for DeliverError {
+    fn from(e: super::sync::SyncError) -> Self {
+        DeliverError::Retryable {
+            reason: e.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<DeliveryError> for DeliverError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Transient { retry_after_ms, .. } => DeliverError::Retryable {
+                reason: e.to_string(),
+                retry_after: retry_after_ms.map(Duration::from_millis),
+            },
+            DeliveryError::Permanent { .. } => DeliverError::Permanent {
+                code: "target_refused".into(),
+                message: e.to_string(),
+            },
+            DeliveryError::NoConnector { .. } => DeliverError::Permanent {
+                code: "no_connector".into(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// Handles one queue message (the body is a serialized [`Command`]).
+pub async fn handle_message(ctx: &DeliverCtx, d: &Delivery) -> Disposition {
+    let cmd: Command = match serde_json::from_str(&d.body) {
+        Ok(c) => c,
+        Err(e) => {
+            return Disposition::DeadLetter {
+                code: "malformed_message".into(),
+                reason: format!("not a command: {e}"),
+            }
+        }
+    };
+    let span = tracing::info_span!("deliver", command = %cmd.id, target = %cmd.target, entity = %cmd.entity);
+    let _g = span.enter();
+    match deliver_command(ctx, &cmd).await {
+        Ok(_) => Disposition::Done,
+        Err(DeliverError::Retryable {
+            reason,
+            retry_after,
+        }) => {
+            tracing::warn!(%reason, "delivery will be retried");
+            let backoff = super::backoff(ctx.timings.retry_base, d.receive_count, &d.message_id);
+            Disposition::Retry {
+                delay: retry_after.map_or(backoff, |r| r.max(backoff)),
+                reason,
+            }
+        }
+        Err(DeliverError::Permanent { code, message }) => {
+            tracing::warn!(%code, %message, "delivery failed permanently");
+            Disposition::DeadLetter {
+                code,
+                reason: message,
+            }
+        }
+    }
+}
+
+/// Delivers one command exactly once in effect.
+pub async fn deliver_command(
+    ctx: &DeliverCtx,
+    cmd: &Command,
+) -> Result<DeliverOutcome, DeliverError> {
+    let key = format!("deliver#{}", cmd.id);
+    let t = ctx.timings;
+    match ctx.idem.claim(&key, t.lock_for, t.keep_for).await? {
+        Claim::Duplicate(_) => return Ok(DeliverOutcome::Duplicate),
+        Claim::InProgress { until } => {
+            return Err(DeliverError::Retryable {
+                reason: format!("command is being delivered elsewhere until {until}"),
+                retry_after: None,
+            })
+        }
+        Claim::Fresh => {}
+    }
+    match apply(ctx, cmd).await {
+        Ok(outcome) => {
+            let v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+            ctx.idem.complete(&key, &v, t.keep_for).await?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            if let Err(re) = ctx.idem.release(&key).await {
+                tracing::warn!(error = %re, "could not release the idempotency claim");
+            }
+            let outcome = if matches!(e, DeliverError::Permanent { .. }) {
+                "failed"
+            } else {
+                "retry"
+            };
+            audit(
+                ctx.audit.as_ref(),
+                &cmd.entity.to_string(),
+                "deliver",
+                outcome,
+                format!("{} → {}: {e}", cmd.action.name(), cmd.target.label()),
+                None,
+                Some(&cmd.rules_version),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply(ctx: &DeliverCtx, cmd: &Command) -> Result<DeliverOutcome, DeliverError> {
+    let connector = ctx
+        .connectors
+        .get(&cmd.target)
+        .ok_or_else(|| DeliveryError::NoConnector {
+            system: cmd.target.to_string(),
+        })?;
+    let outcome = connector.apply(cmd).await?;
+    let state = record(ctx, cmd, &outcome).await?;
+
+    let detail = format!(
+        "{} → {}: {} {}{}",
+        cmd.action.name(),
+        cmd.target.label(),
+        if outcome.created {
+            "created"
+        } else {
+            "updated"
+        },
+        outcome.target_id,
+        outcome
+            .assigned_number
+            .as_ref()
+            .map(|n| format!(" (number {n})"))
+            .unwrap_or_default()
+    );
+    audit(
+        ctx.audit.as_ref(),
+        &cmd.entity.to_string(),
+        "deliver",
+        "delivered",
+        detail,
+        None,
+        Some(&cmd.rules_version),
+    )
+    .await;
+
+    // The ERP's order number goes back to the CRM order.
+    if let (Action::UpsertOrder(order), Some(number)) = (&cmd.action, &outcome.assigned_number) {
+        if let Some(crm) = state
+            .ids
+            .keys()
+            .copied()
+            .find(|s| s.side() == crate::domain::Side::Crm)
+        {
+            let follow = Command::new(
+                &cmd.id.0,
+                &cmd.caused_by,
+                crm,
+                cmd.entity.clone(),
+                Action::SetOrderErpNumber {
+                    order_number: order.number.clone(),
+                    erp_number: number.clone(),
+                },
+                &cmd.rules_version,
+            );
+            super::sync::send_commands(ctx.publisher.as_ref(), &[follow]).await?;
+        }
+    }
+
+    // Anything parked on this entity (under any of its ids) can go now.
+    let cause = format!("{}@{}", state.key, state.version);
+    for (system, id) in &state.ids {
+        let dep = SourceRef::new(*system, state.key.entity_type, id.clone()).group();
+        let n = super::sync::release_waiters(
+            ctx.parking.as_ref(),
+            ctx.publisher.as_ref(),
+            &dep,
+            &cause,
+        )
+        .await?;
+        if n > 0 {
+            audit(
+                ctx.audit.as_ref(),
+                &state.key.to_string(),
+                "deliver",
+                "released",
+                format!("{n} parked event(s) waiting on {dep} re-queued"),
+                None,
+                Some(&cmd.rules_version),
+            )
+            .await;
+        }
+    }
+    Ok(DeliverOutcome::Delivered {
+        target_id: outcome.target_id,
+        created: outcome.created,
+    })
+}
+
+/// Records the target's id and the written fingerprint, retrying lost races.
+async fn record(
+    ctx: &DeliverCtx,
+    cmd: &Command,
+    outcome: &Outcome,
+) -> Result<EntityState, DeliverError> {
+    for _ in 0..8 {
+        let mut state = ctx
+            .state
+            .load(&cmd.entity)
+            .await?
+            .unwrap_or_else(|| EntityState::new(cmd.entity.clone()));
+        state.version += 1;
+        state.ids.insert(cmd.target, outcome.target_id.clone());
+        state
+            .written
+            .insert(cmd.target, outcome.fingerprint.clone());
+        if let Some(n) = &outcome.assigned_number {
+            state.records.insert(
+                format!("{}_number", system_tag(cmd.target)),
+                Value::String(n.clone()),
+            );
+        }
+        state.updated_at = chrono::Utc::now();
+        match ctx.state.save(&state).await {
+            Ok(()) => return Ok(state),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DeliverError::Retryable {
+        reason: format!("{} kept changing; retrying", cmd.entity),
+        retry_after: None,
+    })
+}
+
+fn system_tag(s: System) -> &'static str {
+    match s.side() {
+        crate::domain::Side::Erp => "erp",
+        crate::domain::Side::Crm => "crm",
+    }
+}

@@ -1,0 +1,125 @@
+//! The ingest step: authenticate, parse, claim, queue — and only then answer 2xx.
+//!
+//! A request that cannot be queued gets 503 (the sender retries; nothing was accepted),
+//! a bad one a 4xx with a stable code. Duplicates are answered 2xx without queueing.
+
+use super::sync::event_message;
+use super::Timings;
+use crate::domain::System;
+use crate::inbound::{bc, dataverse, Parsed, WebhookError, WebhookRequest, WebhookResponse};
+use crate::ports::{Claim, IdempotencyStore, Publisher, QueueName};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Inbound credentials per system.
+#[derive(Debug, Clone, Default)]
+pub struct InboundAuth {
+    pub dataverse: dataverse::DataverseAuth,
+    /// Business Central `clientState` values of our subscriptions (several while rotating).
+    pub bc_client_states: Vec<String>,
+}
+
+/// What the ingest step needs.
+#[derive(Clone)]
+pub struct IngestCtx {
+    pub idem: Arc<dyn IdempotencyStore>,
+    pub publisher: Arc<dyn Publisher>,
+    pub auth: InboundAuth,
+    pub timings: Timings,
+}
+
+/// The 2xx answer body.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+/// Handles one webhook for `system` (the path segment: `dataverse`, `bc`, …).
+pub async fn ingest(ctx: &IngestCtx, system: &str, req: &WebhookRequest) -> WebhookResponse {
+    match ingest_inner(ctx, system, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Internal details go to the log; the caller gets the stable code.
+            tracing::warn!(system, code = e.code(), error = %e, "webhook refused");
+            e.response()
+        }
+    }
+}
+
+async fn ingest_inner(
+    ctx: &IngestCtx,
+    system: &str,
+    req: &WebhookRequest,
+) -> Result<WebhookResponse, WebhookError> {
+    let system: System = system
+        .parse()
+        .map_err(|_| WebhookError::UnknownSystem(system.chars().take(32).collect()))?;
+    let now = chrono::Utc::now();
+    let parsed = match system {
+        System::Dataverse => {
+            if !req.method.eq_ignore_ascii_case("POST") {
+                return Err(WebhookError::MethodNotAllowed(req.method.clone()));
+            }
+            ctx.auth.dataverse.check(req)?;
+            dataverse::parse(req, now)?
+        }
+        System::BusinessCentral => {
+            let handshake = req.query_param("validationToken").is_some();
+            if !handshake && !req.method.eq_ignore_ascii_case("POST") {
+                return Err(WebhookError::MethodNotAllowed(req.method.clone()));
+            }
+            bc::parse(req, &ctx.auth.bc_client_states, now)?
+        }
+        other => return Err(WebhookError::UnknownSystem(other.to_string())),
+    };
+    let events = match parsed {
+        Parsed::Handshake(token) => return Ok(WebhookResponse::text(200, token)),
+        Parsed::Events(evs) => evs,
+    };
+
+    let t = ctx.timings;
+    let mut fresh = Vec::new();
+    let mut duplicates = 0;
+    for ev in events {
+        let key = ev.idempotency_key("ingest").0;
+        match ctx.idem.claim(&key, t.lock_for, t.keep_for).await {
+            Ok(Claim::Fresh) => fresh.push((key, ev)),
+            Ok(Claim::Duplicate(_)) => duplicates += 1,
+            Ok(Claim::InProgress { .. }) | Err(_) => {
+                release_all(ctx, &fresh).await;
+                return Err(WebhookError::Unavailable);
+            }
+        }
+    }
+    let messages: Vec<_> = fresh.iter().map(|(_, ev)| event_message(ev)).collect();
+    for chunk in messages.chunks(10) {
+        if let Err(e) = ctx.publisher.send(QueueName::Inbound, chunk).await {
+            tracing::error!(error = %e, "could not queue inbound events");
+            release_all(ctx, &fresh).await;
+            return Err(WebhookError::Unavailable);
+        }
+    }
+    for (key, ev) in &fresh {
+        let outcome = serde_json::json!({ "queued": ev.event_id });
+        if let Err(e) = ctx.idem.complete(key, &outcome, t.keep_for).await {
+            // Queued already: a later duplicate is caught by sync's own claim.
+            tracing::warn!(error = %e, "could not complete the ingest claim");
+        }
+    }
+    Ok(WebhookResponse::json(
+        202,
+        &Accepted {
+            accepted: fresh.len(),
+            duplicates,
+        },
+    ))
+}
+
+async fn release_all(ctx: &IngestCtx, fresh: &[(String, crate::domain::ChangeEvent)]) {
+    for (key, _) in fresh {
+        if let Err(e) = ctx.idem.release(key).await {
+            tracing::warn!(error = %e, "could not release an ingest claim");
+        }
+    }
+}

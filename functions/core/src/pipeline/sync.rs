@@ -1,0 +1,1217 @@
+//! The sync step: one inbound change event → entity state, decisions and outbound
+//! commands, with the guarantees of DESIGN.md:
+//!
+//! 1. a duplicate has one effect (idempotency claim; completion after side effects);
+//! 2. a stale update never overwrites newer state (source versions per system);
+//! 3. our own writes coming back are dropped (integration user; payload fingerprint);
+//! 4. an event whose references are not synced yet is parked, released when they land;
+//! 5. a crash after the state write re-sends exactly the stored commands (outbox).
+
+use super::{audit, Disposition, SyncCtx};
+use crate::command::{Action, Command, Credit, RebateAccrual, RebateCreditNote};
+use crate::domain::{
+    ChangeEvent, Contact, Customer, CustomerFinancials, EntityKey, EntityType, Invoice,
+    InvoiceKind, Operation, OrderProgress, Payment, Product, Quote, QuoteTotals, SalesOrder,
+    SourceRef, System,
+};
+use crate::error::{DeliveryError, QueueError, RuleError, StoreError};
+use crate::json::fingerprint;
+use crate::ports::{Applied, Claim, Delivery, EntityState, OutMessage, ParkedEvent, QueueName};
+use crate::rules::FlowKind;
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// What happened to an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SyncOutcome {
+    Applied { entity: String, commands: usize },
+    Duplicate,
+    Stale { entity: String },
+    Echo { entity: String },
+    NoChange { entity: String },
+    Parked { dependency: String },
+    Expanded { events: usize },
+    Ignored { reason: String },
+    Rejected { code: String, message: String },
+    Resent { entity: String, commands: usize },
+}
+
+/// Why an event could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Try again later (store or queue unavailable, lost a race, source unreachable).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will not succeed as it is: dead-letter it with this code.
+    #[error("{code}: {message}")]
+    Permanent { code: String, message: String },
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt { .. } => SyncError::Permanent {
+                code: "corrupt_state".into(),
+                message: e.to_string(),
+            },
+            other => SyncError::Retryable(other.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for SyncError {
+    fn from(e: QueueError) -> Self {
+        SyncError::Retryable(e.to_string())
+    }
+}
+
+impl From<DeliveryError> for SyncError {
+    fn from(e: DeliveryError) -> Self {
+        if e.is_retryable() {
+            SyncError::Retryable(e.to_string())
+        } else {
+            SyncError::Permanent {
+                code: "source_read_failed".into(),
+                message: e.to_string(),
+            }
+        }
+    }
+}
+
+impl From<RuleError> for SyncError {
+    fn from(e: RuleError) -> Self {
+        SyncError::Permanent {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl SyncError {
+    pub fn disposition(&self, receive_count: u32, ctx: &SyncCtx, seed: &str) -> Disposition {
+        match self {
+            SyncError::Retryable(reason) => Disposition::Retry {
+                delay: super::backoff(ctx.timings.retry_base, receive_count, seed),
+                reason: reason.clone(),
+            },
+            SyncError::Permanent { code, message } => Disposition::DeadLetter {
+                code: code.clone(),
+                reason: message.clone(),
+            },
+        }
+    }
+}
+
+/// Handles one queue message (the body is a serialized [`ChangeEvent`]).
+pub async fn handle_message(ctx: &SyncCtx, d: &Delivery) -> Disposition {
+    let ev: ChangeEvent = match serde_json::from_str(&d.body) {
+        Ok(ev) => ev,
+        Err(e) => {
+            return Disposition::DeadLetter {
+                code: "malformed_message".into(),
+                reason: format!("not a change event: {e}"),
+            }
+        }
+    };
+    let span = tracing::info_span!("sync", event = %ev.event_id, source = %ev.source);
+    let _g = span.enter();
+    match sync_event(ctx, ev).await {
+        Ok(outcome) => {
+            tracing::info!(?outcome, "synced");
+            Disposition::Done
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sync failed");
+            e.disposition(d.receive_count, ctx, &d.message_id)
+        }
+    }
+}
+
+/// Syncs one event exactly once.
+pub async fn sync_event(ctx: &SyncCtx, ev: ChangeEvent) -> Result<SyncOutcome, SyncError> {
+    let key = ev.idempotency_key("sync").0;
+    let t = ctx.timings;
+    match ctx.idem.claim(&key, t.lock_for, t.keep_for).await? {
+        Claim::Duplicate(_) => return Ok(SyncOutcome::Duplicate),
+        Claim::InProgress { until } => {
+            return Err(SyncError::Retryable(format!(
+                "event is being processed elsewhere until {until}"
+            )))
+        }
+        Claim::Fresh => {}
+    }
+    let subject = ev.source.group();
+    let event = ev.clone();
+    match process(ctx, ev, &key).await {
+        Ok(outcome) => {
+            let v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+            ctx.idem.complete(&key, &v, t.keep_for).await?;
+            Ok(outcome)
+        }
+        Err(e) => {
+            if let Err(re) = ctx.idem.release(&key).await {
+                tracing::warn!(error = %re, "could not release the idempotency claim");
+            }
+            if let SyncError::Permanent { code, message } = &e {
+                audit(
+                    ctx.audit.as_ref(),
+                    &subject,
+                    "sync",
+                    "failed",
+                    format!("{code}: {message}"),
+                    Some(&event),
+                    Some(&ctx.rules.version),
+                )
+                .await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncOutcome, SyncError> {
+    let rules = ctx.rules.clone();
+    let version = rules.version.clone();
+    let system = ev.source.system;
+    let side = system.side();
+    let a = ctx.audit.as_ref();
+
+    if ev.operation == Operation::Delete {
+        let subject = subject_of(ctx, &ev.source).await?;
+        let reason = format!(
+            "deleted in {}; p2c never deletes in the other system",
+            system.label()
+        );
+        audit(
+            a,
+            &subject,
+            "sync",
+            "ignored",
+            &reason,
+            Some(&ev),
+            Some(&version),
+        )
+        .await;
+        return Ok(SyncOutcome::Ignored { reason });
+    }
+
+    let Some((kind, flow)) = rules.flow_for(side, ev.source.entity_type) else {
+        let reason = format!(
+            "no enabled flow reads {} changes from the {:?}",
+            ev.source.entity_type, side
+        );
+        audit(
+            a,
+            &ev.source.group(),
+            "sync",
+            "ignored",
+            &reason,
+            Some(&ev),
+            Some(&version),
+        )
+        .await;
+        return Ok(SyncOutcome::Ignored { reason });
+    };
+    let flow = flow.clone();
+
+    if let (Some(author), Some(me)) = (&ev.origin.user_id, rules.settings(system).integration_user)
+    {
+        if author.eq_ignore_ascii_case(&me) {
+            let subject = subject_of(ctx, &ev.source).await?;
+            audit(
+                a,
+                &subject,
+                "sync",
+                "echo",
+                format!("written by p2c's own {} user; dropped", system.label()),
+                Some(&ev),
+                Some(&version),
+            )
+            .await;
+            return Ok(SyncOutcome::Echo { entity: subject });
+        }
+    }
+
+    // Notifications without data, oversized payloads, and records whose lines come only
+    // on a full read: read the record from its source first.
+    let missing_expand = flow
+        .expand
+        .as_ref()
+        .is_some_and(|f| !ev.fields.contains_key(f));
+    if ev.needs_fetch || missing_expand {
+        let reader = ctx
+            .readers
+            .get(&system)
+            .ok_or_else(|| SyncError::Permanent {
+                code: "no_reader".into(),
+                message: format!("no reader configured for {system}"),
+            })?;
+        let mut read = reader.read(&ev).await?;
+        if read.is_empty() {
+            let reason = format!("the record no longer exists in {}", system.label());
+            audit(
+                a,
+                &ev.source.group(),
+                "sync",
+                "ignored",
+                &reason,
+                Some(&ev),
+                Some(&version),
+            )
+            .await;
+            return Ok(SyncOutcome::Ignored { reason });
+        }
+        if read.len() == 1 && read[0].source == ev.source {
+            ev = read.remove(0);
+        } else {
+            let n = read.len();
+            publish_events(ctx, &read).await?;
+            audit(
+                a,
+                &ev.source.group(),
+                "sync",
+                "expanded",
+                format!("read {n} records; each queued as its own event"),
+                Some(&ev),
+                Some(&version),
+            )
+            .await;
+            return Ok(SyncOutcome::Expanded { events: n });
+        }
+    }
+
+    // References: add each lookup's business key; park if a required one is not synced.
+    let counterpart = rules.counterpart(side);
+    let lookups = enrich_lookups(ctx, &mut ev.fields, system, counterpart).await?;
+    for path in &flow.requires {
+        for (p, lookup) in lookups.iter().filter(|(p, _)| path_matches(path, p)) {
+            if !lookup.synced {
+                let dependency = lookup.source.group();
+                return park(
+                    ctx,
+                    &ev,
+                    &dependency,
+                    &format!(
+                        "waiting for {} ({p}) to be synced to {}",
+                        lookup.source,
+                        counterpart.label()
+                    ),
+                    &version,
+                    true,
+                )
+                .await;
+            }
+        }
+    }
+
+    // Map.
+    let input = json!({
+        "system": system.as_str(),
+        "operation": ev.operation,
+        "record": Value::Object(ev.fields.clone()),
+        "previous": Value::Object(ev.previous.clone()),
+        "resource": ev.fields.get("@p2c.entitySet").cloned().unwrap_or(Value::Null),
+        "today": ev.received_at.format("%Y-%m-%d").to_string(),
+    });
+    let mapped = match rules.eval(&flow.script, &input) {
+        Ok(v) => v,
+        Err(RuleError::Rejected {
+            code,
+            message,
+            rule,
+        }) if code != "unmapped_value" => {
+            let subject = subject_of(ctx, &ev.source).await?;
+            audit(
+                a,
+                &subject,
+                "sync",
+                "rejected",
+                format!("{rule}: {code}: {message}"),
+                Some(&ev),
+                Some(&version),
+            )
+            .await;
+            return Ok(SyncOutcome::Rejected { code, message });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let record = Record::parse(kind, &flow.script, mapped)?;
+    let key = record.key()?;
+    let subject = key.to_string();
+
+    let mut state = ctx
+        .state
+        .load(&key)
+        .await?
+        .unwrap_or_else(|| EntityState::new(key.clone()));
+
+    // A crash after the state write: re-send exactly what was decided then.
+    if let Some(applied) = state
+        .last_applied
+        .as_ref()
+        .filter(|ap| ap.idempotency_key == idem)
+    {
+        let cmds = applied.commands.clone();
+        publish_commands(ctx, &cmds).await?;
+        audit(
+            a,
+            &subject,
+            "sync",
+            "resent",
+            format!(
+                "state was already written; re-sent {} command(s)",
+                cmds.len()
+            ),
+            Some(&ev),
+            Some(&version),
+        )
+        .await;
+        return Ok(SyncOutcome::Resent {
+            entity: subject,
+            commands: cmds.len(),
+        });
+    }
+
+    if let Some(applied) = state.applied.get(&system) {
+        if ev.version.is_older_than(applied) {
+            audit(
+                a,
+                &subject,
+                "sync",
+                "stale",
+                format!(
+                    "{} version {} is older than the applied {}; dropped",
+                    system.label(),
+                    ev.version,
+                    applied
+                ),
+                Some(&ev),
+                Some(&version),
+            )
+            .await;
+            return Ok(SyncOutcome::Stale { entity: subject });
+        }
+    }
+
+    let record_json = record.to_json();
+    let fp = fingerprint(&record_json);
+    let unchanged = state.sent.get(kind.as_str()) == Some(&fp);
+    let quiet = |state: &EntityState| {
+        if state.written.contains_key(&system) {
+            (
+                "echo",
+                format!(
+                    "same {} as p2c last synced (an echo of p2c's write to {}); dropped",
+                    kind.record_kind(),
+                    system.label()
+                ),
+            )
+        } else {
+            (
+                "no_change",
+                format!(
+                    "no change to the synced {} fields; dropped",
+                    kind.record_kind()
+                ),
+            )
+        }
+    };
+
+    let mut plan = Plan::default();
+    match &record {
+        Record::Order(order) => {
+            let previous: Option<Credit> = state
+                .records
+                .get("credit")
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            if unchanged && matches!(previous, Some(Credit::Release)) {
+                let (o, d) = quiet(&state);
+                audit(a, &subject, "sync", o, d, Some(&ev), Some(&version)).await;
+                return Ok(quiet_outcome(o, subject));
+            }
+            let credit = decide_credit(ctx, order, &rules.catalogue.credit.script).await?;
+            if unchanged && previous.as_ref() == Some(&credit) {
+                if let Credit::Hold { .. } = credit {
+                    return park(
+                        ctx,
+                        &ev,
+                        &credit_dependency(&order.account_number),
+                        "still held; waiting for the customer's financials to change",
+                        &version,
+                        false,
+                    )
+                    .await;
+                }
+                let (o, d) = quiet(&state);
+                audit(a, &subject, "sync", o, d, Some(&ev), Some(&version)).await;
+                return Ok(quiet_outcome(o, subject));
+            }
+            plan_order(
+                ctx,
+                &mut plan,
+                &ev,
+                &key,
+                order,
+                &credit,
+                &version,
+                counterpart,
+            )
+            .await?;
+            plan.records.insert(
+                "credit".into(),
+                serde_json::to_value(&credit).unwrap_or(Value::Null),
+            );
+        }
+        _ if unchanged => {
+            let (o, d) = quiet(&state);
+            audit(a, &subject, "sync", o, d, Some(&ev), Some(&version)).await;
+            return Ok(quiet_outcome(o, subject));
+        }
+        Record::Invoice(inv) => {
+            plan_invoice(ctx, &mut plan, &ev, &key, inv, &version, counterpart).await?
+        }
+        other => {
+            let action = other.action();
+            plan.note = format!("{} → {}", action.name(), counterpart.label());
+            plan.commands.push(Command::new(
+                idem,
+                &ev.event_id,
+                counterpart,
+                key.clone(),
+                action,
+                &version,
+            ));
+            if let Record::Progress(p) = other {
+                if matches!(
+                    p.status,
+                    crate::domain::OrderStatus::Invoiced | crate::domain::OrderStatus::Cancelled
+                ) {
+                    if let Some(acc) = order_account(ctx, &key).await? {
+                        ctx.figures.clear_open_order(&acc, &p.order_number).await?;
+                    }
+                }
+            }
+        }
+    }
+    let base_version = state.version;
+    state.version = base_version + 1;
+    let applied_version = state
+        .applied
+        .get(&system)
+        .copied()
+        .unwrap_or_default()
+        .max(ev.version);
+    state.applied.insert(system, applied_version);
+    if !ev.source.id.starts_with("collection:") {
+        state.ids.insert(system, ev.source.id.clone());
+    }
+    state
+        .records
+        .insert(kind.record_kind().to_string(), record_json);
+    for (k, v) in plan.records {
+        state.records.insert(k, v);
+    }
+    state.sent.insert(kind.as_str().to_string(), fp);
+    state.last_applied = Some(Applied {
+        idempotency_key: idem.to_string(),
+        commands: plan.commands.clone(),
+    });
+    state.updated_at = chrono::Utc::now();
+    match ctx.state.save(&state).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { key }) => {
+            return Err(SyncError::Retryable(format!(
+                "{key} changed concurrently; retrying"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    publish_commands(ctx, &plan.commands).await?;
+    let n = plan.commands.len();
+    audit(
+        a,
+        &subject,
+        "sync",
+        "applied",
+        format!("{}: {}", kind, plan.note),
+        Some(&ev),
+        Some(&version),
+    )
+    .await;
+
+    if let Some(dep) = &plan.park_on {
+        park(
+            ctx,
+            &ev,
+            dep,
+            "held; re-evaluated when the customer's financials change",
+            &version,
+            false,
+        )
+        .await?;
+    }
+    if let Record::Financials(f) = &record {
+        let cause = format!("{}@{}", key, state.version);
+        let released = release_waiters(
+            ctx.parking.as_ref(),
+            ctx.publisher.as_ref(),
+            &credit_dependency(&f.account_number),
+            &cause,
+        )
+        .await?;
+        if released > 0 {
+            audit(
+                a,
+                &subject,
+                "sync",
+                "released",
+                format!("{released} held order(s) re-evaluated with the new financials"),
+                Some(&ev),
+                Some(&version),
+            )
+            .await;
+        }
+    }
+    Ok(SyncOutcome::Applied {
+        entity: subject,
+        commands: n,
+    })
+}
+
+fn quiet_outcome(kind: &str, entity: String) -> SyncOutcome {
+    if kind == "echo" {
+        SyncOutcome::Echo { entity }
+    } else {
+        SyncOutcome::NoChange { entity }
+    }
+}
+
+/// The dependency key held orders of a customer wait on.
+pub fn credit_dependency(account_number: &str) -> String {
+    format!("credit/{account_number}")
+}
+
+async fn subject_of(ctx: &SyncCtx, source: &SourceRef) -> Result<String, SyncError> {
+    Ok(ctx
+        .state
+        .resolve(source)
+        .await?
+        .map(|k| k.to_string())
+        .unwrap_or_else(|| source.group()))
+}
+
+async fn order_account(ctx: &SyncCtx, key: &EntityKey) -> Result<Option<String>, SyncError> {
+    Ok(ctx
+        .state
+        .load(key)
+        .await?
+        .and_then(|s| s.records.get("order").cloned())
+        .and_then(|o| {
+            o.get("account_number")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }))
+}
+
+/// Parks an event under a dependency. With `recheck`, looks once more after parking, so
+/// a dependency that landed between the check and the park is not missed.
+async fn park(
+    ctx: &SyncCtx,
+    ev: &ChangeEvent,
+    dependency: &str,
+    why: &str,
+    version: &str,
+    recheck: bool,
+) -> Result<SyncOutcome, SyncError> {
+    let parked = ParkedEvent {
+        id: ev.event_id.0.clone(),
+        dependency: dependency.to_string(),
+        event: ev.clone(),
+        parked_at: chrono::Utc::now(),
+    };
+    ctx.parking.park(&parked).await?;
+    let subject = subject_of(ctx, &ev.source).await?;
+    audit(
+        ctx.audit.as_ref(),
+        &subject,
+        "sync",
+        "parked",
+        why,
+        Some(ev),
+        Some(version),
+    )
+    .await;
+    if recheck {
+        if let Some(dep_source) = parse_group(dependency) {
+            let counterpart = ctx.rules.counterpart(ev.source.system.side());
+            if let Some(k) = ctx.state.resolve(&dep_source).await? {
+                if let Some(s) = ctx.state.load(&k).await? {
+                    if s.ids.contains_key(&counterpart) {
+                        let cause = format!("{}@{}", k, s.version);
+                        release_waiters(
+                            ctx.parking.as_ref(),
+                            ctx.publisher.as_ref(),
+                            dependency,
+                            &cause,
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(SyncOutcome::Parked {
+        dependency: dependency.to_string(),
+    })
+}
+
+fn parse_group(group: &str) -> Option<SourceRef> {
+    let mut parts = group.splitn(3, '/');
+    let system: System = parts.next()?.parse().ok()?;
+    let et: EntityType = parts.next()?.parse().ok()?;
+    Some(SourceRef::new(system, et, parts.next()?))
+}
+
+/// Re-queues every event waiting on `dependency`, then removes it from the parking lot.
+/// The re-queued event gets a new id derived from `cause` (deterministic, so two
+/// releasers queue it once) and is processed afresh.
+pub async fn release_waiters(
+    parking: &dyn crate::ports::ParkingStore,
+    publisher: &dyn crate::ports::Publisher,
+    dependency: &str,
+    cause: &str,
+) -> Result<usize, SyncError> {
+    let waiting = parking.waiting(dependency).await?;
+    let mut events = Vec::with_capacity(waiting.len());
+    for p in &waiting {
+        let mut ev = p.event.clone();
+        let base = ev
+            .event_id
+            .0
+            .split("~after:")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        ev.event_id.0 = format!("{base}~after:{cause}");
+        events.push(ev);
+    }
+    let messages: Vec<OutMessage> = events.iter().map(event_message).collect();
+    for chunk in messages.chunks(10) {
+        publisher.send(QueueName::Inbound, chunk).await?;
+    }
+    for p in &waiting {
+        parking.unpark(dependency, &p.id).await?;
+    }
+    Ok(waiting.len())
+}
+
+/// The queue message for an inbound event.
+pub fn event_message(ev: &ChangeEvent) -> OutMessage {
+    OutMessage {
+        group: ev.source.group(),
+        dedup_id: crate::json::hash_parts(&[&ev.idempotency_key("queue").0]),
+        body: serde_json::to_string(ev).unwrap_or_default(),
+    }
+}
+
+async fn publish_events(ctx: &SyncCtx, events: &[ChangeEvent]) -> Result<(), SyncError> {
+    let messages: Vec<OutMessage> = events.iter().map(event_message).collect();
+    for chunk in messages.chunks(10) {
+        ctx.publisher.send(QueueName::Inbound, chunk).await?;
+    }
+    Ok(())
+}
+
+/// The queue message for a command.
+pub fn command_message(c: &Command) -> OutMessage {
+    OutMessage {
+        group: c.group(),
+        dedup_id: c.id.0.clone(),
+        body: serde_json::to_string(c).unwrap_or_default(),
+    }
+}
+
+pub(crate) async fn publish_commands(
+    publisher_ctx: &SyncCtx,
+    commands: &[Command],
+) -> Result<(), SyncError> {
+    send_commands(publisher_ctx.publisher.as_ref(), commands).await?;
+    Ok(())
+}
+
+/// Sends commands to their target queues, 10 per request.
+pub async fn send_commands(
+    publisher: &dyn crate::ports::Publisher,
+    commands: &[Command],
+) -> Result<(), QueueError> {
+    let mut by_queue: BTreeMap<&'static str, (QueueName, Vec<OutMessage>)> = BTreeMap::new();
+    for c in commands {
+        let q = QueueName::for_target(c.target);
+        by_queue
+            .entry(q.as_str())
+            .or_insert_with(|| (q, Vec::new()))
+            .1
+            .push(command_message(c));
+    }
+    for (_, (q, msgs)) in by_queue {
+        for chunk in msgs.chunks(10) {
+            publisher.send(q, chunk).await?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- references
+
+/// A lookup found in a record.
+struct Lookup {
+    source: SourceRef,
+    synced: bool,
+}
+
+fn path_matches(required: &str, found: &str) -> bool {
+    required == found
+}
+
+/// Finds lookups (`{id, logical_name}`) at the top level and in lists of records, adds
+/// their business key as `key` where known, and reports whether each is synced to the
+/// counterpart system.
+async fn enrich_lookups(
+    ctx: &SyncCtx,
+    fields: &mut Map<String, Value>,
+    system: System,
+    counterpart: System,
+) -> Result<Vec<(String, Lookup)>, SyncError> {
+    let mut found = Vec::new();
+    for (name, value) in fields.iter_mut() {
+        match value {
+            Value::Object(o) => {
+                if let Some(l) = enrich_one(ctx, o, system, counterpart).await? {
+                    found.push((name.clone(), l));
+                }
+            }
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    if let Value::Object(rec) = item {
+                        for (inner, v) in rec.iter_mut() {
+                            if let Value::Object(o) = v {
+                                if let Some(l) = enrich_one(ctx, o, system, counterpart).await? {
+                                    found.push((format!("{name}[].{inner}"), l));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+async fn enrich_one(
+    ctx: &SyncCtx,
+    o: &mut Map<String, Value>,
+    system: System,
+    counterpart: System,
+) -> Result<Option<Lookup>, SyncError> {
+    let (Some(id), Some(ln)) = (
+        o.get("id").and_then(Value::as_str),
+        o.get("logical_name").and_then(Value::as_str),
+    ) else {
+        return Ok(None);
+    };
+    let Some(et) = crate::inbound::dataverse::entity_type_of(ln) else {
+        return Ok(None);
+    };
+    let source = SourceRef::new(system, et, id);
+    let key = ctx.state.resolve(&source).await?;
+    let mut synced = false;
+    if let Some(k) = &key {
+        o.insert("key".into(), Value::String(k.key.clone()));
+        if let Some(s) = ctx.state.load(k).await? {
+            synced = s.ids.contains_key(&counterpart);
+        }
+    }
+    Ok(Some(Lookup { source, synced }))
+}
+
+// ---------------------------------------------------------------- records
+
+/// A mapping script's output, typed.
+enum Record {
+    Customer(Customer),
+    Contact(Contact),
+    Product(Product),
+    Quote(Quote),
+    QuoteTotals(QuoteTotals),
+    Order(SalesOrder),
+    Progress(OrderProgress),
+    Invoice(Invoice),
+    Financials(CustomerFinancials),
+    Payment(Payment),
+}
+
+fn typed<T: DeserializeOwned>(script: &str, v: Value) -> Result<T, SyncError> {
+    serde_json::from_value(v).map_err(|e| {
+        SyncError::from(RuleError::BadOutput {
+            rule: script.to_string(),
+            message: e.to_string(),
+        })
+    })
+}
+
+impl Record {
+    fn parse(kind: FlowKind, script: &str, v: Value) -> Result<Self, SyncError> {
+        Ok(match kind {
+            FlowKind::AccountToCustomer => Record::Customer(typed(script, v)?),
+            FlowKind::ContactToContact => Record::Contact(typed(script, v)?),
+            FlowKind::ItemToProduct => Record::Product(typed(script, v)?),
+            FlowKind::QuoteToQuotation => Record::Quote(typed(script, v)?),
+            FlowKind::QuotationTotals => Record::QuoteTotals(typed(script, v)?),
+            FlowKind::OrderToSalesOrder => Record::Order(typed(script, v)?),
+            FlowKind::OrderProgress => Record::Progress(typed(script, v)?),
+            FlowKind::InvoiceToHistory => Record::Invoice(typed(script, v)?),
+            FlowKind::CustomerFinancials => Record::Financials(typed(script, v)?),
+            FlowKind::PaymentToPayment => Record::Payment(typed(script, v)?),
+        })
+    }
+
+    fn key(&self) -> Result<EntityKey, SyncError> {
+        let (t, k) = match self {
+            Record::Customer(c) => (EntityType::Account, c.number.as_str()),
+            Record::Financials(f) => (EntityType::Account, f.account_number.as_str()),
+            Record::Contact(c) => (EntityType::Contact, c.number.as_str()),
+            Record::Product(p) => (EntityType::Item, p.number.as_str()),
+            Record::Quote(q) => (EntityType::Quote, q.number.as_str()),
+            Record::QuoteTotals(q) => (EntityType::Quote, q.quote_number.as_str()),
+            Record::Order(o) => (EntityType::Order, o.number.as_str()),
+            Record::Progress(p) => (EntityType::Order, p.order_number.as_str()),
+            Record::Invoice(i) => (EntityType::Invoice, i.number.as_str()),
+            Record::Payment(p) => (EntityType::Payment, p.id.as_str()),
+        };
+        EntityKey::new(t, k).map_err(|m| SyncError::Permanent {
+            code: "missing_key".into(),
+            message: m,
+        })
+    }
+
+    fn to_json(&self) -> Value {
+        let r = match self {
+            Record::Customer(x) => serde_json::to_value(x),
+            Record::Contact(x) => serde_json::to_value(x),
+            Record::Product(x) => serde_json::to_value(x),
+            Record::Quote(x) => serde_json::to_value(x),
+            Record::QuoteTotals(x) => serde_json::to_value(x),
+            Record::Order(x) => serde_json::to_value(x),
+            Record::Progress(x) => serde_json::to_value(x),
+            Record::Invoice(x) => serde_json::to_value(x),
+            Record::Financials(x) => serde_json::to_value(x),
+            Record::Payment(x) => serde_json::to_value(x),
+        };
+        r.unwrap_or(Value::Null)
+    }
+
+    /// The write for the flows with one plain command.
+    fn action(&self) -> Action {
+        match self {
+            Record::Customer(x) => Action::UpsertCustomer(x.clone()),
+            Record::Contact(x) => Action::UpsertContact(x.clone()),
+            Record::Product(x) => Action::UpsertProduct(x.clone()),
+            Record::Quote(x) => Action::UpsertQuote(x.clone()),
+            Record::QuoteTotals(x) => Action::SetQuoteTotals(x.clone()),
+            Record::Order(x) => Action::UpsertOrder(x.clone()),
+            Record::Progress(x) => Action::SetOrderProgress(x.clone()),
+            Record::Invoice(x) => Action::UpsertInvoice {
+                invoice: x.clone(),
+                rebate: None,
+            },
+            Record::Financials(x) => Action::SetFinancials(x.clone()),
+            Record::Payment(x) => Action::UpsertPayment(x.clone()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    commands: Vec<Command>,
+    records: BTreeMap<String, Value>,
+    park_on: Option<String>,
+    note: String,
+}
+
+// ---------------------------------------------------------------- credit
+
+async fn decide_credit(
+    ctx: &SyncCtx,
+    order: &SalesOrder,
+    script: &str,
+) -> Result<Credit, SyncError> {
+    let account_key = EntityKey::new(EntityType::Account, &order.account_number).map_err(|m| {
+        SyncError::Permanent {
+            code: "missing_key".into(),
+            message: m,
+        }
+    })?;
+    let financials: Option<CustomerFinancials> = ctx
+        .state
+        .load(&account_key)
+        .await?
+        .and_then(|s| s.records.get("financials").cloned())
+        .and_then(|v| serde_json::from_value(v).ok());
+    let open = ctx
+        .figures
+        .open_orders(&order.account_number, &order.number)
+        .await?;
+    let dec = crate::json::decimal_number;
+    let customer = match &financials {
+        Some(f) => json!({
+            "number": order.account_number,
+            "financials_known": true,
+            "credit_limit": dec(f.credit_limit),
+            "balance": dec(f.balance),
+            "open_orders": dec(open),
+            "overdue_amount": dec(f.overdue_amount),
+            "days_overdue": f.days_overdue,
+            "on_hold": f.on_hold,
+        }),
+        None => {
+            json!({ "number": order.account_number, "financials_known": false, "open_orders": dec(open) })
+        }
+    };
+    let input = json!({
+        "order": { "number": order.number, "total": dec(order.total()), "currency": order.currency.as_str() },
+        "customer": customer,
+    });
+    let out = ctx.rules.eval(script, &input)?;
+    serde_json::from_value(out).map_err(|e| {
+        SyncError::from(RuleError::BadOutput {
+            rule: script.to_string(),
+            message: format!(
+                "expected {{ decision: \"release\" | \"hold\" | \"reject\", reason }}: {e}"
+            ),
+        })
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan_order(
+    ctx: &SyncCtx,
+    plan: &mut Plan,
+    ev: &ChangeEvent,
+    key: &EntityKey,
+    order: &SalesOrder,
+    credit: &Credit,
+    version: &str,
+    erp: System,
+) -> Result<(), SyncError> {
+    let cause = ev.idempotency_key("sync").0;
+    let crm = ev.source.system;
+    let credit_cmd = Command::new(
+        &cause,
+        &ev.event_id,
+        crm,
+        key.clone(),
+        Action::SetOrderCredit {
+            order_number: order.number.clone(),
+            credit: credit.clone(),
+        },
+        version,
+    );
+    match credit {
+        Credit::Release => {
+            ctx.figures
+                .set_open_order(&order.account_number, &order.number, order.total())
+                .await?;
+            plan.commands.push(Command::new(
+                &cause,
+                &ev.event_id,
+                erp,
+                key.clone(),
+                Action::UpsertOrder(order.clone()),
+                version,
+            ));
+            plan.commands.push(credit_cmd);
+            plan.note = format!("credit release; upsert_order → {}", erp.label());
+        }
+        Credit::Hold { reason } => {
+            ctx.figures
+                .clear_open_order(&order.account_number, &order.number)
+                .await?;
+            plan.commands.push(credit_cmd);
+            plan.park_on = Some(credit_dependency(&order.account_number));
+            plan.note = format!("credit hold: {reason}");
+        }
+        Credit::Reject { reason } => {
+            ctx.figures
+                .clear_open_order(&order.account_number, &order.number)
+                .await?;
+            plan.commands.push(credit_cmd);
+            plan.note = format!("credit reject: {reason}");
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- rebate
+
+async fn plan_invoice(
+    ctx: &SyncCtx,
+    plan: &mut Plan,
+    ev: &ChangeEvent,
+    key: &EntityKey,
+    inv: &Invoice,
+    version: &str,
+    crm: System,
+) -> Result<(), SyncError> {
+    let cause = ev.idempotency_key("sync").0;
+    let erp = ev.source.system;
+    let rebate_cfg = &ctx.rules.catalogue.rebate;
+    let period_kind = rebate_cfg.period.as_deref().unwrap_or("quarter");
+    let period = period_of(inv.invoice_date, period_kind);
+    let mut figs = ctx.figures.rebate(&inv.account_number, &period).await?;
+    let dec = crate::json::decimal_number;
+
+    let out = match figs.results.get(&inv.number) {
+        Some(saved) => saved.clone(),
+        None => {
+            let lines: Vec<Value> = inv
+                .lines
+                .iter()
+                .map(|l| {
+                    json!({
+                        "item_number": l.item_number,
+                        "quantity": dec(l.quantity),
+                        "amount": dec(l.amount()),
+                        "product_group": l.product_group,
+                    })
+                })
+                .collect();
+            let input = json!({
+                "invoice": {
+                    "number": inv.number,
+                    "kind": match inv.kind { InvoiceKind::Invoice => "invoice", InvoiceKind::CreditNote => "credit_note" },
+                    "amount": dec(inv.total_excl_tax),
+                    "currency": inv.currency.as_str(),
+                    "lines": lines,
+                },
+                "period": period,
+                "volume_before": dec(figs.volume),
+                "credited_before": dec(figs.credited),
+                "tier_before": figs.tier,
+            });
+            let out = ctx.rules.eval(&rebate_cfg.script, &input)?;
+            let get = |k: &str| out.get(k).and_then(crate::json::as_decimal);
+            let bad = |what: &str| {
+                SyncError::from(RuleError::BadOutput {
+                    rule: rebate_cfg.script.clone(),
+                    message: format!("missing or non-decimal `{what}`"),
+                })
+            };
+            figs.volume = get("volume_after").ok_or_else(|| bad("volume_after"))?;
+            figs.accrued += get("accrual").ok_or_else(|| bad("accrual"))?;
+            figs.tier = out.get("tier").and_then(Value::as_str).map(str::to_string);
+            if let Some(cn) = out.get("credit_note").filter(|v| !v.is_null()) {
+                figs.credited += cn
+                    .get("amount")
+                    .and_then(crate::json::as_decimal)
+                    .ok_or_else(|| bad("credit_note.amount"))?;
+            }
+            figs.results.insert(inv.number.clone(), out.clone());
+            ctx.figures
+                .save_rebate(&inv.account_number, &period, &figs)
+                .await?;
+            out
+        }
+    };
+    let accrual = RebateAccrual {
+        period: period.clone(),
+        tier: out
+            .get("tier")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        rate: out
+            .get("rate")
+            .and_then(crate::json::as_decimal)
+            .unwrap_or(Decimal::ZERO),
+        accrual: out
+            .get("accrual")
+            .and_then(crate::json::as_decimal)
+            .unwrap_or(Decimal::ZERO),
+    };
+    plan.note = format!(
+        "upsert_invoice → {}; rebate {} tier, accrual {}",
+        crm.label(),
+        accrual.tier,
+        crate::money::format_amount(accrual.accrual)
+    );
+    plan.commands.push(Command::new(
+        &cause,
+        &ev.event_id,
+        crm,
+        key.clone(),
+        Action::UpsertInvoice {
+            invoice: inv.clone(),
+            rebate: Some(accrual.clone()),
+        },
+        version,
+    ));
+    if let Some(cn) = out.get("credit_note").filter(|v| !v.is_null()) {
+        let amount = cn
+            .get("amount")
+            .and_then(crate::json::as_decimal)
+            .unwrap_or(Decimal::ZERO);
+        let note = RebateCreditNote {
+            reference: format!("REB-{}-{}-{}", inv.account_number, period, accrual.tier),
+            account_number: inv.account_number.clone(),
+            currency: inv.currency.clone(),
+            amount,
+            description: cn
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("Volume rebate")
+                .to_string(),
+            period: period.clone(),
+        };
+        let cn_key = EntityKey::new(EntityType::Invoice, &note.reference).map_err(|m| {
+            SyncError::Permanent {
+                code: "missing_key".into(),
+                message: m,
+            }
+        })?;
+        plan.note.push_str(&format!(
+            "; tier crossed: credit note {} for {}",
+            note.reference,
+            crate::money::format_amount(amount)
+        ));
+        plan.commands.push(Command::new(
+            &cause,
+            &ev.event_id,
+            erp,
+            cn_key,
+            Action::CreateCreditNote(note),
+            version,
+        ));
+    }
+    if let Some(order) = &inv.order_number {
+        ctx.figures
+            .clear_open_order(&inv.account_number, order)
+            .await?;
+    }
+    Ok(())
+}
+
+fn period_of(date: chrono::NaiveDate, kind: &str) -> String {
+    use chrono::Datelike;
+    match kind {
+        "month" => format!("{}-{:02}", date.year(), date.month()),
+        "year" => format!("{}", date.year()),
+        _ => format!("{}-Q{}", date.year(), (date.month() - 1) / 3 + 1),
+    }
+}
