@@ -6,6 +6,7 @@
 //! sync and deliver steps as plain async functions.
 
 pub mod command;
+pub mod connectors;
 pub mod domain;
 pub mod embedded;
 pub mod error;

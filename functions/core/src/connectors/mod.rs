@@ -1,0 +1,6 @@
+//! Target-system connectors (writes) and source readers (re-reads), one per system,
+//! over the shared [`http`] layer.
+
+pub mod bc;
+pub mod dataverse;
+pub mod http;
