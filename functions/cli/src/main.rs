@@ -2,8 +2,17 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use p2c_core::app::{Endpoints, Pipeline};
+use p2c_core::domain::{EntityKey, SourceRef};
+use p2c_core::embedded::EmbeddedStore;
+use p2c_core::inbound::dataverse::DataverseAuth;
+use p2c_core::pipeline::ingest::InboundAuth;
+use p2c_core::pipeline::Timings;
+use p2c_core::ports::{AuditLog, StateStore};
 use p2c_core::rules::{cases, DirLoader, EmbeddedLoader, RuleLoader, RuleSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +30,54 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole story against simulated Dataverse and Business Central.
+    Demo {
+        /// Keep the embedded store here (default: a temporary directory).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Serve the webhook endpoints and run the pipeline on the embedded store.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
+        store: PathBuf,
+        /// Dataverse Web API base, e.g. https://org.crm.dynamics.com/api/data/v9.2
+        #[arg(long, env = "P2C_DATAVERSE_URL")]
+        dataverse_url: Option<String>,
+        #[arg(long, env = "P2C_DATAVERSE_TOKEN", hide_env_values = true)]
+        dataverse_token: Option<String>,
+        /// Business Central environment root, e.g. https://api.businesscentral.dynamics.com/v2.0/<tenant>/<env>
+        #[arg(long, env = "P2C_BC_URL")]
+        bc_url: Option<String>,
+        #[arg(long, env = "P2C_BC_TOKEN", hide_env_values = true)]
+        bc_token: Option<String>,
+        /// Header Dataverse sends the webhook key in (service endpoint `HttpHeader` auth).
+        #[arg(long, default_value = "x-p2c-key")]
+        dataverse_key_header: String,
+        /// Webhook keys Dataverse may present (comma-separated, for rotation).
+        #[arg(
+            long,
+            env = "P2C_DATAVERSE_KEYS",
+            hide_env_values = true,
+            value_delimiter = ','
+        )]
+        dataverse_keys: Vec<String>,
+        /// Business Central subscription clientState values (comma-separated).
+        #[arg(
+            long,
+            env = "P2C_BC_CLIENT_STATES",
+            hide_env_values = true,
+            value_delimiter = ','
+        )]
+        bc_client_states: Vec<String>,
+    },
+    /// Print the audit trail of an entity (`account:ACC-1`) or a source record (`dataverse/account/<id>`).
+    Trace {
+        subject: String,
+        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
+        store: PathBuf,
+    },
     /// Rule tooling for analysts.
     Rules {
         #[command(subcommand)]
@@ -36,26 +93,138 @@ enum RulesAction {
     Test,
 }
 
-fn loader(dir: &Option<PathBuf>) -> Box<dyn RuleLoader> {
-    match dir {
+fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
+    let loader: Box<dyn RuleLoader> = match dir {
         Some(d) => Box::new(DirLoader(d.clone())),
         None => Box::new(EmbeddedLoader),
+    };
+    RuleSet::load(loader.as_ref())
+        .with_context(|| format!("loading rules from {}", loader.origin()))
+}
+
+fn init_logs() {
+    // Logs go to stderr, and only when asked for (RUST_LOG), so the demo's story stays readable.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
 }
 
-fn main() -> Result<()> {
+#[tokio::main]
+async fn main() -> Result<()> {
+    init_logs();
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { store } => {
+            let rules = Arc::new(load_rules(&cli.rules)?);
+            let mut stdout = std::io::stdout();
+            let report =
+                p2c_core::demo::run(p2c_core::demo::DemoOptions { rules, store }, &mut stdout)
+                    .await?;
+            if !report.passed() {
+                eprintln!(
+                    "error: {} expected outcome(s) did not happen",
+                    report.checks.iter().filter(|c| !c.ok).count()
+                );
+                std::process::exit(1);
+            }
+        }
+        Command::Serve {
+            listen,
+            store,
+            dataverse_url,
+            dataverse_token,
+            bc_url,
+            bc_token,
+            dataverse_key_header,
+            dataverse_keys,
+            bc_client_states,
+        } => {
+            let rules = Arc::new(load_rules(&cli.rules)?);
+            if dataverse_keys.is_empty() || bc_client_states.is_empty() {
+                bail!("set P2C_DATAVERSE_KEYS and P2C_BC_CLIENT_STATES: webhooks are always authenticated");
+            }
+            let company = rules
+                .settings(p2c_core::domain::System::BusinessCentral)
+                .company_id
+                .unwrap_or_default();
+            let endpoints = Endpoints {
+                dataverse: dataverse_url.map(|u| (u, dataverse_token.unwrap_or_default())),
+                business_central: bc_url.map(|u| (u, company, bc_token.unwrap_or_default())),
+            };
+            let auth = InboundAuth {
+                dataverse: DataverseAuth {
+                    header: Some(dataverse_key_header),
+                    query_param: Some("code".into()),
+                    secrets: dataverse_keys,
+                },
+                bc_client_states,
+            };
+            let store = EmbeddedStore::open(&store)?;
+            let pipeline =
+                Pipeline::new(store, rules.clone(), auth, &endpoints, Timings::default())?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            eprintln!(
+                "p2c serving webhooks on http://{listen}/webhooks/{{dataverse,bc}} with rules {}",
+                rules.version
+            );
+            let worker = pipeline.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = worker.run_until_idle(Duration::from_secs(5)).await {
+                        tracing::error!(error = %e, "pipeline step failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+            axum::serve(listener, pipeline.router())
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+        Command::Trace { subject, store } => {
+            let store = EmbeddedStore::open(&store)?;
+            let mut subjects = vec![subject.clone()];
+            if let Ok(key) = subject.parse::<EntityKey>() {
+                if let Some(state) = store.load(&key).await? {
+                    for (system, id) in &state.ids {
+                        subjects.push(SourceRef::new(*system, key.entity_type, id.clone()).group());
+                    }
+                }
+            }
+            let mut entries = Vec::new();
+            for s in &subjects {
+                entries.extend(store.trail(s).await?);
+            }
+            entries.sort_by_key(|e| e.at);
+            if entries.is_empty() {
+                bail!("no audit trail for `{subject}`");
+            }
+            for e in entries {
+                println!(
+                    "{}  {:<8} {:<10} {}{}",
+                    e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    e.step,
+                    e.outcome,
+                    e.detail,
+                    e.rules_version
+                        .map(|v| format!("  [{v}]"))
+                        .unwrap_or_default()
+                );
+            }
+        }
         Command::Rules { action } => {
-            let loader = loader(&cli.rules);
-            let rules = RuleSet::load(loader.as_ref())
-                .with_context(|| format!("loading rules from {}", loader.origin()))?;
+            let rules = load_rules(&cli.rules)?;
             match action {
                 RulesAction::Check => {
                     println!(
-                        "rules {} from {}: {} scripts compile",
+                        "rules {}: {} scripts compile",
                         rules.version,
-                        loader.origin(),
                         rules.script_names().count()
                     );
                 }

@@ -615,6 +615,9 @@ pub struct Invoice {
     pub account_number: String,
     #[serde(default)]
     pub order_number: Option<String>,
+    /// The external document number (our rebate credit notes carry `REB-…`).
+    #[serde(default)]
+    pub reference: Option<String>,
     pub currency: CurrencyCode,
     pub invoice_date: NaiveDate,
     #[serde(default)]

@@ -5,8 +5,10 @@
 //! [`inbound`] the parsers for each system's webhook format; [`pipeline`] the ingest,
 //! sync and deliver steps as plain async functions.
 
+pub mod app;
 pub mod command;
 pub mod connectors;
+pub mod demo;
 pub mod domain;
 pub mod embedded;
 pub mod error;
@@ -16,3 +18,4 @@ pub mod money;
 pub mod pipeline;
 pub mod ports;
 pub mod rules;
+pub mod sim;

@@ -5,7 +5,9 @@
 
 use super::http::{odata_literal, Http, Reply};
 use crate::command::{Action, Command, RebateCreditNote};
-use crate::domain::{ChangeEvent, DocLine, EntityType, Operation, SourceRef, SourceVersion, System};
+use crate::domain::{
+    ChangeEvent, DocLine, EntityType, Operation, SourceRef, SourceVersion, System,
+};
 use crate::error::DeliveryError;
 use crate::inbound::bc::{entity_type_of, parse_resource};
 use crate::json::{decimal_number, fingerprint};
@@ -28,11 +30,20 @@ pub struct BcConnector {
 }
 
 fn permanent(status: u16, message: impl Into<String>) -> DeliveryError {
-    DeliveryError::Permanent { system: System::BusinessCentral.to_string(), status, message: message.into() }
+    DeliveryError::Permanent {
+        system: System::BusinessCentral.to_string(),
+        status,
+        message: message.into(),
+    }
 }
 
 impl BcConnector {
-    pub fn new(http: Http, root: impl Into<String>, company: impl Into<String>, rebate_account: impl Into<String>) -> Self {
+    pub fn new(
+        http: Http,
+        root: impl Into<String>,
+        company: impl Into<String>,
+        rebate_account: impl Into<String>,
+    ) -> Self {
         Self {
             http,
             root: root.into().trim_end_matches('/').to_string(),
@@ -48,24 +59,74 @@ impl BcConnector {
 
     /// The one record of `set` matching `filter`; two are a permanent error.
     async fn find(&self, set: &str, filter: String) -> Result<Option<Value>, DeliveryError> {
-        let r = self.http.send(Method::GET, &format!("{}/{set}", self.base()), &[("$filter", filter.clone()), ("$top", "2".into())], &[], None).await?;
-        let list = r.body.get("value").and_then(Value::as_array).cloned().unwrap_or_default();
+        let r = self
+            .http
+            .send(
+                Method::GET,
+                &format!("{}/{set}", self.base()),
+                &[("$filter", filter.clone()), ("$top", "2".into())],
+                &[],
+                None,
+            )
+            .await?;
+        let list = r
+            .body
+            .get("value")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         match list.len() {
             0 => Ok(None),
             1 => Ok(list.into_iter().next()),
-            _ => Err(permanent(409, format!("more than one {set} match {filter}"))),
+            _ => Err(permanent(
+                409,
+                format!("more than one {set} match {filter}"),
+            )),
         }
     }
 
-    async fn upsert(&self, set: &str, filter: String, create: Value, update: Value) -> Result<(Reply, bool), DeliveryError> {
+    async fn upsert(
+        &self,
+        set: &str,
+        filter: String,
+        create: Value,
+        update: Value,
+    ) -> Result<(Reply, bool), DeliveryError> {
         match self.find(set, filter).await? {
             Some(existing) => {
-                let id = existing.get("id").and_then(Value::as_str).unwrap_or_default();
-                let etag = existing.get("@odata.etag").and_then(Value::as_str).unwrap_or("*").to_string();
-                let r = self.http.send(Method::PATCH, &format!("{}/{set}({id})", self.base()), &[], &[("If-Match", etag)], Some(&update)).await?;
+                let id = existing
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let etag = existing
+                    .get("@odata.etag")
+                    .and_then(Value::as_str)
+                    .unwrap_or("*")
+                    .to_string();
+                let r = self
+                    .http
+                    .send(
+                        Method::PATCH,
+                        &format!("{}/{set}({id})", self.base()),
+                        &[],
+                        &[("If-Match", etag)],
+                        Some(&update),
+                    )
+                    .await?;
                 Ok((r, false))
             }
-            None => Ok((self.http.send(Method::POST, &format!("{}/{set}", self.base()), &[], &[], Some(&create)).await?, true)),
+            None => Ok((
+                self.http
+                    .send(
+                        Method::POST,
+                        &format!("{}/{set}", self.base()),
+                        &[],
+                        &[],
+                        Some(&create),
+                    )
+                    .await?,
+                true,
+            )),
         }
     }
 
@@ -73,7 +134,9 @@ impl BcConnector {
         if let Some(hit) = self.terms.lock().ok().and_then(|m| m.get(code).cloned()) {
             return Ok(Some(hit));
         }
-        let found = self.find("paymentTerms", format!("code eq {}", odata_literal(code))).await?;
+        let found = self
+            .find("paymentTerms", format!("code eq {}", odata_literal(code)))
+            .await?;
         let id = found.and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string));
         match id {
             Some(id) => {
@@ -82,38 +145,122 @@ impl BcConnector {
                 }
                 Ok(Some(id))
             }
-            None => Err(permanent(400, format!("payment terms `{code}` do not exist in Business Central"))),
+            None => Err(permanent(
+                400,
+                format!("payment terms `{code}` do not exist in Business Central"),
+            )),
         }
     }
 
     /// Creates a document with its lines, or updates its header and replaces its lines
     /// when they differ. Returns the reply, created?, and the document number.
-    async fn upsert_document(&self, set: &str, lines_set: &str, external: &str, header: Value, lines: &[DocLine]) -> Result<(Reply, bool, String), DeliveryError> {
+    async fn upsert_document(
+        &self,
+        set: &str,
+        lines_set: &str,
+        external: &str,
+        header: Value,
+        lines: &[DocLine],
+    ) -> Result<(Reply, bool, String), DeliveryError> {
         let line_bodies: Vec<Value> = lines.iter().map(line_body).collect();
-        let existing = self.find(set, format!("externalDocumentNumber eq {}", odata_literal(external))).await?;
+        let existing = self
+            .find(
+                set,
+                format!("externalDocumentNumber eq {}", odata_literal(external)),
+            )
+            .await?;
         match existing {
             None => {
                 let mut body = header;
                 body[lines_set] = Value::Array(line_bodies);
-                let r = self.http.send(Method::POST, &format!("{}/{set}", self.base()), &[], &[], Some(&body)).await?;
-                let number = r.body.get("number").and_then(Value::as_str).unwrap_or_default().to_string();
+                let r = self
+                    .http
+                    .send(
+                        Method::POST,
+                        &format!("{}/{set}", self.base()),
+                        &[],
+                        &[],
+                        Some(&body),
+                    )
+                    .await?;
+                let number = r
+                    .body
+                    .get("number")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 Ok((r, true, number))
             }
             Some(doc) => {
-                let id = doc.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-                let number = doc.get("number").and_then(Value::as_str).unwrap_or_default().to_string();
-                let etag = doc.get("@odata.etag").and_then(Value::as_str).unwrap_or("*").to_string();
-                let r = self.http.send(Method::PATCH, &format!("{}/{set}({id})", self.base()), &[], &[("If-Match", etag)], Some(&header)).await?;
-                let current = self.http.send(Method::GET, &format!("{}/{set}({id})/{lines_set}", self.base()), &[], &[], None).await?;
-                let current_lines = current.body.get("value").and_then(Value::as_array).cloned().unwrap_or_default();
+                let id = doc
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let number = doc
+                    .get("number")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let etag = doc
+                    .get("@odata.etag")
+                    .and_then(Value::as_str)
+                    .unwrap_or("*")
+                    .to_string();
+                let r = self
+                    .http
+                    .send(
+                        Method::PATCH,
+                        &format!("{}/{set}({id})", self.base()),
+                        &[],
+                        &[("If-Match", etag)],
+                        Some(&header),
+                    )
+                    .await?;
+                let current = self
+                    .http
+                    .send(
+                        Method::GET,
+                        &format!("{}/{set}({id})/{lines_set}", self.base()),
+                        &[],
+                        &[],
+                        None,
+                    )
+                    .await?;
+                let current_lines = current
+                    .body
+                    .get("value")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 if !lines_equal(&current_lines, &line_bodies) {
                     for l in &current_lines {
                         let lid = l.get("id").and_then(Value::as_str).unwrap_or_default();
-                        let etag = l.get("@odata.etag").and_then(Value::as_str).unwrap_or("*").to_string();
-                        self.http.send(Method::DELETE, &format!("{}/{set}({id})/{lines_set}({lid})", self.base()), &[], &[("If-Match", etag)], None).await?;
+                        let etag = l
+                            .get("@odata.etag")
+                            .and_then(Value::as_str)
+                            .unwrap_or("*")
+                            .to_string();
+                        self.http
+                            .send(
+                                Method::DELETE,
+                                &format!("{}/{set}({id})/{lines_set}({lid})", self.base()),
+                                &[],
+                                &[("If-Match", etag)],
+                                None,
+                            )
+                            .await?;
                     }
                     for b in &line_bodies {
-                        self.http.send(Method::POST, &format!("{}/{set}({id})/{lines_set}", self.base()), &[], &[], Some(b)).await?;
+                        self.http
+                            .send(
+                                Method::POST,
+                                &format!("{}/{set}({id})/{lines_set}", self.base()),
+                                &[],
+                                &[],
+                                Some(b),
+                            )
+                            .await?;
                     }
                 }
                 Ok((r, false, number))
@@ -121,10 +268,31 @@ impl BcConnector {
         }
     }
 
-    async fn credit_note(&self, cn: &RebateCreditNote) -> Result<(Reply, bool, String), DeliveryError> {
-        if let Some(doc) = self.find("salesCreditMemos", format!("externalDocumentNumber eq {}", odata_literal(&cn.reference))).await? {
-            let number = doc.get("number").and_then(Value::as_str).unwrap_or_default().to_string();
-            return Ok((Reply { status: 200, body: doc, entity_id_header: None }, false, number));
+    async fn credit_note(
+        &self,
+        cn: &RebateCreditNote,
+    ) -> Result<(Reply, bool, String), DeliveryError> {
+        if let Some(doc) = self
+            .find(
+                "salesCreditMemos",
+                format!("externalDocumentNumber eq {}", odata_literal(&cn.reference)),
+            )
+            .await?
+        {
+            let number = doc
+                .get("number")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            return Ok((
+                Reply {
+                    status: 200,
+                    body: doc,
+                    entity_id_header: None,
+                },
+                false,
+                number,
+            ));
         }
         let body = json!({
             "customerNumber": cn.account_number,
@@ -138,8 +306,22 @@ impl BcConnector {
                 "unitPrice": decimal_number(cn.amount),
             }],
         });
-        let r = self.http.send(Method::POST, &format!("{}/salesCreditMemos", self.base()), &[], &[], Some(&body)).await?;
-        let number = r.body.get("number").and_then(Value::as_str).unwrap_or_default().to_string();
+        let r = self
+            .http
+            .send(
+                Method::POST,
+                &format!("{}/salesCreditMemos", self.base()),
+                &[],
+                &[],
+                Some(&body),
+            )
+            .await?;
+        let number = r
+            .body
+            .get("number")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         Ok((r, true, number))
     }
 }
@@ -157,9 +339,23 @@ fn line_body(l: &DocLine) -> Value {
 }
 
 fn lines_equal(current: &[Value], wanted: &[Value]) -> bool {
-    let keys = ["lineObjectNumber", "quantity", "unitPrice", "discountAmount"];
-    let project = |v: &Value| fingerprint(&json!(keys.iter().map(|k| v.get(*k).cloned().unwrap_or(Value::Null)).collect::<Vec<_>>()));
-    current.len() == wanted.len() && current.iter().zip(wanted).all(|(a, b)| project(a) == project(b))
+    let keys = [
+        "lineObjectNumber",
+        "quantity",
+        "unitPrice",
+        "discountAmount",
+    ];
+    let project = |v: &Value| {
+        fingerprint(&json!(keys
+            .iter()
+            .map(|k| v.get(*k).cloned().unwrap_or(Value::Null))
+            .collect::<Vec<_>>()))
+    };
+    current.len() == wanted.len()
+        && current
+            .iter()
+            .zip(wanted)
+            .all(|(a, b)| project(a) == project(b))
 }
 
 #[async_trait]
@@ -193,17 +389,36 @@ impl Connector for BcConnector {
                 }
                 let mut create = body.clone();
                 create["number"] = json!(c.number);
-                let (r, created) = self.upsert("customers", format!("number eq {}", odata_literal(&c.number)), create, body).await?;
+                let (r, created) = self
+                    .upsert(
+                        "customers",
+                        format!("number eq {}", odata_literal(&c.number)),
+                        create,
+                        body,
+                    )
+                    .await?;
                 (r, created, None)
             }
             Action::UpsertContact(c) => {
-                let email = c.email.clone().filter(|e| !e.is_empty()).ok_or_else(|| permanent(400, "Business Central contacts are matched by e-mail; the contact has none"))?;
+                let email = c.email.clone().filter(|e| !e.is_empty()).ok_or_else(|| {
+                    permanent(
+                        400,
+                        "Business Central contacts are matched by e-mail; the contact has none",
+                    )
+                })?;
                 let name = match &c.first_name {
                     Some(f) if !f.is_empty() => format!("{f} {}", c.last_name),
                     _ => c.last_name.clone(),
                 };
                 let body = json!({ "type": "Person", "displayName": name, "email": email, "phoneNumber": c.phone.clone().unwrap_or_default() });
-                let (r, created) = self.upsert("contacts", format!("email eq {}", odata_literal(&email)), body.clone(), body).await?;
+                let (r, created) = self
+                    .upsert(
+                        "contacts",
+                        format!("email eq {}", odata_literal(&email)),
+                        body.clone(),
+                        body,
+                    )
+                    .await?;
                 (r, created, None)
             }
             Action::UpsertQuote(q) => {
@@ -213,7 +428,15 @@ impl Connector for BcConnector {
                     "currencyCode": q.currency.as_str(),
                     "validUntilDate": q.valid_until.map(|d| d.to_string()),
                 });
-                let (r, created, number) = self.upsert_document("salesQuotes", "salesQuoteLines", &q.number, header, &q.lines).await?;
+                let (r, created, number) = self
+                    .upsert_document(
+                        "salesQuotes",
+                        "salesQuoteLines",
+                        &q.number,
+                        header,
+                        &q.lines,
+                    )
+                    .await?;
                 (r, created, Some(number))
             }
             Action::UpsertOrder(o) => {
@@ -223,17 +446,40 @@ impl Connector for BcConnector {
                     "currencyCode": o.currency.as_str(),
                     "requestedDeliveryDate": o.requested_delivery.map(|d| d.to_string()),
                 });
-                let (r, created, number) = self.upsert_document("salesOrders", "salesOrderLines", &o.number, header, &o.lines).await?;
+                let (r, created, number) = self
+                    .upsert_document(
+                        "salesOrders",
+                        "salesOrderLines",
+                        &o.number,
+                        header,
+                        &o.lines,
+                    )
+                    .await?;
                 (r, created, Some(number))
             }
             Action::CreateCreditNote(cn) => {
                 let (r, created, number) = self.credit_note(cn).await?;
                 (r, created, Some(number))
             }
-            other => return Err(permanent(400, format!("{} is not an ERP write", other.name()))),
+            other => {
+                return Err(permanent(
+                    400,
+                    format!("{} is not an ERP write", other.name()),
+                ))
+            }
         };
-        let target_id = reply.body.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-        Ok(Outcome { target_id, assigned_number: assigned, fingerprint: written, created })
+        let target_id = reply
+            .body
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Ok(Outcome {
+            target_id,
+            assigned_number: assigned,
+            fingerprint: written,
+            created,
+        })
     }
 }
 
@@ -250,12 +496,26 @@ fn lines_of(set: &str) -> Option<&'static str> {
 }
 
 impl BcConnector {
-    fn event_for(&self, notif: &ChangeEvent, set: &str, rec: &Map<String, Value>, event_suffix: Option<&str>) -> Option<ChangeEvent> {
+    fn event_for(
+        &self,
+        notif: &ChangeEvent,
+        set: &str,
+        rec: &Map<String, Value>,
+        event_suffix: Option<&str>,
+    ) -> Option<ChangeEvent> {
         let id = rec.get("id").and_then(Value::as_str)?.to_ascii_lowercase();
         let entity_type = entity_type_of(set)?;
-        let mut fields: Map<String, Value> = rec.iter().filter(|(k, _)| !k.starts_with("@odata")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut fields: Map<String, Value> = rec
+            .iter()
+            .filter(|(k, _)| !k.starts_with("@odata"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         fields.insert("@p2c.entitySet".into(), Value::String(set.to_string()));
-        let modified = rec.get("lastModifiedDateTime").and_then(Value::as_str).and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.timestamp_millis());
+        let modified = rec
+            .get("lastModifiedDateTime")
+            .and_then(Value::as_str)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.timestamp_millis());
         let mut event_id = notif.event_id.clone();
         if let Some(s) = event_suffix {
             event_id.0 = format!("{}:{s}", event_id.0);
@@ -263,13 +523,23 @@ impl BcConnector {
         Some(ChangeEvent {
             event_id,
             source: SourceRef::new(System::BusinessCentral, entity_type, id),
-            natural_key: rec.get("number").and_then(Value::as_str).map(str::to_string),
-            operation: if notif.operation == Operation::Changed { Operation::Update } else { notif.operation },
+            natural_key: rec
+                .get("number")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            operation: if notif.operation == Operation::Changed {
+                Operation::Update
+            } else {
+                notif.operation
+            },
             fields,
             previous: Map::new(),
             needs_fetch: false,
             resource: None,
-            version: SourceVersion { sequence: None, modified_ms: modified.or(notif.version.modified_ms) },
+            version: SourceVersion {
+                sequence: None,
+                modified_ms: modified.or(notif.version.modified_ms),
+            },
             origin: notif.origin.clone(),
             company: notif.company.clone(),
             received_at: notif.received_at,
@@ -277,9 +547,28 @@ impl BcConnector {
     }
 
     /// Open invoices of a customer past their due date, for the days-overdue figure.
-    async fn overdue_invoices(&self, customer_number: &str, today: chrono::NaiveDate) -> Result<Value, DeliveryError> {
-        let filter = format!("customerNumber eq {} and status eq 'Open' and dueDate lt {today}", odata_literal(customer_number));
-        let r = self.http.send(Method::GET, &format!("{}/salesInvoices", self.base()), &[("$filter", filter), ("$select", "number,dueDate,remainingAmount".into())], &[], None).await?;
+    async fn overdue_invoices(
+        &self,
+        customer_number: &str,
+        today: chrono::NaiveDate,
+    ) -> Result<Value, DeliveryError> {
+        let filter = format!(
+            "customerNumber eq {} and status eq 'Open' and dueDate lt {today}",
+            odata_literal(customer_number)
+        );
+        let r = self
+            .http
+            .send(
+                Method::GET,
+                &format!("{}/salesInvoices", self.base()),
+                &[
+                    ("$filter", filter),
+                    ("$select", "number,dueDate,remainingAmount".into()),
+                ],
+                &[],
+                None,
+            )
+            .await?;
         Ok(r.body.get("value").cloned().unwrap_or(Value::Array(vec![])))
     }
 }
@@ -291,9 +580,18 @@ impl SourceReader for BcConnector {
     }
 
     async fn read(&self, event: &ChangeEvent) -> Result<Vec<ChangeEvent>, DeliveryError> {
-        let resource = event.resource.as_deref().ok_or_else(|| permanent(400, "a Business Central event without a resource cannot be read"))?;
+        let resource = event.resource.as_deref().ok_or_else(|| {
+            permanent(
+                400,
+                "a Business Central event without a resource cannot be read",
+            )
+        })?;
         let res = parse_resource(resource).map_err(|e| permanent(400, e.to_string()))?;
-        let url = format!("{}/{}", self.root, res.path.split('?').next().unwrap_or_default());
+        let url = format!(
+            "{}/{}",
+            self.root,
+            res.path.split('?').next().unwrap_or_default()
+        );
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(q) = res.path.split_once('?').map(|(_, q)| q) {
             for (k, v) in crate::inbound::WebhookRequest::parse_query(q) {
@@ -314,27 +612,60 @@ impl SourceReader for BcConnector {
         let mut out = Vec::new();
         // A payment journal notifies for its lines: read them.
         if res.entity_set == "customerPaymentJournals" && res.id.is_some() {
-            let lines = self.http.send(Method::GET, &format!("{url}/customerPayments"), &[], &[], None).await?;
-            for p in lines.body.get("value").and_then(Value::as_array).cloned().unwrap_or_default() {
+            let lines = self
+                .http
+                .send(
+                    Method::GET,
+                    &format!("{url}/customerPayments"),
+                    &[],
+                    &[],
+                    None,
+                )
+                .await?;
+            for p in lines
+                .body
+                .get("value")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
                 if let Some(o) = p.as_object() {
-                    let suffix = o.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let suffix = o
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
                     out.extend(self.event_for(event, "customerPayments", o, Some(&suffix)));
                 }
             }
             return Ok(out);
         }
         let records: Vec<Map<String, Value>> = match (&res.id, reply.body.get("value")) {
-            (None, Some(Value::Array(items))) => items.iter().filter_map(|v| v.as_object().cloned()).collect(),
+            (None, Some(Value::Array(items))) => items
+                .iter()
+                .filter_map(|v| v.as_object().cloned())
+                .collect(),
             _ => reply.body.as_object().cloned().into_iter().collect(),
         };
         let collection = res.id.is_none();
         for mut rec in records {
             if res.entity_set == "customers" {
-                if let Some(number) = rec.get("number").and_then(Value::as_str).map(str::to_string) {
-                    rec.insert("overdueInvoices".into(), self.overdue_invoices(&number, today).await?);
+                if let Some(number) = rec
+                    .get("number")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                {
+                    rec.insert(
+                        "overdueInvoices".into(),
+                        self.overdue_invoices(&number, today).await?,
+                    );
                 }
             }
-            let suffix = if collection { rec.get("id").and_then(Value::as_str).map(str::to_string) } else { None };
+            let suffix = if collection {
+                rec.get("id").and_then(Value::as_str).map(str::to_string)
+            } else {
+                None
+            };
             out.extend(self.event_for(event, &res.entity_set, &rec, suffix.as_deref()));
         }
         Ok(out)

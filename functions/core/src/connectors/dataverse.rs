@@ -29,7 +29,11 @@ pub struct DataverseConnector {
 }
 
 fn permanent(status: u16, message: impl Into<String>) -> DeliveryError {
-    DeliveryError::Permanent { system: System::Dataverse.to_string(), status, message: message.into() }
+    DeliveryError::Permanent {
+        system: System::Dataverse.to_string(),
+        status,
+        message: message.into(),
+    }
 }
 
 /// `set(column='value')`, refusing characters Dataverse does not allow in key values.
@@ -42,7 +46,12 @@ pub fn key_url(set: &str, column: &str, value: &str) -> Result<String, DeliveryE
 
 impl DataverseConnector {
     pub fn new(http: Http, base: impl Into<String>, settings: SystemSettings) -> Self {
-        Self { http, base: base.into().trim_end_matches('/').to_string(), settings, uoms: Mutex::new(HashMap::new()) }
+        Self {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            settings,
+            uoms: Mutex::new(HashMap::new()),
+        }
     }
 
     fn odata_headers(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {
@@ -57,9 +66,26 @@ impl DataverseConnector {
         h
     }
 
-    async fn patch(&self, path: &str, body: &Value, must_exist: bool) -> Result<Reply, DeliveryError> {
-        let headers = if must_exist { Self::odata_headers(&[("If-Match", "*")]) } else { Self::odata_headers(&[]) };
-        self.http.send(Method::PATCH, &format!("{}/{}", self.base, path), &[], &headers, Some(body)).await
+    async fn patch(
+        &self,
+        path: &str,
+        body: &Value,
+        must_exist: bool,
+    ) -> Result<Reply, DeliveryError> {
+        let headers = if must_exist {
+            Self::odata_headers(&[("If-Match", "*")])
+        } else {
+            Self::odata_headers(&[])
+        };
+        self.http
+            .send(
+                Method::PATCH,
+                &format!("{}/{}", self.base, path),
+                &[],
+                &headers,
+                Some(body),
+            )
+            .await
     }
 
     /// A unit (uom) and its unit group by name, cached for the life of the process.
@@ -69,12 +95,35 @@ impl DataverseConnector {
         }
         let r = self
             .http
-            .send(Method::GET, &format!("{}/uoms", self.base), &[("$filter", format!("name eq {}", odata_literal(name))), ("$select", "uomid,_uomscheduleid_value".into())], &Self::odata_headers(&[]), None)
+            .send(
+                Method::GET,
+                &format!("{}/uoms", self.base),
+                &[
+                    ("$filter", format!("name eq {}", odata_literal(name))),
+                    ("$select", "uomid,_uomscheduleid_value".into()),
+                ],
+                &Self::odata_headers(&[]),
+                None,
+            )
             .await?;
-        let first = r.body.get("value").and_then(Value::as_array).and_then(|a| a.first()).cloned().ok_or_else(|| permanent(404, format!("no unit named `{name}` in Dataverse")))?;
+        let first = r
+            .body
+            .get("value")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .cloned()
+            .ok_or_else(|| permanent(404, format!("no unit named `{name}` in Dataverse")))?;
         let pair = (
-            first.get("uomid").and_then(Value::as_str).unwrap_or_default().to_string(),
-            first.get("_uomscheduleid_value").and_then(Value::as_str).unwrap_or_default().to_string(),
+            first
+                .get("uomid")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            first
+                .get("_uomscheduleid_value")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
         );
         if let Ok(mut m) = self.uoms.lock() {
             m.insert(name.to_string(), pair.clone());
@@ -83,7 +132,12 @@ impl DataverseConnector {
     }
 
     fn price_list(&self) -> Result<String, DeliveryError> {
-        self.settings.price_list_id.clone().ok_or_else(|| permanent(400, "no price list configured (systems.dataverse.price_list_id in rules/flows.toml)"))
+        self.settings.price_list_id.clone().ok_or_else(|| {
+            permanent(
+                400,
+                "no price list configured (systems.dataverse.price_list_id in rules/flows.toml)",
+            )
+        })
     }
 }
 
@@ -94,7 +148,11 @@ fn id_of(reply: &Reply, id_column: &str) -> String {
         .and_then(Value::as_str)
         .map(str::to_string)
         .or_else(|| {
-            reply.entity_id_header.as_deref().and_then(|h| h.rsplit_once('(')).map(|(_, r)| r.trim_end_matches(')').to_string())
+            reply
+                .entity_id_header
+                .as_deref()
+                .and_then(|h| h.rsplit_once('('))
+                .map(|(_, r)| r.trim_end_matches(')').to_string())
         })
         .unwrap_or_default()
 }
@@ -115,7 +173,11 @@ impl Connector for DataverseConnector {
 
     async fn apply(&self, cmd: &Command) -> Result<Outcome, DeliveryError> {
         let written = fingerprint(&serde_json::to_value(&cmd.action).unwrap_or(Value::Null));
-        let status_col = self.settings.order_status_column.clone().unwrap_or_else(|| "p2c_processingstatus".into());
+        let status_col = self
+            .settings
+            .order_status_column
+            .clone()
+            .unwrap_or_else(|| "p2c_processingstatus".into());
         let (reply, id_col, assigned) = match &cmd.action {
             Action::UpsertProduct(p) => {
                 let (uom, schedule) = self.uom(&p.unit).await?;
@@ -127,30 +189,70 @@ impl Connector for DataverseConnector {
                     "p2c_productgroup": p.product_group,
                     "p2c_isactive": p.active,
                 });
-                let reply = self.patch(&key_url("products", "productnumber", &p.number)?, &body, false).await?;
+                let reply = self
+                    .patch(
+                        &key_url("products", "productnumber", &p.number)?,
+                        &body,
+                        false,
+                    )
+                    .await?;
                 let product_id = id_of(&reply, "productid");
                 let pl = self.price_list()?;
                 let price = json!({ "amount": decimal_number(p.unit_price), "uomid@odata.bind": format!("/uoms({uom})"), "pricingmethodcode": 1 });
                 self.patch(&format!("productpricelevels(_pricelevelid_value={pl},_productid_value={product_id})"), &price, false).await?;
                 (reply, "productid", None)
             }
-            Action::SetOrderCredit { order_number, credit } => {
+            Action::SetOrderCredit {
+                order_number,
+                credit,
+            } => {
                 let (text, label) = credit_text(credit);
                 let body = json!({ "submitstatusdescription": text, "p2c_creditstatus": label });
-                (self.patch(&key_url("salesorders", "ordernumber", order_number)?, &body, true).await?, "salesorderid", None)
+                (
+                    self.patch(
+                        &key_url("salesorders", "ordernumber", order_number)?,
+                        &body,
+                        true,
+                    )
+                    .await?,
+                    "salesorderid",
+                    None,
+                )
             }
-            Action::SetOrderErpNumber { order_number, erp_number } => {
+            Action::SetOrderErpNumber {
+                order_number,
+                erp_number,
+            } => {
                 let body = json!({ "p2c_erpordernumber": erp_number });
-                (self.patch(&key_url("salesorders", "ordernumber", order_number)?, &body, true).await?, "salesorderid", None)
+                (
+                    self.patch(
+                        &key_url("salesorders", "ordernumber", order_number)?,
+                        &body,
+                        true,
+                    )
+                    .await?,
+                    "salesorderid",
+                    None,
+                )
             }
             Action::SetOrderProgress(p) => {
-                let mut body = json!({ status_col: p.status.label(), "p2c_erpordernumber": p.erp_number });
+                let mut body =
+                    json!({ status_col: p.status.label(), "p2c_erpordernumber": p.erp_number });
                 if let (Some(o), Some(t), Some(i)) = (p.total_excl_tax, p.tax, p.total_incl_tax) {
                     body["totalamountlessfreight"] = decimal_number(o);
                     body["totaltax"] = decimal_number(t);
                     body["totalamount"] = decimal_number(i);
                 }
-                (self.patch(&key_url("salesorders", "ordernumber", &p.order_number)?, &body, true).await?, "salesorderid", None)
+                (
+                    self.patch(
+                        &key_url("salesorders", "ordernumber", &p.order_number)?,
+                        &body,
+                        true,
+                    )
+                    .await?,
+                    "salesorderid",
+                    None,
+                )
             }
             Action::SetQuoteTotals(q) => {
                 let body = json!({
@@ -159,7 +261,16 @@ impl Connector for DataverseConnector {
                     "totalamount": decimal_number(q.total_incl_tax),
                     "p2c_erpquotenumber": q.erp_number,
                 });
-                (self.patch(&key_url("quotes", "quotenumber", &q.quote_number)?, &body, true).await?, "quoteid", None)
+                (
+                    self.patch(
+                        &key_url("quotes", "quotenumber", &q.quote_number)?,
+                        &body,
+                        true,
+                    )
+                    .await?,
+                    "quoteid",
+                    None,
+                )
             }
             Action::UpsertInvoice { invoice: i, rebate } => {
                 let mut body = json!({
@@ -175,13 +286,23 @@ impl Connector for DataverseConnector {
                     "p2c_kind": match i.kind { crate::domain::InvoiceKind::Invoice => "invoice", crate::domain::InvoiceKind::CreditNote => "credit_note" },
                 });
                 if let Some(o) = &i.order_number {
-                    body["salesorderid@odata.bind"] = json!(format!("/{}", key_url("salesorders", "ordernumber", o)?));
+                    body["salesorderid@odata.bind"] =
+                        json!(format!("/{}", key_url("salesorders", "ordernumber", o)?));
                 }
                 if let Some(r) = rebate {
                     body["p2c_rebatetier"] = json!(r.tier);
                     body["p2c_rebateaccrual"] = decimal_number(r.accrual);
                 }
-                (self.patch(&key_url("invoices", "invoicenumber", &i.number)?, &body, false).await?, "invoiceid", None)
+                (
+                    self.patch(
+                        &key_url("invoices", "invoicenumber", &i.number)?,
+                        &body,
+                        false,
+                    )
+                    .await?,
+                    "invoiceid",
+                    None,
+                )
             }
             Action::SetFinancials(f) => {
                 let body = json!({
@@ -191,7 +312,16 @@ impl Connector for DataverseConnector {
                     "p2c_overdueamount": decimal_number(f.overdue_amount),
                     "p2c_daysoverdue": f.days_overdue,
                 });
-                (self.patch(&key_url("accounts", "accountnumber", &f.account_number)?, &body, true).await?, "accountid", None)
+                (
+                    self.patch(
+                        &key_url("accounts", "accountnumber", &f.account_number)?,
+                        &body,
+                        true,
+                    )
+                    .await?,
+                    "accountid",
+                    None,
+                )
             }
             Action::UpsertPayment(p) => {
                 let body = json!({
@@ -200,11 +330,30 @@ impl Connector for DataverseConnector {
                     "p2c_invoicenumber": p.applies_to_invoice,
                     "p2c_accountid@odata.bind": format!("/{}", key_url("accounts", "accountnumber", &p.account_number)?),
                 });
-                (self.patch(&key_url("p2c_payments", "p2c_paymentnumber", &p.id)?, &body, false).await?, "p2c_paymentid", None)
+                (
+                    self.patch(
+                        &key_url("p2c_payments", "p2c_paymentnumber", &p.id)?,
+                        &body,
+                        false,
+                    )
+                    .await?,
+                    "p2c_paymentid",
+                    None,
+                )
             }
-            other => return Err(permanent(400, format!("{} is not a CRM write", other.name()))),
+            other => {
+                return Err(permanent(
+                    400,
+                    format!("{} is not a CRM write", other.name()),
+                ))
+            }
         };
-        Ok(Outcome { target_id: id_of(&reply, id_col), assigned_number: assigned, fingerprint: written, created: reply.status == 201 })
+        Ok(Outcome {
+            target_id: id_of(&reply, id_col),
+            assigned_number: assigned,
+            fingerprint: written,
+            created: reply.status == 201,
+        })
     }
 }
 
@@ -230,7 +379,11 @@ impl SourceReader for DataverseConnector {
             query.push(("$expand", e.to_string()));
         }
         let url = format!("{}/{set}({})", self.base, event.source.id);
-        let reply = match self.http.send(Method::GET, &url, &query, &Self::odata_headers(&[]), None).await {
+        let reply = match self
+            .http
+            .send(Method::GET, &url, &query, &Self::odata_headers(&[]), None)
+            .await
+        {
             Ok(r) => r,
             Err(DeliveryError::Permanent { status: 404, .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
@@ -238,20 +391,45 @@ impl SourceReader for DataverseConnector {
         let rec = reply.body.as_object().cloned().unwrap_or_default();
         let fields: Map<String, Value> = normalize_webapi_record(&rec);
         let version = SourceVersion {
-            sequence: fields.get("versionnumber").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).map(|v| (v, 0)),
-            modified_ms: fields.get("modifiedon").and_then(Value::as_str).and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.timestamp_millis()),
+            sequence: fields
+                .get("versionnumber")
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .map(|v| (v, 0)),
+            modified_ms: fields
+                .get("modifiedon")
+                .and_then(Value::as_str)
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.timestamp_millis()),
         };
-        let natural_key = key_col.and_then(|c| fields.get(c)).and_then(Value::as_str).map(str::to_string);
+        let natural_key = key_col
+            .and_then(|c| fields.get(c))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(vec![ChangeEvent {
             event_id: event.event_id.clone(),
-            source: SourceRef::new(System::Dataverse, event.source.entity_type, event.source.id.clone()),
+            source: SourceRef::new(
+                System::Dataverse,
+                event.source.entity_type,
+                event.source.id.clone(),
+            ),
             natural_key,
-            operation: if event.operation == Operation::Changed { Operation::Update } else { event.operation },
+            operation: if event.operation == Operation::Changed {
+                Operation::Update
+            } else {
+                event.operation
+            },
             fields,
             previous: event.previous.clone(),
             needs_fetch: false,
             resource: None,
-            version: if version.is_empty() { event.version } else { version },
+            version: if version.is_empty() {
+                event.version
+            } else {
+                version
+            },
             origin: event.origin.clone(),
             company: event.company.clone(),
             received_at: event.received_at,

@@ -55,7 +55,11 @@ impl Http {
                 status: 0,
                 message: format!("cannot build the HTTP client: {e}"),
             })?;
-        Ok(Self { client, system, token })
+        Ok(Self {
+            client,
+            system,
+            token,
+        })
     }
 
     pub fn system(&self) -> System {
@@ -133,9 +137,14 @@ fn classify(
 ) -> Result<Reply, DeliveryError> {
     let code = status.as_u16();
     if status.is_success() {
-        return Ok(Reply { status: code, body, entity_id_header });
+        return Ok(Reply {
+            status: code,
+            body,
+            entity_id_header,
+        });
     }
-    let message = target_message(&body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    let message = target_message(&body)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
     if code == 408 || code == 429 || status.is_server_error() {
         Err(DeliveryError::Transient {
             system: system.to_string(),
@@ -144,14 +153,21 @@ fn classify(
             retry_after_ms: retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         })
     } else {
-        Err(DeliveryError::Permanent { system: system.to_string(), status: code, message })
+        Err(DeliveryError::Permanent {
+            system: system.to_string(),
+            status: code,
+            message,
+        })
     }
 }
 
 /// The target's own error text: OData `{"error":{"code","message"}}` or a plain string.
 pub fn target_message(body: &Value) -> Option<String> {
     let err = body.get("error")?;
-    let msg = err.get("message").and_then(Value::as_str).or_else(|| err.as_str())?;
+    let msg = err
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| err.as_str())?;
     let code = err.get("code").and_then(Value::as_str);
     Some(match code {
         Some(c) if !c.is_empty() => format!("{c}: {msg}"),
@@ -167,7 +183,9 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     }
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let ms = (when.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds();
-    Some(Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0)).min(Duration::from_secs(3600)))
+    Some(
+        Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0)).min(Duration::from_secs(3600)),
+    )
 }
 
 /// An OData string literal: single quotes doubled.
@@ -183,22 +201,64 @@ mod tests {
     fn responses_are_classified_once() {
         let b = serde_json::json!({"error": {"code": "0x80040217", "message": "account does not exist"}});
         match classify(System::Dataverse, StatusCode::NOT_FOUND, b, None, None) {
-            Err(DeliveryError::Permanent { status: 404, message, .. }) => assert_eq!(message, "0x80040217: account does not exist"),
+            Err(DeliveryError::Permanent {
+                status: 404,
+                message,
+                ..
+            }) => assert_eq!(message, "0x80040217: account does not exist"),
             other => panic!("{other:?}"),
         }
-        match classify(System::BusinessCentral, StatusCode::TOO_MANY_REQUESTS, Value::Null, Some(Duration::from_secs(7)), None) {
-            Err(DeliveryError::Transient { status: 429, retry_after_ms: Some(7000), .. }) => {}
+        match classify(
+            System::BusinessCentral,
+            StatusCode::TOO_MANY_REQUESTS,
+            Value::Null,
+            Some(Duration::from_secs(7)),
+            None,
+        ) {
+            Err(DeliveryError::Transient {
+                status: 429,
+                retry_after_ms: Some(7000),
+                ..
+            }) => {}
             other => panic!("{other:?}"),
         }
-        assert!(matches!(classify(System::BusinessCentral, StatusCode::REQUEST_TIMEOUT, Value::Null, None, None), Err(DeliveryError::Transient { .. })));
-        assert!(matches!(classify(System::BusinessCentral, StatusCode::BAD_GATEWAY, Value::Null, None, None), Err(DeliveryError::Transient { .. })));
-        assert!(classify(System::Dataverse, StatusCode::NO_CONTENT, Value::Null, None, None).is_ok());
+        assert!(matches!(
+            classify(
+                System::BusinessCentral,
+                StatusCode::REQUEST_TIMEOUT,
+                Value::Null,
+                None,
+                None
+            ),
+            Err(DeliveryError::Transient { .. })
+        ));
+        assert!(matches!(
+            classify(
+                System::BusinessCentral,
+                StatusCode::BAD_GATEWAY,
+                Value::Null,
+                None,
+                None
+            ),
+            Err(DeliveryError::Transient { .. })
+        ));
+        assert!(classify(
+            System::Dataverse,
+            StatusCode::NO_CONTENT,
+            Value::Null,
+            None,
+            None
+        )
+        .is_ok());
     }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
         assert_eq!(parse_retry_after("12"), Some(Duration::from_secs(12)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 

@@ -1098,6 +1098,7 @@ async fn plan_invoice(
                     "kind": match inv.kind { InvoiceKind::Invoice => "invoice", InvoiceKind::CreditNote => "credit_note" },
                     "amount": dec(inv.total_excl_tax),
                     "currency": inv.currency.as_str(),
+                    "reference": inv.reference,
                     "lines": lines,
                 },
                 "period": period,

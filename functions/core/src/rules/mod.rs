@@ -128,6 +128,8 @@ pub struct SystemSettings {
     pub order_status_column: Option<String>,
     /// Business Central: the company id.
     pub company_id: Option<String>,
+    /// Business Central: the G/L account rebate credit-memo lines are posted to.
+    pub rebate_gl_account: Option<String>,
 }
 
 /// One flow's configuration.

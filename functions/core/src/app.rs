@@ -1,0 +1,161 @@
+//! Wiring: one [`Pipeline`] of ingest, sync and deliver over one store and queue, with
+//! connectors for the paired systems, and the HTTP router for the webhook endpoints.
+//! `p2c demo`, `p2c serve` and the end-to-end tests build the same pipeline.
+
+use crate::connectors::bc::BcConnector;
+use crate::connectors::dataverse::DataverseConnector;
+use crate::connectors::http::{Http, StaticToken};
+use crate::domain::System;
+use crate::embedded::EmbeddedStore;
+use crate::inbound::{WebhookRequest, WebhookResponse, MAX_BODY_BYTES};
+use crate::pipeline::ingest::{ingest, InboundAuth, IngestCtx};
+use crate::pipeline::{runner, DeliverCtx, SyncCtx, Timings};
+use crate::ports::{Connector, SourceReader};
+use crate::rules::RuleSet;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::IntoResponse;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the paired systems are.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Dataverse Web API base (`…/api/data/v9.2`) and bearer token.
+    pub dataverse: Option<(String, String)>,
+    /// Business Central environment root (`…/v2.0/<tenant>/<env>`), company id, token.
+    pub business_central: Option<(String, String, String)>,
+}
+
+/// The whole pipeline on the embedded store.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub store: EmbeddedStore,
+    pub ingest: IngestCtx,
+    pub sync: SyncCtx,
+    pub deliver: DeliverCtx,
+}
+
+impl Pipeline {
+    pub fn new(
+        store: EmbeddedStore,
+        rules: Arc<RuleSet>,
+        auth: InboundAuth,
+        endpoints: &Endpoints,
+        timings: Timings,
+    ) -> anyhow::Result<Self> {
+        let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
+        let mut readers: BTreeMap<System, Arc<dyn SourceReader>> = BTreeMap::new();
+        if let Some((base, token)) = &endpoints.dataverse {
+            let http = Http::new(System::Dataverse, Arc::new(StaticToken(token.clone())))?;
+            let c = Arc::new(DataverseConnector::new(
+                http,
+                base.clone(),
+                rules.settings(System::Dataverse),
+            ));
+            connectors.insert(System::Dataverse, c.clone());
+            readers.insert(System::Dataverse, c);
+        }
+        if let Some((root, company, token)) = &endpoints.business_central {
+            let http = Http::new(
+                System::BusinessCentral,
+                Arc::new(StaticToken(token.clone())),
+            )?;
+            let account = rules
+                .settings(System::BusinessCentral)
+                .rebate_gl_account
+                .unwrap_or_else(|| "6910".into());
+            let c = Arc::new(BcConnector::new(
+                http,
+                root.clone(),
+                company.clone(),
+                account,
+            ));
+            connectors.insert(System::BusinessCentral, c.clone());
+            readers.insert(System::BusinessCentral, c);
+        }
+        let s = Arc::new(store.clone());
+        Ok(Self {
+            ingest: IngestCtx {
+                idem: s.clone(),
+                publisher: s.clone(),
+                auth,
+                timings,
+            },
+            sync: SyncCtx {
+                idem: s.clone(),
+                state: s.clone(),
+                parking: s.clone(),
+                audit: s.clone(),
+                figures: s.clone(),
+                publisher: s.clone(),
+                rules,
+                readers,
+                timings,
+            },
+            deliver: DeliverCtx {
+                idem: s.clone(),
+                state: s.clone(),
+                parking: s.clone(),
+                audit: s.clone(),
+                publisher: s,
+                connectors,
+                timings,
+            },
+            store,
+        })
+    }
+
+    /// Processes queued work until every queue is empty (or `deadline` passes).
+    pub async fn run_until_idle(&self, deadline: Duration) -> anyhow::Result<usize> {
+        Ok(runner::run_until_idle(&self.store, &self.sync, &self.deliver, deadline).await?)
+    }
+
+    /// The webhook endpoints: `POST /webhooks/{system}` (and the BC handshake).
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/webhooks/{system}", axum::routing::any(webhook))
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
+            .with_state(self.ingest.clone())
+    }
+}
+
+async fn webhook(
+    State(ctx): State<IngestCtx>,
+    Path(system): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let req = WebhookRequest {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: WebhookRequest::parse_query(uri.query().unwrap_or("")),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    to_response(ingest(&ctx, &system, &req).await)
+}
+
+fn to_response(r: WebhookResponse) -> axum::response::Response {
+    let status = axum::http::StatusCode::from_u16(r.status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, r.content_type)],
+        r.body,
+    )
+        .into_response()
+}
