@@ -1,1 +1,11 @@
-//! End-to-end tests.
+//! End-to-end tests: one binary, a module per feature. They run the real pipeline on the
+//! embedded store against the simulated Dataverse and Business Central over loopback HTTP.
+
+mod bad_input;
+mod common;
+mod crash;
+mod demo_story;
+mod guarantees;
+mod payloads;
+mod rules_cases;
+mod store_contract;

@@ -7,12 +7,12 @@ use crate::connectors::dataverse::DataverseConnector;
 use crate::connectors::http::{Http, StaticToken};
 use crate::domain::System;
 use crate::embedded::EmbeddedStore;
-use crate::inbound::{WebhookRequest, WebhookResponse, MAX_BODY_BYTES};
+use crate::inbound::{WebhookError, WebhookRequest, WebhookResponse, MAX_BODY_BYTES};
 use crate::pipeline::ingest::{ingest, InboundAuth, IngestCtx};
 use crate::pipeline::{runner, DeliverCtx, SyncCtx, Timings};
 use crate::ports::{Connector, SourceReader};
 use crate::rules::RuleSet;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::IntoResponse;
@@ -118,7 +118,8 @@ impl Pipeline {
         axum::Router::new()
             .route("/webhooks/{system}", axum::routing::any(webhook))
             .route("/health", axum::routing::get(|| async { "ok" }))
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
+            // The handler reads at most MAX_BODY_BYTES + 1 itself, to answer with our own 413.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(self.ingest.clone())
     }
 }
@@ -129,8 +130,20 @@ async fn webhook(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> axum::response::Response {
+    // Read at most one byte past the cap: enough to know it is too large, no more.
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
+        Ok(b) => b,
+        Err(_) => {
+            return to_response(
+                WebhookError::TooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+                .response(),
+            )
+        }
+    };
     let req = WebhookRequest {
         method: method.to_string(),
         path: uri.path().to_string(),

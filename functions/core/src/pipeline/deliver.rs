@@ -129,7 +129,7 @@ pub async fn deliver_command(
         Claim::InProgress { until } => {
             return Err(DeliverError::Retryable {
                 reason: format!("command is being delivered elsewhere until {until}"),
-                retry_after: None,
+                retry_after: Some(super::until(until)),
             })
         }
         Claim::Fresh => {}

@@ -116,6 +116,11 @@ pub fn backoff(base: Duration, receive_count: u32, seed: &str) -> Duration {
     capped.mul_f64(0.5 + frac / 2.0)
 }
 
+/// Time left until `t` (zero if past).
+pub fn until(t: chrono::DateTime<chrono::Utc>) -> Duration {
+    (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO)
+}
+
 /// Appends to the audit trail; an audit failure is logged, never fatal to the step.
 pub(crate) async fn audit(
     log: &dyn AuditLog,

@@ -46,6 +46,11 @@ pub enum SyncError {
     /// Try again later (store or queue unavailable, lost a race, source unreachable).
     #[error("{0}")]
     Retryable(String),
+    /// Another worker holds the event until `until`: try again after that.
+    #[error("event is being processed elsewhere until {until}")]
+    Busy {
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// Will not succeed as it is: dead-letter it with this code.
     #[error("{code}: {message}")]
     Permanent { code: String, message: String },
@@ -98,6 +103,11 @@ impl SyncError {
                 delay: super::backoff(ctx.timings.retry_base, receive_count, seed),
                 reason: reason.clone(),
             },
+            SyncError::Busy { until } => Disposition::Retry {
+                delay: super::backoff(ctx.timings.retry_base, receive_count, seed)
+                    .max(super::until(*until)),
+                reason: self.to_string(),
+            },
             SyncError::Permanent { code, message } => Disposition::DeadLetter {
                 code: code.clone(),
                 reason: message.clone(),
@@ -137,11 +147,7 @@ pub async fn sync_event(ctx: &SyncCtx, ev: ChangeEvent) -> Result<SyncOutcome, S
     let t = ctx.timings;
     match ctx.idem.claim(&key, t.lock_for, t.keep_for).await? {
         Claim::Duplicate(_) => return Ok(SyncOutcome::Duplicate),
-        Claim::InProgress { until } => {
-            return Err(SyncError::Retryable(format!(
-                "event is being processed elsewhere until {until}"
-            )))
-        }
+        Claim::InProgress { until } => return Err(SyncError::Busy { until }),
         Claim::Fresh => {}
     }
     let subject = ev.source.group();

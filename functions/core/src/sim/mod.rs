@@ -48,6 +48,14 @@ impl Outbox {
         }
     }
 
+    /// Takes every pending webhook out (a test can then delay, reorder or repeat them).
+    pub fn take(&self) -> Vec<Hook> {
+        self.hooks
+            .lock()
+            .map(|mut q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
     pub fn len(&self) -> usize {
         self.hooks.lock().map(|q| q.len()).unwrap_or(0)
     }
@@ -80,6 +88,19 @@ impl Outbox {
             }
         }
         sent
+    }
+}
+
+impl Hook {
+    /// Sends this webhook once; returns the status and body of the answer.
+    pub async fn send(&self, client: &reqwest::Client) -> Result<(u16, String), reqwest::Error> {
+        let mut req = client.post(&self.url).json(&self.body);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.unwrap_or_default()))
     }
 }
 

@@ -1,0 +1,103 @@
+//! Helpers shared by the end-to-end tests.
+
+use p2c_core::demo::World;
+use p2c_core::pipeline::Timings;
+use p2c_core::ports::AuditLog;
+use p2c_core::rules::{DirLoader, RuleLoader, RuleSet};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const USD: &str = "083081e1-0737-eb11-bf68-0022489b563d";
+pub const PRIMARY_UNIT: &str = "5f8d9c10-0000-4000-8000-000000000100";
+
+pub fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")
+}
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .expect("fixture exists")
+}
+
+pub fn rule_files() -> BTreeMap<String, String> {
+    DirLoader(rules_dir()).load().expect("rules load")
+}
+
+pub fn repo_rules() -> Arc<RuleSet> {
+    Arc::new(RuleSet::from_files(rule_files()).expect("rules compile"))
+}
+
+pub fn fast() -> Timings {
+    Timings {
+        lock_for: Duration::from_secs(30),
+        keep_for: Duration::from_secs(3600),
+        retry_base: Duration::from_millis(10),
+    }
+}
+
+/// A world with the repository's rules and its own temporary store.
+pub async fn world() -> (World, tempfile::TempDir) {
+    world_with(repo_rules()).await
+}
+
+pub async fn world_with(rules: Arc<RuleSet>) -> (World, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = World::start(rules, Some(dir.path().join("p2c.db")), fast())
+        .await
+        .expect("world starts");
+    (w, dir)
+}
+
+pub fn account(number: &str, name: &str) -> Value {
+    json!({
+        "accountnumber": number, "name": name, "address1_city": "Redmond", "paymenttermscode": 1,
+        "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"),
+    })
+}
+
+pub fn order_header(number: &str, account: &str) -> Value {
+    json!({
+        "ordernumber": number, "name": format!("order {number}"),
+        "customerid_account@odata.bind": format!("/accounts(accountnumber='{account}')"),
+        "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"),
+    })
+}
+
+pub fn order_line(item: &str, qty: i64, price: &str) -> Value {
+    json!({
+        "productid@odata.bind": format!("/products(productnumber='{item}')"), "quantity": qty,
+        "priceperunit": price.parse::<serde_json::Number>().expect("number"), "uomid@odata.bind": format!("/uoms({PRIMARY_UNIT})"),
+    })
+}
+
+/// Audit outcomes recorded for a subject, in order.
+pub async fn outcomes(w: &World, subject: &str) -> Vec<String> {
+    w.pipeline
+        .store
+        .trail(subject)
+        .await
+        .expect("trail")
+        .into_iter()
+        .map(|e| format!("{}:{}", e.step, e.outcome))
+        .collect()
+}
+
+/// Account, credit limit and item synced: the set-up most order tests need.
+pub async fn customer_with_item(w: &World, account_no: &str, limit: &str) {
+    w.crm
+        .create("accounts", account(account_no, "Contoso Pumps"))
+        .expect("account");
+    w.settle().await.expect("settles");
+    w.erp.set_credit_limit(account_no, limit).expect("limit");
+    w.erp
+        .create_item("P-200", "Pump P-200", "460.00", "PCS", "PUMPS")
+        .expect("item");
+    w.settle().await.expect("settles");
+}

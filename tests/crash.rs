@@ -1,0 +1,248 @@
+//! Failures between any two steps, followed by the redelivery a queue would do, end with
+//! every effect applied exactly once. A wrapped adapter fails once at the chosen point,
+//! as a process killed there would leave things.
+
+use crate::common::{account, customer_with_item, order_header, order_line, outcomes, world};
+use async_trait::async_trait;
+use p2c_core::domain::{ChangeEvent, EntityKey, EntityType, SourceRef};
+use p2c_core::embedded::EmbeddedStore;
+use p2c_core::error::{QueueError, StoreError};
+use p2c_core::pipeline::{deliver, runner};
+use p2c_core::ports::{
+    Consumer, EntityState, IdempotencyStore, OutMessage, Publisher, QueueName, StateStore,
+};
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Fails the next `n` sends to one queue, then behaves.
+struct FailSends {
+    inner: EmbeddedStore,
+    queue: QueueName,
+    n: AtomicUsize,
+}
+
+#[async_trait]
+impl Publisher for FailSends {
+    async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
+        if queue == self.queue
+            && self
+                .n
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(QueueError::Backend {
+                queue: queue.to_string(),
+                message: "killed before the send".into(),
+            });
+        }
+        self.inner.send(queue, messages).await
+    }
+}
+
+/// Fails the next `n` state saves, then behaves.
+struct FailSaves {
+    inner: EmbeddedStore,
+    n: AtomicUsize,
+}
+
+#[async_trait]
+impl StateStore for FailSaves {
+    async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
+        if self
+            .n
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Backend {
+                message: "killed before the save".into(),
+                source: None,
+            });
+        }
+        self.inner.save(state).await
+    }
+    async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
+        self.inner.resolve(source).await
+    }
+    async fn keys(&self, t: EntityType) -> Result<Vec<EntityKey>, StoreError> {
+        self.inner.keys(t).await
+    }
+}
+
+fn count(log: &[String], prefix: &str) -> usize {
+    log.iter().filter(|l| l.starts_with(prefix)).count()
+}
+
+#[tokio::test]
+async fn a_crash_after_the_state_write_before_any_send_re_sends_exactly_once() {
+    let (mut w, _d) = world().await;
+    w.pipeline.sync.publisher = Arc::new(FailSends {
+        inner: w.pipeline.store.clone(),
+        queue: QueueName::ToErp,
+        n: AtomicUsize::new(1),
+    });
+    w.crm
+        .create("accounts", account("ACC-CRASH-1", "Crash One"))
+        .expect("account");
+    w.settle().await.expect("settles");
+    assert_eq!(w.erp.creates("customers"), 1);
+    assert!(outcomes(&w, "account:ACC-CRASH-1")
+        .await
+        .contains(&"sync:resent".to_string()));
+}
+
+#[tokio::test]
+async fn a_crash_after_some_but_not_all_sends_writes_each_target_once() {
+    let (mut w, _d) = world().await;
+    customer_with_item(&w, "ACC-CRASH-2", "100000").await;
+    // An order release sends to the CRM queue and to the ERP queue; the ERP send dies.
+    w.pipeline.sync.publisher = Arc::new(FailSends {
+        inner: w.pipeline.store.clone(),
+        queue: QueueName::ToErp,
+        n: AtomicUsize::new(1),
+    });
+    w.crm
+        .create_document(
+            "salesorders",
+            order_header("ORD-CRASH-2", "ACC-CRASH-2"),
+            vec![order_line("P-200", 3, "460.00")],
+        )
+        .expect("order");
+    w.settle().await.expect("settles");
+    assert_eq!(w.erp.creates("salesOrders"), 1);
+    let o = w
+        .crm
+        .find("salesorders", "ordernumber", "ORD-CRASH-2")
+        .expect("order");
+    assert_eq!(o["submitstatusdescription"], json!("Released to the ERP"));
+    let credit_writes = w
+        .crm
+        .log()
+        .iter()
+        .filter(|l| l.contains("ORD-CRASH-2"))
+        .count();
+    assert_eq!(
+        credit_writes,
+        3,
+        "credit decision, ERP number, processing status: each once; {:?}",
+        w.crm.log()
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice() {
+    let (w, _d) = world().await;
+    w.crm
+        .create("accounts", account("ACC-CRASH-3", "Crash Three"))
+        .expect("account");
+    let client = reqwest::Client::new();
+    w.crm.outbox().flush(&client).await;
+    runner::step(
+        &w.pipeline.store,
+        QueueName::Inbound,
+        &w.pipeline.sync,
+        &w.pipeline.deliver,
+    )
+    .await
+    .expect("sync");
+    let batch = w
+        .pipeline
+        .store
+        .receive(QueueName::ToErp, 10, Duration::from_secs(60))
+        .await
+        .expect("receive");
+    assert_eq!(batch.len(), 1);
+    let disp = deliver::handle_message(&w.pipeline.deliver, &batch[0]).await;
+    assert_eq!(disp, p2c_core::pipeline::Disposition::Done);
+    // The process dies before deleting the message: it becomes visible again.
+    w.pipeline
+        .store
+        .retry(
+            QueueName::ToErp,
+            &batch[0].receipt,
+            Duration::ZERO,
+            "visibility timeout",
+        )
+        .await
+        .expect("visible");
+    w.settle().await.expect("settles");
+    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
+    assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_claim_is_taken_over_when_the_lock_lapses() {
+    let (w, _d) = world().await;
+    w.crm
+        .create("accounts", account("ACC-CRASH-4", "Crash Four"))
+        .expect("account");
+    let client = reqwest::Client::new();
+    w.crm.outbox().flush(&client).await;
+    let batch = w
+        .pipeline
+        .store
+        .receive(QueueName::Inbound, 10, Duration::from_secs(60))
+        .await
+        .expect("receive");
+    let ev: ChangeEvent = serde_json::from_str(&batch[0].body).expect("event");
+    // A worker claimed it and died holding a short lock.
+    let key = ev.idempotency_key("sync").0;
+    w.pipeline
+        .store
+        .claim(&key, Duration::from_millis(300), Duration::from_secs(3600))
+        .await
+        .expect("claimed");
+    w.pipeline
+        .store
+        .retry(
+            QueueName::Inbound,
+            &batch[0].receipt,
+            Duration::ZERO,
+            "worker died",
+        )
+        .await
+        .expect("visible");
+    w.settle().await.expect("settles after the lock lapses");
+    assert_eq!(w.erp.creates("customers"), 1);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_target_write_before_recording_it_leaves_one_record() {
+    let (mut w, _d) = world().await;
+    w.pipeline.deliver.state = Arc::new(FailSaves {
+        inner: w.pipeline.store.clone(),
+        n: AtomicUsize::new(1),
+    });
+    w.crm
+        .create("accounts", account("ACC-CRASH-5", "Crash Five"))
+        .expect("account");
+    w.settle().await.expect("settles");
+    assert_eq!(
+        w.erp.creates("customers"),
+        1,
+        "the retry found the customer by number"
+    );
+    assert_eq!(
+        w.erp
+            .find("customers", "number", "ACC-CRASH-5")
+            .expect("customer")["displayName"],
+        json!("Crash Five")
+    );
+    let state = w
+        .pipeline
+        .store
+        .load(&"account:ACC-CRASH-5".parse().expect("key"))
+        .await
+        .expect("load")
+        .expect("state");
+    assert!(
+        state
+            .ids
+            .contains_key(&p2c_core::domain::System::BusinessCentral),
+        "the BC id was recorded on the retry"
+    );
+}
