@@ -14,6 +14,8 @@ pub mod embedded;
 pub mod error;
 pub mod inbound;
 pub mod json;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod money;
 pub mod pipeline;
 pub mod ports;

@@ -351,6 +351,19 @@ pub trait Consumer: Send + Sync {
     ) -> Result<(), QueueError>;
 }
 
+/// Puts a message that arrived outside the queue port (a Lambda SQS event) on the
+/// dead-letter queue, with its reason. Idempotent per message id.
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync {
+    async fn bury(
+        &self,
+        queue: QueueName,
+        message: &Delivery,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), QueueError>;
+}
+
 /// The dead-letter queues.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {

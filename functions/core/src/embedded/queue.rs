@@ -4,7 +4,9 @@
 
 use super::{ms_to_time, now_ms, EmbeddedStore};
 use crate::error::QueueError;
-use crate::ports::{Consumer, DeadLetter, DeadLetters, Delivery, OutMessage, Publisher, QueueName};
+use crate::ports::{
+    Consumer, DeadLetter, DeadLetterSink, DeadLetters, Delivery, OutMessage, Publisher, QueueName,
+};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::collections::HashSet;
@@ -339,5 +341,25 @@ impl DeadLetters for EmbeddedStore {
         }
         tx.commit().map_err(|e| backend(queue, e))?;
         Ok(n)
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for EmbeddedStore {
+    async fn bury(
+        &self,
+        queue: QueueName,
+        message: &Delivery,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let conn = self.lock().map_err(|e| backend(queue, e))?;
+        conn.execute(
+            "INSERT OR IGNORE INTO dead_letter (message_id, queue, group_id, dedup_id, body, code, reason, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![message.message_id, queue.as_str(), message.group, message.dedup_id, message.body, code, reason, now_ms()],
+        )
+        .map_err(|e| backend(queue, e))?;
+        Ok(())
     }
 }

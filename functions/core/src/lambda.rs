@@ -1,0 +1,254 @@
+//! Glue between the Lambda runtime and the steps: configuration read once from the
+//! environment, JSON logs, HTTP events to webhook requests, and SQS batches to
+//! partial-batch responses (`batchItemFailures`). Built with the `lambda` feature.
+//!
+//! Until the DynamoDB and SQS adapters land, the functions run on the embedded store at
+//! `P2C_STORE`: right for the local `cargo lambda watch` / `invoke` loop, where every
+//! function shares one file system, and refused on AWS, where each has its own `/tmp`.
+
+use crate::app::{Endpoints, Pipeline};
+use crate::embedded::EmbeddedStore;
+use crate::inbound::dataverse::DataverseAuth;
+use crate::inbound::{WebhookRequest, MAX_BODY_BYTES};
+use crate::pipeline::ingest::{ingest, InboundAuth, IngestCtx};
+use crate::pipeline::{process_batch, Disposition, Timings};
+use crate::ports::{DeadLetterSink, Delivery, QueueName};
+use crate::rules::{DirLoader, EmbeddedLoader, RuleLoader, RuleSet};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use std::sync::Arc;
+
+/// JSON logs, one line per event, level from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .without_time()
+        .init();
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn list(name: &str) -> Vec<String> {
+    var(name)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds the pipeline from the environment (read once per cold start).
+pub fn pipeline_from_env() -> anyhow::Result<Pipeline> {
+    if var("AWS_LAMBDA_FUNCTION_NAME").is_some()
+        && var("AWS_LAMBDA_RUNTIME_API").is_some_and(|a| {
+            !a.starts_with("127.0.0.1") && !a.starts_with("localhost") && !a.starts_with("[::1]")
+        })
+    {
+        anyhow::bail!("the embedded store cannot back functions on AWS Lambda (each has its own /tmp); deploy with the DynamoDB and SQS adapters");
+    }
+    let loader: Box<dyn RuleLoader> = match var("P2C_RULES_DIR") {
+        Some(d) => Box::new(DirLoader(d.into())),
+        None => Box::new(EmbeddedLoader),
+    };
+    let rules = Arc::new(RuleSet::load(loader.as_ref())?);
+    let company = rules
+        .settings(crate::domain::System::BusinessCentral)
+        .company_id
+        .unwrap_or_default();
+    let endpoints = Endpoints {
+        dataverse: var("P2C_DATAVERSE_URL")
+            .map(|u| (u, var("P2C_DATAVERSE_TOKEN").unwrap_or_default())),
+        business_central: var("P2C_BC_URL")
+            .map(|u| (u, company, var("P2C_BC_TOKEN").unwrap_or_default())),
+    };
+    let auth = InboundAuth {
+        dataverse: DataverseAuth {
+            header: Some(var("P2C_DATAVERSE_KEY_HEADER").unwrap_or_else(|| "x-p2c-key".into())),
+            query_param: Some("code".into()),
+            secrets: list("P2C_DATAVERSE_KEYS"),
+        },
+        bc_client_states: list("P2C_BC_CLIENT_STATES"),
+    };
+    let store = EmbeddedStore::open(var("P2C_STORE").unwrap_or_else(|| "/tmp/p2c.db".into()))?;
+    Pipeline::new(store, rules, auth, &endpoints, Timings::default())
+}
+
+/// A Function URL / HTTP API request → the ingest step → the response.
+pub async fn http(
+    ctx: &IngestCtx,
+    req: lambda_http::Request,
+) -> lambda_http::Response<lambda_http::Body> {
+    use lambda_http::RequestExt;
+    let system = req
+        .uri()
+        .path()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let query: Vec<(String, String)> = req
+        .query_string_parameters()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let body = req.body().as_ref();
+    let wr = WebhookRequest {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query,
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        body: body[..body.len().min(MAX_BODY_BYTES + 1)].to_vec(),
+    };
+    let r = ingest(ctx, &system, &wr).await;
+    let mut resp = lambda_http::Response::new(lambda_http::Body::Text(r.body));
+    *resp.status_mut() = lambda_http::http::StatusCode::from_u16(r.status)
+        .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = lambda_http::http::HeaderValue::from_str(r.content_type) {
+        resp.headers_mut().insert("content-type", v);
+    }
+    resp
+}
+
+/// An SQS event → deliveries → dispositions → `batchItemFailures`. A permanent failure is
+/// buried in the dead-letter queue (and reported as processed); a retryable one is
+/// reported failed, as is the rest of its message group in the batch.
+pub async fn sqs<'a, F, Fut>(
+    deliveries: &'a [Delivery],
+    queue: QueueName,
+    sink: &dyn DeadLetterSink,
+    handle: F,
+) -> SqsBatchResponse
+where
+    F: FnMut(&'a Delivery) -> Fut,
+    Fut: std::future::Future<Output = Disposition> + 'a,
+{
+    let dispositions = process_batch(deliveries, handle).await;
+    let mut response = SqsBatchResponse::default();
+    for (d, disp) in deliveries.iter().zip(dispositions) {
+        let failed = match disp {
+            Disposition::Done => false,
+            Disposition::Retry { .. } => true,
+            Disposition::DeadLetter { code, reason } => {
+                sink.bury(queue, d, &code, &reason).await.is_err()
+            }
+        };
+        if failed {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = d.message_id.clone();
+            response.batch_item_failures.push(f);
+        }
+    }
+    response
+}
+
+/// The queue an SQS event came from, by its source ARN (`…:p2c-to-erp.fifo`).
+pub fn queue_of(event: &SqsEvent) -> Option<QueueName> {
+    let arn = event.records.first()?.event_source_arn.as_deref()?;
+    let name = arn.rsplit(':').next()?.trim_end_matches(".fifo");
+    QueueName::ALL
+        .into_iter()
+        .find(|q| name.ends_with(q.as_str()))
+}
+
+/// The messages of an SQS event, in order.
+pub fn deliveries(event: &SqsEvent) -> Vec<Delivery> {
+    event.records.iter().map(delivery).collect()
+}
+
+fn delivery(m: &aws_lambda_events::event::sqs::SqsMessage) -> Delivery {
+    let attr = |k: &str| m.attributes.get(k).cloned().unwrap_or_default();
+    Delivery {
+        message_id: m.message_id.clone().unwrap_or_default(),
+        receipt: m.receipt_handle.clone().unwrap_or_default(),
+        group: attr("MessageGroupId"),
+        dedup_id: attr("MessageDeduplicationId"),
+        body: m.body.clone().unwrap_or_default(),
+        receive_count: attr("ApproximateReceiveCount").parse().unwrap_or(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> SqsEvent {
+        let record = |id: &str, group: &str| {
+            serde_json::json!({
+                "messageId": id, "receiptHandle": format!("r-{id}"), "body": format!("body {id}"),
+                "attributes": {"ApproximateReceiveCount": "2", "MessageGroupId": group, "MessageDeduplicationId": format!("d-{id}"),
+                               "SentTimestamp": "1", "SenderId": "x", "ApproximateFirstReceiveTimestamp": "1", "SequenceNumber": "1"},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:p2c-to-erp.fifo", "awsRegion": "eu-west-1"
+            })
+        };
+        serde_json::from_value(serde_json::json!({"Records": [record("1", "a"), record("2", "a"), record("3", "b"), record("4", "c")]})).expect("an SQS event")
+    }
+
+    #[test]
+    fn sqs_records_become_deliveries_from_their_queue() {
+        let e = event();
+        assert_eq!(queue_of(&e), Some(QueueName::ToErp));
+        let d = deliveries(&e);
+        assert_eq!(
+            (
+                d[0].group.as_str(),
+                d[0].dedup_id.as_str(),
+                d[0].receive_count
+            ),
+            ("a", "d-1", 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_report_their_group_and_permanent_ones_are_buried() {
+        let e = event();
+        let store = EmbeddedStore::in_memory().expect("store");
+        let d = deliveries(&e);
+        let resp = sqs(&d, QueueName::ToErp, &store, |m| async move {
+            match m.message_id.as_str() {
+                "1" => Disposition::Retry {
+                    delay: std::time::Duration::ZERO,
+                    reason: "busy".into(),
+                },
+                "4" => Disposition::DeadLetter {
+                    code: "target_refused".into(),
+                    reason: "no".into(),
+                },
+                _ => Disposition::Done,
+            }
+        })
+        .await;
+        let failed: Vec<&str> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(
+            failed,
+            vec!["1", "2"],
+            "the rest of group a fails with it; b is done; c is buried"
+        );
+        let dead = crate::ports::DeadLetters::list(&store, QueueName::ToErp)
+            .await
+            .expect("dlq");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].code, "target_refused");
+    }
+}
