@@ -102,6 +102,13 @@ fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
         .with_context(|| format!("loading rules from {}", loader.origin()))
 }
 
+fn parse_source(s: &str) -> Option<SourceRef> {
+    let mut parts = s.splitn(3, '/');
+    let system = parts.next()?.parse().ok()?;
+    let entity_type = parts.next()?.parse().ok()?;
+    Some(SourceRef::new(system, entity_type, parts.next()?))
+}
+
 fn init_logs() {
     // Logs go to stderr, and only when asked for (RUST_LOG), so the demo's story stays readable.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -112,10 +119,26 @@ fn init_logs() {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     init_logs();
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { store } => {
             let rules = Arc::new(load_rules(&cli.rules)?);
@@ -189,14 +212,25 @@ async fn main() -> Result<()> {
         }
         Command::Trace { subject, store } => {
             let store = EmbeddedStore::open(&store)?;
+            // An entity key, or a source record (`system/type/id`) resolved to its entity.
             let mut subjects = vec![subject.clone()];
-            if let Ok(key) = subject.parse::<EntityKey>() {
+            let key = match subject.parse::<EntityKey>() {
+                Ok(k) => Some(k),
+                Err(_) => match parse_source(&subject) {
+                    Some(src) => store.resolve(&src).await?,
+                    None => None,
+                },
+            };
+            if let Some(key) = key {
+                subjects.push(key.to_string());
                 if let Some(state) = store.load(&key).await? {
                     for (system, id) in &state.ids {
                         subjects.push(SourceRef::new(*system, key.entity_type, id.clone()).group());
                     }
                 }
             }
+            subjects.sort();
+            subjects.dedup();
             let mut entries = Vec::new();
             for s in &subjects {
                 entries.extend(store.trail(s).await?);

@@ -4,3 +4,4 @@
 pub mod bc;
 pub mod dataverse;
 pub mod http;
+pub mod memory;

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS queue_dedup (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 );
+CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (expires_at);
 CREATE TABLE IF NOT EXISTS dead_letter (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL UNIQUE,
@@ -100,6 +101,8 @@ pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
     path: Option<PathBuf>,
     queue: QueueSettings,
+    /// When the queue's deduplication entries are next swept for expiry.
+    next_sweep: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl EmbeddedStore {
@@ -125,14 +128,18 @@ impl EmbeddedStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(StoreError::backend)?;
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;
+             PRAGMA cache_size=-16384; PRAGMA mmap_size=268435456;",
         )
         .map_err(StoreError::backend)?;
+        // Every statement is prepared once and reused (there are about forty).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA).map_err(StoreError::backend)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path,
             queue: QueueSettings::default(),
+            next_sweep: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
     }
 
@@ -151,6 +158,31 @@ impl EmbeddedStore {
             message: "embedded store lock poisoned".into(),
             source: None,
         })
+    }
+}
+
+/// Statements through the connection's prepared-statement cache.
+pub(crate) trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
     }
 }
 

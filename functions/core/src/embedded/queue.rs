@@ -2,7 +2,7 @@
 //! message in flight yields nothing more), a deduplication window, visibility timeouts,
 //! and a receive limit after which a message moves to the dead-letter queue.
 
-use super::{ms_to_time, now_ms, EmbeddedStore};
+use super::{ms_to_time, now_ms, Cached, EmbeddedStore};
 use crate::error::QueueError;
 use crate::ports::{
     Consumer, DeadLetter, DeadLetterSink, DeadLetters, Delivery, OutMessage, Publisher, QueueName,
@@ -51,13 +51,13 @@ fn move_to_dlq(
     code: &str,
     reason: &str,
 ) -> Result<(), QueueError> {
-    tx.execute(
+    tx.exec(
         "INSERT OR IGNORE INTO dead_letter (message_id, queue, group_id, dedup_id, body, code, reason, at)
          SELECT message_id, queue, group_id, dedup_id, body, ?2, ?3, ?4 FROM queue WHERE seq = ?1",
         params![seq, code, reason, now_ms()],
     )
     .map_err(|e| backend(queue, e))?;
-    tx.execute("DELETE FROM queue WHERE seq = ?1", params![seq])
+    tx.exec("DELETE FROM queue WHERE seq = ?1", params![seq])
         .map_err(|e| backend(queue, e))?;
     Ok(())
 }
@@ -77,7 +77,7 @@ impl Publisher for EmbeddedStore {
                 });
             }
             let seen: Option<i64> = tx
-                .query_row(
+                .row(
                     "SELECT expires_at FROM queue_dedup WHERE queue = ?1 AND dedup_id = ?2",
                     params![queue.as_str(), m.dedup_id],
                     |r| r.get(0),
@@ -87,30 +87,37 @@ impl Publisher for EmbeddedStore {
             if matches!(seen, Some(exp) if exp > now) {
                 continue;
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO queue_dedup (queue, dedup_id, expires_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(queue, dedup_id) DO UPDATE SET expires_at = ?3",
                 params![queue.as_str(), m.dedup_id, now + window],
             )
             .map_err(|e| backend(queue, e))?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO queue (queue, group_id, dedup_id, message_id, body)
                  VALUES (?1, ?2, ?3, '', ?4)",
                 params![queue.as_str(), m.group, m.dedup_id, m.body],
             )
             .map_err(|e| backend(queue, e))?;
             let seq = tx.last_insert_rowid();
-            tx.execute(
+            tx.exec(
                 "UPDATE queue SET message_id = ?2 WHERE seq = ?1",
                 params![seq, new_id("msg", seq)],
             )
             .map_err(|e| backend(queue, e))?;
         }
-        tx.execute(
-            "DELETE FROM queue_dedup WHERE expires_at <= ?1",
-            params![now],
-        )
-        .map_err(|e| backend(queue, e))?;
+        // Expired deduplication entries are swept at most once a second (expiry is also
+        // checked on every send, so a late sweep never lets a duplicate through).
+        let due = self.next_sweep.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= due {
+            self.next_sweep
+                .store(now + 1000, std::sync::atomic::Ordering::Relaxed);
+            tx.exec(
+                "DELETE FROM queue_dedup WHERE expires_at <= ?1",
+                params![now],
+            )
+            .map_err(|e| backend(queue, e))?;
+        }
         tx.commit().map_err(|e| backend(queue, e))
     }
 }
@@ -142,7 +149,7 @@ impl Consumer for EmbeddedStore {
         let tx = conn.transaction().map_err(|e| backend(queue, e))?;
         let rows: Vec<Row> = {
             let mut stmt = tx
-                .prepare(
+                .prepare_cached(
                     "SELECT seq, group_id, dedup_id, message_id, body, receive_count, visible_at,
                             receipt, last_error
                      FROM queue WHERE queue = ?1 ORDER BY seq",
@@ -190,7 +197,7 @@ impl Consumer for EmbeddedStore {
                 continue;
             }
             let receipt = new_id("rcpt", seq);
-            tx.execute(
+            tx.exec(
                 "UPDATE queue SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3
                  WHERE seq = ?1",
                 params![seq, now + vis, receipt],
@@ -254,7 +261,7 @@ impl Consumer for EmbeddedStore {
     async fn depth(&self, queue: QueueName) -> Result<usize, QueueError> {
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let n: i64 = conn
-            .query_row(
+            .row(
                 "SELECT COUNT(*) FROM queue WHERE queue = ?1",
                 params![queue.as_str()],
                 |r| r.get(0),
@@ -273,7 +280,7 @@ impl Consumer for EmbeddedStore {
         let mut conn = self.lock().map_err(|e| backend(queue, e))?;
         let tx = conn.transaction().map_err(|e| backend(queue, e))?;
         let seq: Option<i64> = tx
-            .query_row(
+            .row(
                 "SELECT seq FROM queue WHERE queue = ?1 AND receipt = ?2",
                 params![queue.as_str(), receipt],
                 |r| r.get(0),
@@ -296,7 +303,7 @@ impl DeadLetters for EmbeddedStore {
     async fn list(&self, queue: QueueName) -> Result<Vec<DeadLetter>, QueueError> {
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT message_id, group_id, dedup_id, body, code, reason, at
                  FROM dead_letter WHERE queue = ?1 ORDER BY seq",
             )
@@ -334,7 +341,7 @@ impl DeadLetters for EmbeddedStore {
                 )
                 .map_err(|e| backend(queue, e))?;
             if moved == 1 {
-                tx.execute("DELETE FROM dead_letter WHERE message_id = ?1", params![id])
+                tx.exec("DELETE FROM dead_letter WHERE message_id = ?1", params![id])
                     .map_err(|e| backend(queue, e))?;
                 n += 1;
             }
@@ -354,7 +361,7 @@ impl DeadLetterSink for EmbeddedStore {
         reason: &str,
     ) -> Result<(), QueueError> {
         let conn = self.lock().map_err(|e| backend(queue, e))?;
-        conn.execute(
+        conn.exec(
             "INSERT OR IGNORE INTO dead_letter (message_id, queue, group_id, dedup_id, body, code, reason, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![message.message_id, queue.as_str(), message.group, message.dedup_id, message.body, code, reason, now_ms()],

@@ -1,6 +1,6 @@
 //! Store ports on SQLite.
 
-use super::{ms_to_time, now_ms, EmbeddedStore};
+use super::{ms_to_time, now_ms, Cached, EmbeddedStore};
 use crate::domain::{EntityKey, EntityType, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
@@ -38,7 +38,7 @@ impl IdempotencyStore for EmbeddedStore {
         let tx = conn.transaction().map_err(StoreError::backend)?;
         // One conditional put: insert unless a live record exists; return the old item.
         let old: Option<(String, i64, i64, String)> = tx
-            .query_row(
+            .row(
                 "SELECT status, locked_until, expires_at, outcome FROM idem WHERE key = ?1",
                 params![key],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -63,7 +63,7 @@ impl IdempotencyStore for EmbeddedStore {
                 });
             }
         }
-        tx.execute(
+        tx.exec(
             "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
              VALUES (?1, 'in_progress', ?2, ?3, 'null')
              ON CONFLICT(key) DO UPDATE SET status = 'in_progress', locked_until = ?2,
@@ -83,7 +83,7 @@ impl IdempotencyStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
              VALUES (?1, 'completed', ?2, ?3, ?4)
              ON CONFLICT(key) DO UPDATE SET status = 'completed', locked_until = ?2,
@@ -96,7 +96,7 @@ impl IdempotencyStore for EmbeddedStore {
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "DELETE FROM idem WHERE key = ?1 AND status = 'in_progress'",
             params![key],
         )
@@ -111,7 +111,7 @@ impl StateStore for EmbeddedStore {
         let k = key.to_string();
         let conn = self.lock()?;
         let body: Option<String> = conn
-            .query_row("SELECT body FROM entity WHERE key = ?1", params![k], |r| {
+            .row("SELECT body FROM entity WHERE key = ?1", params![k], |r| {
                 r.get(0)
             })
             .optional()
@@ -127,13 +127,13 @@ impl StateStore for EmbeddedStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(StoreError::backend)?;
         let changed = if version == 1 {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO entity (key, entity_type, version, body) VALUES (?1, ?2, 1, ?3)
                  ON CONFLICT(key) DO NOTHING",
                 params![k, state.key.entity_type.as_str(), body],
             )
         } else {
-            tx.execute(
+            tx.exec(
                 "UPDATE entity SET version = ?2, body = ?3 WHERE key = ?1 AND version = ?4",
                 params![k, version, body, version - 1],
             )
@@ -144,7 +144,7 @@ impl StateStore for EmbeddedStore {
         }
         for (system, id) in &state.ids {
             let source = SourceRef::new(*system, state.key.entity_type, id.clone());
-            tx.execute(
+            tx.exec(
                 "INSERT INTO xref (source, entity_key) VALUES (?1, ?2)
                  ON CONFLICT(source) DO UPDATE SET entity_key = ?2",
                 params![source.group(), k],
@@ -157,7 +157,7 @@ impl StateStore for EmbeddedStore {
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
         let conn = self.lock()?;
         let key: Option<String> = conn
-            .query_row(
+            .row(
                 "SELECT entity_key FROM xref WHERE source = ?1",
                 params![source.group()],
                 |r| r.get(0),
@@ -171,7 +171,7 @@ impl StateStore for EmbeddedStore {
     async fn keys(&self, entity_type: EntityType) -> Result<Vec<EntityKey>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT key FROM entity WHERE entity_type = ?1 ORDER BY key")
+            .prepare_cached("SELECT key FROM entity WHERE entity_type = ?1 ORDER BY key")
             .map_err(StoreError::backend)?;
         let rows = stmt
             .query_map(params![entity_type.as_str()], |r| r.get::<_, String>(0))
@@ -190,7 +190,7 @@ impl ParkingStore for EmbeddedStore {
     async fn park(&self, parked: &ParkedEvent) -> Result<(), StoreError> {
         let body = serde_json::to_string(parked).map_err(|e| corrupt(&parked.id, e))?;
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "INSERT INTO parked (dependency, id, seq, body)
              VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM parked), ?3)
              ON CONFLICT(dependency, id) DO NOTHING",
@@ -203,7 +203,7 @@ impl ParkingStore for EmbeddedStore {
     async fn waiting(&self, dependency: &str) -> Result<Vec<ParkedEvent>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT body FROM parked WHERE dependency = ?1 ORDER BY seq")
+            .prepare_cached("SELECT body FROM parked WHERE dependency = ?1 ORDER BY seq")
             .map_err(StoreError::backend)?;
         let rows = stmt
             .query_map(params![dependency], |r| r.get::<_, String>(0))
@@ -218,7 +218,7 @@ impl ParkingStore for EmbeddedStore {
 
     async fn unpark(&self, dependency: &str, id: &str) -> Result<(), StoreError> {
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "DELETE FROM parked WHERE dependency = ?1 AND id = ?2",
             params![dependency, id],
         )
@@ -229,7 +229,7 @@ impl ParkingStore for EmbeddedStore {
     async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT body FROM parked ORDER BY seq")
+            .prepare_cached("SELECT body FROM parked ORDER BY seq")
             .map_err(StoreError::backend)?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))
@@ -248,7 +248,7 @@ impl AuditLog for EmbeddedStore {
     async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let body = serde_json::to_string(entry).map_err(|e| corrupt(&entry.subject, e))?;
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "INSERT INTO audit (subject, body) VALUES (?1, ?2)",
             params![entry.subject, body],
         )
@@ -259,7 +259,7 @@ impl AuditLog for EmbeddedStore {
     async fn trail(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT body FROM audit WHERE subject = ?1 ORDER BY seq")
+            .prepare_cached("SELECT body FROM audit WHERE subject = ?1 ORDER BY seq")
             .map_err(StoreError::backend)?;
         let rows = stmt
             .query_map(params![subject], |r| r.get::<_, String>(0))
@@ -282,7 +282,7 @@ impl FiguresStore for EmbeddedStore {
         amount: Decimal,
     ) -> Result<(), StoreError> {
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "INSERT INTO open_order (account, order_no, amount) VALUES (?1, ?2, ?3)
              ON CONFLICT(account, order_no) DO UPDATE SET amount = ?3",
             params![account, order, amount.to_string()],
@@ -293,7 +293,7 @@ impl FiguresStore for EmbeddedStore {
 
     async fn clear_open_order(&self, account: &str, order: &str) -> Result<(), StoreError> {
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "DELETE FROM open_order WHERE account = ?1 AND order_no = ?2",
             params![account, order],
         )
@@ -304,7 +304,7 @@ impl FiguresStore for EmbeddedStore {
     async fn open_orders(&self, account: &str, except: &str) -> Result<Decimal, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT amount FROM open_order WHERE account = ?1 AND order_no <> ?2")
+            .prepare_cached("SELECT amount FROM open_order WHERE account = ?1 AND order_no <> ?2")
             .map_err(StoreError::backend)?;
         let rows = stmt
             .query_map(params![account, except], |r| r.get::<_, String>(0))
@@ -320,7 +320,7 @@ impl FiguresStore for EmbeddedStore {
     async fn rebate(&self, account: &str, period: &str) -> Result<RebateFigures, StoreError> {
         let conn = self.lock()?;
         let body: Option<String> = conn
-            .query_row(
+            .row(
                 "SELECT body FROM rebate WHERE account = ?1 AND period = ?2",
                 params![account, period],
                 |r| r.get(0),
@@ -341,7 +341,7 @@ impl FiguresStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let body = serde_json::to_string(figures).map_err(|e| corrupt(account, e))?;
         let conn = self.lock()?;
-        conn.execute(
+        conn.exec(
             "INSERT INTO rebate (account, period, body) VALUES (?1, ?2, ?3)
              ON CONFLICT(account, period) DO UPDATE SET body = ?3",
             params![account, period, body],

@@ -1,0 +1,224 @@
+//! Benchmarks: the per-event cost of ingest → sync → deliver on the embedded store (no
+//! network: the target is the in-process connector), and the cost of each hot rule.
+//!
+//! Run: `cargo bench -p p2c-core --bench pipeline`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use p2c_core::domain::System;
+use p2c_core::embedded::EmbeddedStore;
+use p2c_core::inbound::dataverse::DataverseAuth;
+use p2c_core::inbound::WebhookRequest;
+use p2c_core::pipeline::ingest::{ingest, InboundAuth, IngestCtx};
+use p2c_core::pipeline::{runner, DeliverCtx, SyncCtx, Timings};
+use p2c_core::rules::{EmbeddedLoader, RuleSet};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn rules() -> Arc<RuleSet> {
+    Arc::new(RuleSet::load(&EmbeddedLoader).expect("rules"))
+}
+
+fn bench_rules(c: &mut Criterion) {
+    let rules = rules();
+    let mut g = c.benchmark_group("rules");
+    let credit = json!({
+        "order": { "number": "ORD-1", "total": 18400.00, "currency": "USD" },
+        "customer": { "number": "ACC-1", "financials_known": true, "credit_limit": 50000, "balance": 1200.50,
+                      "open_orders": 0, "overdue_amount": 0, "days_overdue": 0, "on_hold": false }
+    });
+    let credit_dyn = p2c_core::rules::engine::to_dynamic(&credit);
+    g.bench_function("credit_decision (JSON in and out)", |b| {
+        b.iter(|| rules.eval("credit_limit.rhai", &credit).expect("decides"))
+    });
+    g.bench_function("credit_decision (prepared input)", |b| {
+        b.iter(|| {
+            rules
+                .eval_dynamic("credit_limit.rhai", credit_dyn.clone())
+                .expect("decides")
+        })
+    });
+    let account: Value = json!({ "system": "dataverse", "record": {
+        "accountnumber": "ACC-01042-QX7T2P", "name": "Fabrikam Industrial Ltd", "address1_line1": "1 Microsoft Way",
+        "address1_city": "Redmond", "address1_stateorprovince": "WA", "address1_postalcode": "98052", "address1_country": "US",
+        "telephone1": "+1 425 555 0100", "emailaddress1": "ap@fabrikam.example", "paymenttermscode": 3,
+        "transactioncurrencyid": { "id": "083081e1-0737-eb11-bf68-0022489b563d", "logical_name": "transactioncurrency", "name": "US Dollar" },
+        "creditlimit": 50000.00, "modifiedon": "2026-05-14T09:12:45Z"
+    }});
+    g.bench_function("account_mapping", |b| {
+        b.iter(|| {
+            rules
+                .eval("mapping/account_to_customer.rhai", &account)
+                .expect("maps")
+        })
+    });
+    g.finish();
+}
+
+struct Bench {
+    store: EmbeddedStore,
+    ingest: IngestCtx,
+    sync: SyncCtx,
+    deliver: DeliverCtx,
+}
+
+fn pipeline(store: EmbeddedStore) -> Bench {
+    let s = Arc::new(store.clone());
+    let timings = Timings::default();
+    let mut connectors: BTreeMap<System, Arc<dyn p2c_core::ports::Connector>> = BTreeMap::new();
+    connectors.insert(
+        System::BusinessCentral,
+        Arc::new(p2c_core::connectors::memory::MemoryConnector::new(
+            System::BusinessCentral,
+        )),
+    );
+    connectors.insert(
+        System::Dataverse,
+        Arc::new(p2c_core::connectors::memory::MemoryConnector::new(
+            System::Dataverse,
+        )),
+    );
+    Bench {
+        ingest: IngestCtx {
+            idem: s.clone(),
+            publisher: s.clone(),
+            auth: InboundAuth {
+                dataverse: DataverseAuth {
+                    header: Some("x-p2c-key".into()),
+                    query_param: None,
+                    secrets: vec!["k".into()],
+                },
+                bc_client_states: vec![],
+            },
+            timings,
+        },
+        sync: SyncCtx {
+            idem: s.clone(),
+            state: s.clone(),
+            parking: s.clone(),
+            audit: s.clone(),
+            figures: s.clone(),
+            publisher: s.clone(),
+            rules: rules(),
+            readers: BTreeMap::new(),
+            timings,
+        },
+        deliver: DeliverCtx {
+            idem: s.clone(),
+            state: s.clone(),
+            parking: s.clone(),
+            audit: s.clone(),
+            publisher: s,
+            connectors,
+            timings,
+        },
+        store,
+    }
+}
+
+fn webhook(template: &Value, n: u64) -> WebhookRequest {
+    let mut body = template.clone();
+    body["OperationId"] = json!(format!("00000000-0000-4000-8000-{n:012x}"));
+    body["PrimaryEntityId"] = json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    body["InputParameters"][0]["value"]["Attributes"][0]["value"] =
+        json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    body["PostEntityImages"][0]["value"]["Attributes"][1]["value"] = json!(format!("ACC-{n:08}"));
+    WebhookRequest {
+        method: "POST".into(),
+        path: "/webhooks/dataverse".into(),
+        query: vec![],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-p2c-key".into(), "k".into()),
+        ],
+        body: serde_json::to_vec(&body).expect("json"),
+    }
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sample: Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/dataverse_account_update.json"
+    ))
+    .expect("sample");
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(30);
+    for (name, durable) in [
+        ("account event, ingest→sync→deliver (SQLite file)", true),
+        (
+            "account event, ingest→sync→deliver (SQLite in memory)",
+            false,
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = if durable {
+            EmbeddedStore::open(dir.path().join("bench.db")).expect("store")
+        } else {
+            EmbeddedStore::in_memory().expect("store")
+        };
+        let p = pipeline(store);
+        let mut n = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                let req = webhook(&sample, n);
+                rt.block_on(async {
+                    let r = ingest(&p.ingest, "dataverse", &req).await;
+                    assert_eq!(r.status, 202, "{}", r.body);
+                    runner::run_until_idle(&p.store, &p.sync, &p.deliver, Duration::from_secs(5))
+                        .await
+                        .expect("runs");
+                })
+            })
+        });
+    }
+    g.finish();
+
+    // Throughput: 100 webhooks accepted, then the queues drained in batches of 10, as the
+    // Lambda event source mapping would hand them over.
+    let mut g = c.benchmark_group("pipeline_throughput");
+    g.throughput(Throughput::Elements(100));
+    g.sample_size(10);
+    for (name, durable) in [
+        ("100 account events (SQLite file)", true),
+        ("100 account events (SQLite in memory)", false),
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = if durable {
+            EmbeddedStore::open(dir.path().join("bench.db")).expect("store")
+        } else {
+            EmbeddedStore::in_memory().expect("store")
+        };
+        let p = pipeline(store);
+        let mut n = 1_000_000u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    for _ in 0..100 {
+                        n += 1;
+                        let r = ingest(&p.ingest, "dataverse", &webhook(&sample, n)).await;
+                        assert_eq!(r.status, 202, "{}", r.body);
+                    }
+                    let done = runner::run_until_idle(
+                        &p.store,
+                        &p.sync,
+                        &p.deliver,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .expect("runs");
+                    assert_eq!(done, 200, "100 events and 100 commands");
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_rules, bench_pipeline);
+criterion_main!(benches);
