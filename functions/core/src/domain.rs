@@ -366,24 +366,37 @@ pub struct ChangeEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// The content hash, computed once (events are not changed after it is taken).
+    #[serde(skip)]
+    pub content_hash: Memo,
+}
+
+/// A value computed once and ignored by equality (a cache, not data).
+#[derive(Debug, Clone, Default)]
+pub struct Memo(std::sync::OnceLock<String>);
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl ChangeEvent {
     /// The idempotency key of this event for a given step: the business event id plus a
     /// hash of the event's canonical content (never raw bytes, never a function name).
     pub fn idempotency_key(&self, step: &str) -> IdempotencyKey {
-        let mut content = serde_json::json!({
-            "source": self.source,
-            "operation": self.operation,
-            "fields": self.fields,
-            "version": self.version,
-            "resource": self.resource,
+        let h = self.content_hash.0.get_or_init(|| {
+            let content = serde_json::json!({
+                "source": self.source,
+                "operation": self.operation,
+                "fields": self.fields,
+                "version": self.version,
+                "resource": self.resource,
+                "natural_key": self.natural_key,
+            });
+            crate::json::fingerprint(&content)[..32].to_string()
         });
-        if let Some(o) = content.as_object_mut() {
-            o.insert("natural_key".into(), serde_json::json!(self.natural_key));
-        }
-        let h = crate::json::fingerprint(&content);
-        IdempotencyKey(format!("{step}#{}#{}", self.event_id, &h[..32]))
+        IdempotencyKey(format!("{step}#{}#{h}", self.event_id))
     }
 }
 

@@ -67,6 +67,8 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Drops an in-progress claim after a failure, so a retry can claim it at once.
     async fn release(&self, key: &str) -> Result<(), StoreError>;
+    /// Reads a live, completed record without claiming anything (a cheap duplicate check).
+    async fn peek(&self, key: &str) -> Result<Option<IdemRecord>, StoreError>;
 }
 
 // ---------------------------------------------------------------- entity state

@@ -543,6 +543,7 @@ impl BcConnector {
             origin: notif.origin.clone(),
             company: notif.company.clone(),
             received_at: notif.received_at,
+            content_hash: Default::default(),
         })
     }
 

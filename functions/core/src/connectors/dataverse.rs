@@ -433,6 +433,7 @@ impl SourceReader for DataverseConnector {
             origin: event.origin.clone(),
             company: event.company.clone(),
             received_at: event.received_at,
+            content_hash: Default::default(),
         }])
     }
 }

@@ -161,6 +161,41 @@ impl EmbeddedStore {
     }
 }
 
+/// A write transaction (`BEGIN IMMEDIATE`: the write lock from the start, so two
+/// processes sharing the file never deadlock on an upgrade), begun and ended through cached
+/// statements. Rolled back on drop unless committed.
+pub(crate) struct Tx<'a> {
+    conn: &'a Connection,
+    done: bool,
+}
+
+impl<'a> Tx<'a> {
+    pub(crate) fn begin(conn: &'a Connection) -> rusqlite::Result<Self> {
+        conn.exec("BEGIN IMMEDIATE", [])?;
+        Ok(Self { conn, done: false })
+    }
+
+    pub(crate) fn commit(mut self) -> rusqlite::Result<()> {
+        self.done = true;
+        self.conn.exec("COMMIT", []).map(|_| ())
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.exec("ROLLBACK", []);
+        }
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
 /// Statements through the connection's prepared-statement cache.
 pub(crate) trait Cached {
     fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;

@@ -2,13 +2,13 @@
 //! message in flight yields nothing more), a deduplication window, visibility timeouts,
 //! and a receive limit after which a message moves to the dead-letter queue.
 
-use super::{ms_to_time, now_ms, Cached, EmbeddedStore};
+use super::{ms_to_time, now_ms, Cached, EmbeddedStore, Tx};
 use crate::error::QueueError;
 use crate::ports::{
     Consumer, DeadLetter, DeadLetterSink, DeadLetters, Delivery, OutMessage, Publisher, QueueName,
 };
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ fn new_id(prefix: &str, seq: i64) -> String {
 }
 
 fn move_to_dlq(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     queue: QueueName,
     seq: i64,
     code: &str,
@@ -67,8 +67,8 @@ impl Publisher for EmbeddedStore {
     async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
         let now = now_ms();
         let window = i64::try_from(self.queue.dedup_window.as_millis()).unwrap_or(i64::MAX);
-        let mut conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = conn.transaction().map_err(|e| backend(queue, e))?;
+        let conn = self.lock().map_err(|e| backend(queue, e))?;
+        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
         for m in messages {
             if m.group.is_empty() || m.dedup_id.is_empty() {
                 return Err(QueueError::Rejected {
@@ -145,8 +145,8 @@ impl Consumer for EmbeddedStore {
         let now = now_ms();
         let vis = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
         let max_receives = self.queue.max_receives;
-        let mut conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = conn.transaction().map_err(|e| backend(queue, e))?;
+        let conn = self.lock().map_err(|e| backend(queue, e))?;
+        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
         let rows: Vec<Row> = {
             let mut stmt = tx
                 .prepare_cached(
@@ -277,8 +277,8 @@ impl Consumer for EmbeddedStore {
         code: &str,
         reason: &str,
     ) -> Result<(), QueueError> {
-        let mut conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = conn.transaction().map_err(|e| backend(queue, e))?;
+        let conn = self.lock().map_err(|e| backend(queue, e))?;
+        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
         let seq: Option<i64> = tx
             .row(
                 "SELECT seq FROM queue WHERE queue = ?1 AND receipt = ?2",
@@ -327,8 +327,8 @@ impl DeadLetters for EmbeddedStore {
     }
 
     async fn replay(&self, queue: QueueName, ids: &[String]) -> Result<usize, QueueError> {
-        let mut conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = conn.transaction().map_err(|e| backend(queue, e))?;
+        let conn = self.lock().map_err(|e| backend(queue, e))?;
+        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
         let mut n = 0;
         for id in ids {
             // Back onto the queue as a new message (not deduplicated against its first send).

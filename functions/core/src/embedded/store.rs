@@ -1,6 +1,6 @@
 //! Store ports on SQLite.
 
-use super::{ms_to_time, now_ms, Cached, EmbeddedStore};
+use super::{ms_to_time, now_ms, Cached, EmbeddedStore, Tx};
 use crate::domain::{EntityKey, EntityType, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
@@ -34,8 +34,8 @@ impl IdempotencyStore for EmbeddedStore {
         keep_for: Duration,
     ) -> Result<Claim, StoreError> {
         let now = now_ms();
-        let mut conn = self.lock()?;
-        let tx = conn.transaction().map_err(StoreError::backend)?;
+        let conn = self.lock()?;
+        let tx = Tx::begin(&conn).map_err(StoreError::backend)?;
         // One conditional put: insert unless a live record exists; return the old item.
         let old: Option<(String, i64, i64, String)> = tx
             .row(
@@ -94,6 +94,29 @@ impl IdempotencyStore for EmbeddedStore {
         Ok(())
     }
 
+    async fn peek(&self, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+        let now = now_ms();
+        let conn = self.lock()?;
+        let row: Option<(i64, i64, String)> = conn
+            .row(
+                "SELECT locked_until, expires_at, outcome FROM idem WHERE key = ?1 AND status = 'completed'",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(StoreError::backend)?;
+        match row {
+            Some((locked_until, expires_at, outcome)) if expires_at > now => Ok(Some(IdemRecord {
+                key: key.to_string(),
+                status: IdemStatus::Completed,
+                locked_until: ms_to_time(locked_until),
+                expires_at: ms_to_time(expires_at),
+                outcome: serde_json::from_str(&outcome).map_err(|e| corrupt(key, e))?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         let conn = self.lock()?;
         conn.exec(
@@ -124,8 +147,8 @@ impl StateStore for EmbeddedStore {
         let k = state.key.to_string();
         let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
         let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
-        let mut conn = self.lock()?;
-        let tx = conn.transaction().map_err(StoreError::backend)?;
+        let conn = self.lock()?;
+        let tx = Tx::begin(&conn).map_err(StoreError::backend)?;
         let changed = if version == 1 {
             tx.exec(
                 "INSERT INTO entity (key, entity_type, version, body) VALUES (?1, ?2, 1, ?3)

@@ -166,6 +166,7 @@ pub fn parse(
             origin: Default::default(),
             company: resource.company.clone(),
             received_at,
+            content_hash: Default::default(),
         });
     }
     Ok(Parsed::Events(events))

@@ -9,7 +9,7 @@
 //! The same normalisation applies to Web API reads ([`normalize_webapi_record`]), so a
 //! mapping script sees one shape whichever way the record arrived.
 
-use super::{parse_json_body, secret_matches, Parsed, WebhookError, WebhookRequest};
+use super::{secret_matches, Parsed, WebhookError, WebhookRequest};
 use crate::domain::{
     ChangeEvent, EntityType, EventId, Operation, Origin, SourceRef, SourceVersion, System,
 };
@@ -69,26 +69,53 @@ fn invalid(message: impl Into<String>) -> WebhookError {
     }
 }
 
+/// A key/value pair of a RemoteExecutionContext collection.
+#[derive(Debug, serde::Deserialize)]
+struct KeyValue {
+    key: String,
+    #[serde(default)]
+    value: Value,
+}
+
+/// The parts of a RemoteExecutionContext p2c reads. Everything else — notably the
+/// `ParentContext`, which repeats the whole context — is skipped without being built.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Context {
+    primary_entity_name: Option<String>,
+    primary_entity_id: Option<String>,
+    message_name: Option<String>,
+    #[serde(default)]
+    input_parameters: Option<Vec<KeyValue>>,
+    #[serde(default)]
+    post_entity_images: Option<Vec<KeyValue>>,
+    #[serde(default)]
+    pre_entity_images: Option<Vec<KeyValue>>,
+    operation_id: Option<String>,
+    request_id: Option<String>,
+    correlation_id: Option<String>,
+    initiating_user_id: Option<String>,
+    user_id: Option<String>,
+    depth: Option<u32>,
+}
+
 /// Parses a Dataverse webhook into one change event.
 pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed, WebhookError> {
-    let body = parse_json_body(req)?;
-    let ctx = body
-        .as_object()
-        .ok_or_else(|| invalid("the body is not a JSON object"))?;
+    let ctx: Context = super::parse_typed(req, "Dataverse RemoteExecutionContext")?;
     let entity_name = ctx
-        .get("PrimaryEntityName")
-        .and_then(Value::as_str)
+        .primary_entity_name
+        .as_deref()
         .ok_or(WebhookError::MissingKey("PrimaryEntityName".into()))?;
     let entity_type = entity_type_of(entity_name)
         .ok_or_else(|| WebhookError::UnknownEntity(entity_name.chars().take(64).collect()))?;
     let id = ctx
-        .get("PrimaryEntityId")
-        .and_then(Value::as_str)
+        .primary_entity_id
+        .as_deref()
         .filter(|s| is_guid(s))
         .ok_or(WebhookError::MissingKey("PrimaryEntityId".into()))?;
     let message = ctx
-        .get("MessageName")
-        .and_then(Value::as_str)
+        .message_name
+        .as_deref()
         .ok_or(WebhookError::MissingKey("MessageName".into()))?;
     let operation = match message {
         "Create" => Operation::Create,
@@ -97,14 +124,14 @@ pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed,
     };
     let size_exceeded = req.header("x-ms-dynamics-msg-size-exceeded").is_some();
 
-    let target = collection_value(ctx.get("InputParameters"), "Target");
+    let target = find(&ctx.input_parameters, "Target");
     let target_attrs = target
         .and_then(|t| t.get("Attributes"))
         .map(attributes)
         .transpose()?
         .unwrap_or_default();
-    let post = first_image(ctx.get("PostEntityImages"), "PostImage")?;
-    let pre = first_image(ctx.get("PreEntityImages"), "PreImage")?;
+    let post = first_image(&ctx.post_entity_images, "PostImage")?;
+    let pre = first_image(&ctx.pre_entity_images, "PreImage")?;
 
     let mut fields = post.unwrap_or_default();
     for (k, v) in target_attrs {
@@ -139,25 +166,21 @@ pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed,
         modified_ms,
     };
 
-    let event_id = ["OperationId", "RequestId", "CorrelationId"]
-        .iter()
-        .find_map(|k| ctx.get(*k).and_then(Value::as_str))
+    let event_id = ctx
+        .operation_id
+        .as_deref()
+        .or(ctx.request_id.as_deref())
+        .or(ctx.correlation_id.as_deref())
         .ok_or(WebhookError::MissingKey("OperationId".into()))?;
     let origin = Origin {
         user_id: ctx
-            .get("InitiatingUserId")
-            .or_else(|| ctx.get("UserId"))
-            .and_then(Value::as_str)
+            .initiating_user_id
+            .as_deref()
+            .or(ctx.user_id.as_deref())
             .map(str::to_ascii_lowercase),
-        correlation_id: ctx
-            .get("CorrelationId")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        correlation_id: ctx.correlation_id.clone(),
         client: None,
-        depth: ctx
-            .get("Depth")
-            .and_then(Value::as_u64)
-            .and_then(|d| u32::try_from(d).ok()),
+        depth: ctx.depth,
     };
 
     Ok(Parsed::Events(vec![ChangeEvent {
@@ -177,6 +200,7 @@ pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed,
         origin,
         company: None,
         received_at,
+        content_hash: Default::default(),
     }]))
 }
 
@@ -191,27 +215,27 @@ fn is_guid(s: &str) -> bool {
         })
 }
 
-/// `[{"key": k, "value": v}, …]` → the value of `key`.
-fn collection_value<'a>(coll: Option<&'a Value>, key: &str) -> Option<&'a Value> {
-    coll?.as_array()?.iter().find_map(|kv| {
-        (kv.get("key").and_then(Value::as_str) == Some(key)).then(|| kv.get("value"))?
-    })
+/// The value of `key` in a key/value collection.
+fn find<'a>(coll: &'a Option<Vec<KeyValue>>, key: &str) -> Option<&'a Value> {
+    coll.as_ref()?
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| &kv.value)
 }
 
 /// The image named `preferred`, else the first image that has attributes.
 fn first_image(
-    coll: Option<&Value>,
+    coll: &Option<Vec<KeyValue>>,
     preferred: &str,
 ) -> Result<Option<Map<String, Value>>, WebhookError> {
-    let Some(list) = coll.and_then(Value::as_array) else {
+    let Some(list) = coll else {
         return Ok(None);
     };
-    let chosen = collection_value(coll, preferred).or_else(|| {
+    let chosen = find(coll, preferred).or_else(|| {
         list.iter()
-            .filter(|kv| {
-                kv.get("key").and_then(Value::as_str) != Some("AsynchronousStepPrimaryName")
-            })
-            .find_map(|kv| kv.get("value"))
+            .filter(|kv| kv.key != "AsynchronousStepPrimaryName")
+            .map(|kv| &kv.value)
+            .next()
     });
     chosen
         .and_then(|e| e.get("Attributes"))

@@ -198,8 +198,37 @@ impl WebhookError {
     }
 }
 
-/// Checks size, content type and depth, then parses JSON.
-pub fn parse_json_body(req: &WebhookRequest) -> Result<serde_json::Value, WebhookError> {
+/// True if brackets nest deeper than `max` (a scan of the raw bytes, before any parse:
+/// deep input is refused without allocating anything for it).
+pub fn nests_deeper_than(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Size and content-type checks, then the depth scan (shared by every JSON format).
+pub fn check_json_request(req: &WebhookRequest) -> Result<(), WebhookError> {
     if req.body.len() > MAX_BODY_BYTES {
         return Err(WebhookError::TooLarge {
             limit: MAX_BODY_BYTES,
@@ -213,14 +242,34 @@ pub fn parse_json_body(req: &WebhookRequest) -> Result<serde_json::Value, Webhoo
             ));
         }
     }
-    let v: serde_json::Value = serde_json::from_slice(&req.body).map_err(|e| {
-        // serde_json stops at depth 128 itself; report ours below that.
-        WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column()))
-    })?;
-    if crate::json::depth(&v) > MAX_JSON_DEPTH {
+    if nests_deeper_than(&req.body, MAX_JSON_DEPTH) {
         return Err(WebhookError::TooDeep(MAX_JSON_DEPTH));
     }
-    Ok(v)
+    Ok(())
+}
+
+/// Parses a checked body into a type: syntax errors are `malformed_json`, a valid JSON
+/// document of the wrong shape is `invalid_payload`.
+pub fn parse_typed<T: serde::de::DeserializeOwned>(
+    req: &WebhookRequest,
+    format: &'static str,
+) -> Result<T, WebhookError> {
+    check_json_request(req)?;
+    serde_json::from_slice(&req.body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => WebhookError::InvalidPayload {
+            format,
+            message: e.to_string(),
+        },
+        _ => WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column())),
+    })
+}
+
+/// Checks size, content type and depth, then parses JSON.
+pub fn parse_json_body(req: &WebhookRequest) -> Result<serde_json::Value, WebhookError> {
+    check_json_request(req)?;
+    serde_json::from_slice(&req.body).map_err(|e| {
+        WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column()))
+    })
 }
 
 /// Constant-time check of a presented secret against any of the active ones.
@@ -255,6 +304,13 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%é%41"), "%éA");
+    }
+
+    #[test]
+    fn depth_is_measured_outside_strings() {
+        assert!(nests_deeper_than(b"[[[1]]]", 2));
+        assert!(!nests_deeper_than(b"[[[1]]]", 3));
+        assert!(!nests_deeper_than(br#"{"a": "[[[[[[", "b": "\"[[["}"#, 1));
     }
 
     #[test]

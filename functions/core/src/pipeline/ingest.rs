@@ -7,7 +7,7 @@ use super::sync::event_message;
 use super::Timings;
 use crate::domain::System;
 use crate::inbound::{bc, dataverse, Parsed, WebhookError, WebhookRequest, WebhookResponse};
-use crate::ports::{Claim, IdempotencyStore, Publisher, QueueName};
+use crate::ports::{IdempotencyStore, Publisher, QueueName};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -78,33 +78,27 @@ async fn ingest_inner(
         Parsed::Events(evs) => evs,
     };
 
-    let t = ctx.timings;
+    // One write per accepted event: the queue send. A retried webhook inside the queue's
+    // deduplication window is dropped by the queue (same deduplication id); one that comes
+    // later is answered as a duplicate once sync has completed it, and caught by sync's own
+    // claim until then. Either way it has one effect.
     let mut fresh = Vec::new();
     let mut duplicates = 0;
     for ev in events {
-        let key = ev.idempotency_key("ingest").0;
-        match ctx.idem.claim(&key, t.lock_for, t.keep_for).await {
-            Ok(Claim::Fresh) => fresh.push((key, ev)),
-            Ok(Claim::Duplicate(_)) => duplicates += 1,
-            Ok(Claim::InProgress { .. }) | Err(_) => {
-                release_all(ctx, &fresh).await;
+        match ctx.idem.peek(&ev.idempotency_key("sync").0).await {
+            Ok(Some(_)) => duplicates += 1,
+            Ok(None) => fresh.push(ev),
+            Err(e) => {
+                tracing::error!(error = %e, "idempotency store unavailable");
                 return Err(WebhookError::Unavailable);
             }
         }
     }
-    let messages: Vec<_> = fresh.iter().map(|(_, ev)| event_message(ev)).collect();
+    let messages: Vec<_> = fresh.iter().map(event_message).collect();
     for chunk in messages.chunks(10) {
         if let Err(e) = ctx.publisher.send(QueueName::Inbound, chunk).await {
             tracing::error!(error = %e, "could not queue inbound events");
-            release_all(ctx, &fresh).await;
             return Err(WebhookError::Unavailable);
-        }
-    }
-    for (key, ev) in &fresh {
-        let outcome = serde_json::json!({ "queued": ev.event_id });
-        if let Err(e) = ctx.idem.complete(key, &outcome, t.keep_for).await {
-            // Queued already: a later duplicate is caught by sync's own claim.
-            tracing::warn!(error = %e, "could not complete the ingest claim");
         }
     }
     Ok(WebhookResponse::json(
@@ -114,12 +108,4 @@ async fn ingest_inner(
             duplicates,
         },
     ))
-}
-
-async fn release_all(ctx: &IngestCtx, fresh: &[(String, crate::domain::ChangeEvent)]) {
-    for (key, _) in fresh {
-        if let Err(e) = ctx.idem.release(key).await {
-            tracing::warn!(error = %e, "could not release an ingest claim");
-        }
-    }
 }

@@ -460,6 +460,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
                 ctx,
                 &mut plan,
                 &ev,
+                idem,
                 &key,
                 order,
                 &credit,
@@ -478,7 +479,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
             return Ok(quiet_outcome(o, subject));
         }
         Record::Invoice(inv) => {
-            plan_invoice(ctx, &mut plan, &ev, &key, inv, &version, counterpart).await?
+            plan_invoice(ctx, &mut plan, &ev, idem, &key, inv, &version, counterpart).await?
         }
         other => {
             let action = other.action();
@@ -704,6 +705,7 @@ pub async fn release_waiters(
             .unwrap_or_default()
             .to_string();
         ev.event_id.0 = format!("{base}~after:{cause}");
+        ev.content_hash = Default::default();
         events.push(ev);
     }
     let messages: Vec<OutMessage> = events.iter().map(event_message).collect();
@@ -1010,16 +1012,16 @@ async fn plan_order(
     ctx: &SyncCtx,
     plan: &mut Plan,
     ev: &ChangeEvent,
+    cause: &str,
     key: &EntityKey,
     order: &SalesOrder,
     credit: &Credit,
     version: &str,
     erp: System,
 ) -> Result<(), SyncError> {
-    let cause = ev.idempotency_key("sync").0;
     let crm = ev.source.system;
     let credit_cmd = Command::new(
-        &cause,
+        cause,
         &ev.event_id,
         crm,
         key.clone(),
@@ -1035,7 +1037,7 @@ async fn plan_order(
                 .set_open_order(&order.account_number, &order.number, order.total())
                 .await?;
             plan.commands.push(Command::new(
-                &cause,
+                cause,
                 &ev.event_id,
                 erp,
                 key.clone(),
@@ -1066,16 +1068,17 @@ async fn plan_order(
 
 // ---------------------------------------------------------------- rebate
 
+#[allow(clippy::too_many_arguments)]
 async fn plan_invoice(
     ctx: &SyncCtx,
     plan: &mut Plan,
     ev: &ChangeEvent,
+    cause: &str,
     key: &EntityKey,
     inv: &Invoice,
     version: &str,
     crm: System,
 ) -> Result<(), SyncError> {
-    let cause = ev.idempotency_key("sync").0;
     let erp = ev.source.system;
     let rebate_cfg = &ctx.rules.catalogue.rebate;
     let period_kind = rebate_cfg.period.as_deref().unwrap_or("quarter");
@@ -1159,7 +1162,7 @@ async fn plan_invoice(
         crate::money::format_amount(accrual.accrual)
     );
     plan.commands.push(Command::new(
-        &cause,
+        cause,
         &ev.event_id,
         crm,
         key.clone(),
@@ -1198,7 +1201,7 @@ async fn plan_invoice(
             crate::money::format_amount(amount)
         ));
         plan.commands.push(Command::new(
-            &cause,
+            cause,
             &ev.event_id,
             erp,
             cn_key,
