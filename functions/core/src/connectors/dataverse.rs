@@ -178,63 +178,31 @@ impl Connector for DataverseConnector {
             .order_status_column
             .clone()
             .unwrap_or_else(|| "p2c_processingstatus".into());
-        let (reply, id_col, assigned) = match &cmd.action {
-            Action::UpsertProduct(p) => {
-                let (uom, schedule) = self.uom(&p.unit).await?;
-                let body = json!({
-                    "name": p.name,
-                    "price": decimal_number(p.unit_price),
-                    "defaultuomid@odata.bind": format!("/uoms({uom})"),
-                    "defaultuomscheduleid@odata.bind": format!("/uomschedules({schedule})"),
-                    "p2c_productgroup": p.product_group,
-                    "p2c_isactive": p.active,
-                });
-                let reply = self
-                    .patch(
-                        &key_url("products", "productnumber", &p.number)?,
-                        &body,
-                        false,
-                    )
-                    .await?;
-                let product_id = id_of(&reply, "productid");
-                let pl = self.price_list()?;
-                let price = json!({ "amount": decimal_number(p.unit_price), "uomid@odata.bind": format!("/uoms({uom})"), "pricingmethodcode": 1 });
-                self.patch(&format!("productpricelevels(_pricelevelid_value={pl},_productid_value={product_id})"), &price, false).await?;
-                (reply, "productid", None)
-            }
+        let order = |n: &str| key_url("salesorders", "ordernumber", n);
+        // Each write: the record's key URL, the body, whether it must exist, its id column.
+        let (path, body, must_exist, id_col) = match &cmd.action {
+            Action::UpsertProduct(p) => return self.upsert_product(p, written).await,
             Action::SetOrderCredit {
                 order_number,
                 credit,
             } => {
                 let (text, label) = credit_text(credit);
-                let body = json!({ "submitstatusdescription": text, "p2c_creditstatus": label });
                 (
-                    self.patch(
-                        &key_url("salesorders", "ordernumber", order_number)?,
-                        &body,
-                        true,
-                    )
-                    .await?,
+                    order(order_number)?,
+                    json!({ "submitstatusdescription": text, "p2c_creditstatus": label }),
+                    true,
                     "salesorderid",
-                    None,
                 )
             }
             Action::SetOrderErpNumber {
                 order_number,
                 erp_number,
-            } => {
-                let body = json!({ "p2c_erpordernumber": erp_number });
-                (
-                    self.patch(
-                        &key_url("salesorders", "ordernumber", order_number)?,
-                        &body,
-                        true,
-                    )
-                    .await?,
-                    "salesorderid",
-                    None,
-                )
-            }
+            } => (
+                order(order_number)?,
+                json!({ "p2c_erpordernumber": erp_number }),
+                true,
+                "salesorderid",
+            ),
             Action::SetOrderProgress(p) => {
                 let mut body =
                     json!({ status_col: p.status.label(), "p2c_erpordernumber": p.erp_number });
@@ -243,16 +211,7 @@ impl Connector for DataverseConnector {
                     body["totaltax"] = decimal_number(t);
                     body["totalamount"] = decimal_number(i);
                 }
-                (
-                    self.patch(
-                        &key_url("salesorders", "ordernumber", &p.order_number)?,
-                        &body,
-                        true,
-                    )
-                    .await?,
-                    "salesorderid",
-                    None,
-                )
+                (order(&p.order_number)?, body, true, "salesorderid")
             }
             Action::SetQuoteTotals(q) => {
                 let body = json!({
@@ -262,19 +221,19 @@ impl Connector for DataverseConnector {
                     "p2c_erpquotenumber": q.erp_number,
                 });
                 (
-                    self.patch(
-                        &key_url("quotes", "quotenumber", &q.quote_number)?,
-                        &body,
-                        true,
-                    )
-                    .await?,
+                    key_url("quotes", "quotenumber", &q.quote_number)?,
+                    body,
+                    true,
                     "quoteid",
-                    None,
                 )
             }
             Action::UpsertInvoice { invoice: i, rebate } => {
+                let kind = match i.kind {
+                    crate::domain::InvoiceKind::Invoice => ("Invoice", "invoice"),
+                    crate::domain::InvoiceKind::CreditNote => ("Credit note", "credit_note"),
+                };
                 let mut body = json!({
-                    "name": format!("{} {}", match i.kind { crate::domain::InvoiceKind::Invoice => "Invoice", crate::domain::InvoiceKind::CreditNote => "Credit note" }, i.number),
+                    "name": format!("{} {}", kind.0, i.number),
                     "customerid_account@odata.bind": format!("/{}", key_url("accounts", "accountnumber", &i.account_number)?),
                     "pricelevelid@odata.bind": format!("/pricelevels({})", self.price_list()?),
                     "totalamountlessfreight": decimal_number(i.total_excl_tax),
@@ -283,25 +242,20 @@ impl Connector for DataverseConnector {
                     "p2c_remainingamount": decimal_number(i.remaining),
                     "p2c_invoicedate": i.invoice_date.to_string(),
                     "duedate": i.due_date.map(|d| d.to_string()),
-                    "p2c_kind": match i.kind { crate::domain::InvoiceKind::Invoice => "invoice", crate::domain::InvoiceKind::CreditNote => "credit_note" },
+                    "p2c_kind": kind.1,
                 });
                 if let Some(o) = &i.order_number {
-                    body["salesorderid@odata.bind"] =
-                        json!(format!("/{}", key_url("salesorders", "ordernumber", o)?));
+                    body["salesorderid@odata.bind"] = json!(format!("/{}", order(o)?));
                 }
                 if let Some(r) = rebate {
                     body["p2c_rebatetier"] = json!(r.tier);
                     body["p2c_rebateaccrual"] = decimal_number(r.accrual);
                 }
                 (
-                    self.patch(
-                        &key_url("invoices", "invoicenumber", &i.number)?,
-                        &body,
-                        false,
-                    )
-                    .await?,
+                    key_url("invoices", "invoicenumber", &i.number)?,
+                    body,
+                    false,
                     "invoiceid",
-                    None,
                 )
             }
             Action::SetFinancials(f) => {
@@ -313,14 +267,10 @@ impl Connector for DataverseConnector {
                     "p2c_daysoverdue": f.days_overdue,
                 });
                 (
-                    self.patch(
-                        &key_url("accounts", "accountnumber", &f.account_number)?,
-                        &body,
-                        true,
-                    )
-                    .await?,
+                    key_url("accounts", "accountnumber", &f.account_number)?,
+                    body,
+                    true,
                     "accountid",
-                    None,
                 )
             }
             Action::UpsertPayment(p) => {
@@ -331,14 +281,10 @@ impl Connector for DataverseConnector {
                     "p2c_accountid@odata.bind": format!("/{}", key_url("accounts", "accountnumber", &p.account_number)?),
                 });
                 (
-                    self.patch(
-                        &key_url("p2c_payments", "p2c_paymentnumber", &p.id)?,
-                        &body,
-                        false,
-                    )
-                    .await?,
+                    key_url("p2c_payments", "p2c_paymentnumber", &p.id)?,
+                    body,
+                    false,
                     "p2c_paymentid",
-                    None,
                 )
             }
             other => {
@@ -348,9 +294,51 @@ impl Connector for DataverseConnector {
                 ))
             }
         };
+        let reply = self.patch(&path, &body, must_exist).await?;
         Ok(Outcome {
             target_id: id_of(&reply, id_col),
-            assigned_number: assigned,
+            assigned_number: None,
+            fingerprint: written,
+            created: reply.status == 201,
+        })
+    }
+}
+
+impl DataverseConnector {
+    /// A product, then its price list item (keyed by price list and product).
+    async fn upsert_product(
+        &self,
+        p: &crate::domain::Product,
+        written: String,
+    ) -> Result<Outcome, DeliveryError> {
+        let (uom, schedule) = self.uom(&p.unit).await?;
+        let body = json!({
+            "name": p.name,
+            "price": decimal_number(p.unit_price),
+            "defaultuomid@odata.bind": format!("/uoms({uom})"),
+            "defaultuomscheduleid@odata.bind": format!("/uomschedules({schedule})"),
+            "p2c_productgroup": p.product_group,
+            "p2c_isactive": p.active,
+        });
+        let reply = self
+            .patch(
+                &key_url("products", "productnumber", &p.number)?,
+                &body,
+                false,
+            )
+            .await?;
+        let product_id = id_of(&reply, "productid");
+        let pl = self.price_list()?;
+        let price = json!({ "amount": decimal_number(p.unit_price), "uomid@odata.bind": format!("/uoms({uom})"), "pricingmethodcode": 1 });
+        self.patch(
+            &format!("productpricelevels(_pricelevelid_value={pl},_productid_value={product_id})"),
+            &price,
+            false,
+        )
+        .await?;
+        Ok(Outcome {
+            target_id: product_id,
+            assigned_number: None,
             fingerprint: written,
             created: reply.status == 201,
         })

@@ -184,7 +184,6 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
     let version = rules.version.clone();
     let system = ev.source.system;
     let side = system.side();
-    let a = ctx.audit.as_ref();
 
     if ev.operation == Operation::Delete {
         let subject = subject_of(ctx, &ev.source).await?;
@@ -192,16 +191,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
             "deleted in {}; p2c never deletes in the other system",
             system.label()
         );
-        audit(
-            a,
-            &subject,
-            "sync",
-            "ignored",
-            &reason,
-            Some(&ev),
-            Some(&version),
-        )
-        .await;
+        note(ctx, &subject, "ignored", &reason, &ev).await;
         return Ok(SyncOutcome::Ignored { reason });
     }
 
@@ -210,16 +200,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
             "no enabled flow reads {} changes from the {:?}",
             ev.source.entity_type, side
         );
-        audit(
-            a,
-            &ev.source.group(),
-            "sync",
-            "ignored",
-            &reason,
-            Some(&ev),
-            Some(&version),
-        )
-        .await;
+        note(ctx, &ev.source.group(), "ignored", &reason, &ev).await;
         return Ok(SyncOutcome::Ignored { reason });
     };
     let flow = flow.clone();
@@ -228,14 +209,12 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
     {
         if author.eq_ignore_ascii_case(&me) {
             let subject = subject_of(ctx, &ev.source).await?;
-            audit(
-                a,
+            note(
+                ctx,
                 &subject,
-                "sync",
                 "echo",
                 format!("written by p2c's own {} user; dropped", system.label()),
-                Some(&ev),
-                Some(&version),
+                &ev,
             )
             .await;
             return Ok(SyncOutcome::Echo { entity: subject });
@@ -259,16 +238,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         let mut read = reader.read(&ev).await?;
         if read.is_empty() {
             let reason = format!("the record no longer exists in {}", system.label());
-            audit(
-                a,
-                &ev.source.group(),
-                "sync",
-                "ignored",
-                &reason,
-                Some(&ev),
-                Some(&version),
-            )
-            .await;
+            note(ctx, &ev.source.group(), "ignored", &reason, &ev).await;
             return Ok(SyncOutcome::Ignored { reason });
         }
         if read.len() == 1 && read[0].source == ev.source {
@@ -276,14 +246,12 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         } else {
             let n = read.len();
             publish_events(ctx, &read).await?;
-            audit(
-                a,
+            note(
+                ctx,
                 &ev.source.group(),
-                "sync",
                 "expanded",
                 format!("read {n} records; each queued as its own event"),
-                Some(&ev),
-                Some(&version),
+                &ev,
             )
             .await;
             return Ok(SyncOutcome::Expanded { events: n });
@@ -331,14 +299,12 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
             rule,
         }) if code != "unmapped_value" => {
             let subject = subject_of(ctx, &ev.source).await?;
-            audit(
-                a,
+            note(
+                ctx,
                 &subject,
-                "sync",
                 "rejected",
                 format!("{rule}: {code}: {message}"),
-                Some(&ev),
-                Some(&version),
+                &ev,
             )
             .await;
             return Ok(SyncOutcome::Rejected { code, message });
@@ -363,17 +329,15 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
     {
         let cmds = applied.commands.clone();
         publish_commands(ctx, &cmds).await?;
-        audit(
-            a,
+        note(
+            ctx,
             &subject,
-            "sync",
             "resent",
             format!(
                 "state was already written; re-sent {} command(s)",
                 cmds.len()
             ),
-            Some(&ev),
-            Some(&version),
+            &ev,
         )
         .await;
         return Ok(SyncOutcome::Resent {
@@ -384,10 +348,9 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
 
     if let Some(applied) = state.applied.get(&system) {
         if ev.version.is_older_than(applied) {
-            audit(
-                a,
+            note(
+                ctx,
                 &subject,
-                "sync",
                 "stale",
                 format!(
                     "{} version {} is older than the applied {}; dropped",
@@ -395,8 +358,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
                     ev.version,
                     applied
                 ),
-                Some(&ev),
-                Some(&version),
+                &ev,
             )
             .await;
             return Ok(SyncOutcome::Stale { entity: subject });
@@ -436,7 +398,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
                 .and_then(|v| serde_json::from_value(v.clone()).ok());
             if unchanged && matches!(previous, Some(Credit::Release)) {
                 let (o, d) = quiet(&state);
-                audit(a, &subject, "sync", o, d, Some(&ev), Some(&version)).await;
+                note(ctx, &subject, o, d, &ev).await;
                 return Ok(quiet_outcome(o, subject));
             }
             let credit = decide_credit(ctx, order, &rules.catalogue.credit.script).await?;
@@ -453,7 +415,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
                     .await;
                 }
                 let (o, d) = quiet(&state);
-                audit(a, &subject, "sync", o, d, Some(&ev), Some(&version)).await;
+                note(ctx, &subject, o, d, &ev).await;
                 return Ok(quiet_outcome(o, subject));
             }
             plan_order(
@@ -475,7 +437,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         }
         _ if unchanged => {
             let (o, d) = quiet(&state);
-            audit(a, &subject, "sync", o, d, Some(&ev), Some(&version)).await;
+            note(ctx, &subject, o, d, &ev).await;
             return Ok(quiet_outcome(o, subject));
         }
         Record::Invoice(inv) => {
@@ -540,14 +502,12 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
 
     publish_commands(ctx, &plan.commands).await?;
     let n = plan.commands.len();
-    audit(
-        a,
+    note(
+        ctx,
         &subject,
-        "sync",
         "applied",
         format!("{}: {}", kind, plan.note),
-        Some(&ev),
-        Some(&version),
+        &ev,
     )
     .await;
 
@@ -572,14 +532,12 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         )
         .await?;
         if released > 0 {
-            audit(
-                a,
+            note(
+                ctx,
                 &subject,
-                "sync",
                 "released",
                 format!("{released} held order(s) re-evaluated with the new financials"),
-                Some(&ev),
-                Some(&version),
+                &ev,
             )
             .await;
         }
@@ -588,6 +546,26 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         entity: subject,
         commands: n,
     })
+}
+
+/// Appends a sync step to the audit trail, with the event and the rule-set version.
+async fn note(
+    ctx: &SyncCtx,
+    subject: &str,
+    outcome: &str,
+    detail: impl Into<String>,
+    ev: &ChangeEvent,
+) {
+    audit(
+        ctx.audit.as_ref(),
+        subject,
+        "sync",
+        outcome,
+        detail,
+        Some(ev),
+        Some(&ctx.rules.version),
+    )
+    .await;
 }
 
 fn quiet_outcome(kind: &str, entity: String) -> SyncOutcome {
