@@ -4,12 +4,15 @@
 //! Run: `cargo bench -p p2c-core --bench pipeline`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use p2c_core::app::Pipeline;
+use p2c_core::connectors::memory::MemoryConnector;
 use p2c_core::domain::System;
 use p2c_core::embedded::EmbeddedStore;
 use p2c_core::inbound::dataverse::DataverseAuth;
 use p2c_core::inbound::WebhookRequest;
-use p2c_core::pipeline::ingest::{ingest, InboundAuth, IngestCtx};
-use p2c_core::pipeline::{runner, DeliverCtx, SyncCtx, Timings};
+use p2c_core::pipeline::ingest::{ingest, InboundAuth};
+use p2c_core::pipeline::{runner, Timings};
+use p2c_core::ports::Connector;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -56,65 +59,32 @@ fn bench_rules(c: &mut Criterion) {
     g.finish();
 }
 
-struct Bench {
-    store: EmbeddedStore,
-    ingest: IngestCtx,
-    sync: SyncCtx,
-    deliver: DeliverCtx,
-}
-
-fn pipeline(store: EmbeddedStore) -> Bench {
-    let s = Arc::new(store.clone());
-    let timings = Timings::default();
-    let mut connectors: BTreeMap<System, Arc<dyn p2c_core::ports::Connector>> = BTreeMap::new();
+fn pipeline(store: EmbeddedStore) -> Pipeline {
+    let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
     connectors.insert(
         System::BusinessCentral,
-        Arc::new(p2c_core::connectors::memory::MemoryConnector::new(
-            System::BusinessCentral,
-        )),
+        Arc::new(MemoryConnector::new(System::BusinessCentral)),
     );
     connectors.insert(
         System::Dataverse,
-        Arc::new(p2c_core::connectors::memory::MemoryConnector::new(
-            System::Dataverse,
-        )),
+        Arc::new(MemoryConnector::new(System::Dataverse)),
     );
-    Bench {
-        ingest: IngestCtx {
-            idem: s.clone(),
-            publisher: s.clone(),
-            auth: InboundAuth {
-                dataverse: DataverseAuth {
-                    header: Some("x-p2c-key".into()),
-                    query_param: None,
-                    secrets: vec!["k".into()],
-                },
-                bc_client_states: vec![],
-            },
-            timings,
+    let auth = InboundAuth {
+        dataverse: DataverseAuth {
+            header: Some("x-p2c-key".into()),
+            query_param: None,
+            secrets: vec!["k".into()],
         },
-        sync: SyncCtx {
-            idem: s.clone(),
-            state: s.clone(),
-            parking: s.clone(),
-            audit: s.clone(),
-            figures: s.clone(),
-            publisher: s.clone(),
-            rules: rules(),
-            readers: BTreeMap::new(),
-            timings,
-        },
-        deliver: DeliverCtx {
-            idem: s.clone(),
-            state: s.clone(),
-            parking: s.clone(),
-            audit: s.clone(),
-            publisher: s,
-            connectors,
-            timings,
-        },
+        bc_client_states: vec![],
+    };
+    Pipeline::with_connectors(
         store,
-    }
+        rules(),
+        auth,
+        connectors,
+        BTreeMap::new(),
+        Timings::default(),
+    )
 }
 
 fn webhook(template: &Value, n: u64) -> WebhookRequest {

@@ -76,8 +76,22 @@ impl Pipeline {
             connectors.insert(System::BusinessCentral, c.clone());
             readers.insert(System::BusinessCentral, c);
         }
+        Ok(Self::with_connectors(
+            store, rules, auth, connectors, readers, timings,
+        ))
+    }
+
+    /// The pipeline over given connectors and readers (in-process targets, tests, benches).
+    pub fn with_connectors(
+        store: EmbeddedStore,
+        rules: Arc<RuleSet>,
+        auth: InboundAuth,
+        connectors: BTreeMap<System, Arc<dyn Connector>>,
+        readers: BTreeMap<System, Arc<dyn SourceReader>>,
+        timings: Timings,
+    ) -> Self {
         let s = Arc::new(store.clone());
-        Ok(Self {
+        Self {
             ingest: IngestCtx {
                 idem: s.clone(),
                 publisher: s.clone(),
@@ -105,7 +119,7 @@ impl Pipeline {
                 timings,
             },
             store,
-        })
+        }
     }
 
     /// Processes queued work until every queue is empty (or `deadline` passes).
