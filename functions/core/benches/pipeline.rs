@@ -11,7 +11,7 @@ use p2c_core::embedded::EmbeddedStore;
 use p2c_core::inbound::dataverse::DataverseAuth;
 use p2c_core::inbound::WebhookRequest;
 use p2c_core::pipeline::ingest::{ingest, InboundAuth};
-use p2c_core::pipeline::{runner, Timings};
+use p2c_core::pipeline::Timings;
 use p2c_core::ports::Connector;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
 use serde_json::{json, Value};
@@ -140,7 +140,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 rt.block_on(async {
                     let r = ingest(&p.ingest, "dataverse", &req).await;
                     assert_eq!(r.status, 202, "{}", r.body);
-                    runner::run_until_idle(&p.store, &p.sync, &p.deliver, Duration::from_secs(5))
+                    p.run_until_idle(Duration::from_secs(5))
                         .await
                         .expect("runs");
                 })
@@ -174,14 +174,10 @@ fn bench_pipeline(c: &mut Criterion) {
                         let r = ingest(&p.ingest, "dataverse", &webhook(&sample, n)).await;
                         assert_eq!(r.status, 202, "{}", r.body);
                     }
-                    let done = runner::run_until_idle(
-                        &p.store,
-                        &p.sync,
-                        &p.deliver,
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .expect("runs");
+                    let done = p
+                        .run_until_idle(Duration::from_secs(30))
+                        .await
+                        .expect("runs");
                     assert_eq!(done, 200, "100 events and 100 commands");
                 })
             })

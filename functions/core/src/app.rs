@@ -123,8 +123,21 @@ impl Pipeline {
     }
 
     /// Processes queued work until every queue is empty (or `deadline` passes).
+    /// Processes queued work until every queue is empty (or `deadline` passes). Each batch
+    /// runs as one unit of work on the embedded store: one commit per batch.
     pub async fn run_until_idle(&self, deadline: Duration) -> anyhow::Result<usize> {
-        Ok(runner::run_until_idle(&self.store, &self.sync, &self.deliver, deadline).await?)
+        let n = runner::run_until_idle(&self.store, deadline, |q| async move {
+            let step = runner::step(&self.store, q, &self.sync, &self.deliver);
+            self.store
+                .unit(step)
+                .await
+                .map_err(|e| crate::error::QueueError::Backend {
+                    queue: q.to_string(),
+                    message: e.to_string(),
+                })?
+        })
+        .await?;
+        Ok(n)
     }
 
     /// The webhook endpoints: `POST /webhooks/{system}` (and the BC handshake).

@@ -95,10 +95,29 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 );
 "#;
 
+tokio::task_local! {
+    /// Set on the task running a unit of work: the id of the store it belongs to.
+    static UNIT: u64;
+}
+
+/// The connection, and whether a unit of work's transaction is open on it.
+pub(crate) struct Inner {
+    conn: Connection,
+    unit_open: bool,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 /// The embedded store and queue. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    conn: Arc<Mutex<Connection>>,
+    id: u64,
+    conn: Arc<Mutex<Inner>>,
     path: Option<PathBuf>,
     queue: QueueSettings,
     /// When the queue's deduplication entries are next swept for expiry.
@@ -135,8 +154,13 @@ impl EmbeddedStore {
         // Every statement is prepared once and reused (there are about forty).
         conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA).map_err(StoreError::backend)?;
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            conn: Arc::new(Mutex::new(Inner {
+                conn,
+                unit_open: false,
+            })),
             path,
             queue: QueueSettings::default(),
             next_sweep: Arc::new(std::sync::atomic::AtomicI64::new(0)),
@@ -153,38 +177,103 @@ impl EmbeddedStore {
         self.path.as_deref()
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Backend {
-            message: "embedded store lock poisoned".into(),
-            source: None,
-        })
+    /// Runs `work` as one unit: the store writes it makes become durable together, in one
+    /// commit at the end, instead of one commit each. The queue runner wraps each batch in
+    /// a unit; its acknowledgements are in the same transaction, so a crash loses the whole
+    /// unit and the queue redelivers it, which the pipeline is built to survive. A write
+    /// from anywhere else (a webhook being answered) first commits what the unit has done,
+    /// so it is durable when it returns, as the ports promise.
+    pub async fn unit<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, StoreError> {
+        let out = UNIT.scope(self.id, work).await;
+        let mut inner = self.conn.lock().map_err(|_| poisoned())?;
+        if inner.unit_open {
+            inner.unit_open = false;
+            inner.conn.exec("COMMIT", []).map_err(StoreError::backend)?;
+        }
+        Ok(out)
+    }
+
+    /// The connection, with the unit transaction opened for a caller inside the unit and
+    /// committed for any other caller.
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        let mut inner = self.conn.lock().map_err(|_| poisoned())?;
+        let in_unit = UNIT.try_with(|id| *id == self.id).unwrap_or(false);
+        if in_unit && !inner.unit_open {
+            inner
+                .conn
+                .exec("BEGIN IMMEDIATE", [])
+                .map_err(StoreError::backend)?;
+            inner.unit_open = true;
+        } else if !in_unit && inner.unit_open {
+            inner.unit_open = false;
+            inner.conn.exec("COMMIT", []).map_err(StoreError::backend)?;
+        }
+        Ok(inner)
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend {
+        message: "embedded store lock poisoned".into(),
+        source: None,
     }
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`: the write lock from the start, so two
 /// processes sharing the file never deadlock on an upgrade), begun and ended through cached
 /// statements. Rolled back on drop unless committed.
+/// Inside an open unit it is a savepoint of the unit's transaction instead.
 pub(crate) struct Tx<'a> {
     conn: &'a Connection,
+    nested: bool,
     done: bool,
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn begin(conn: &'a Connection) -> rusqlite::Result<Self> {
-        conn.exec("BEGIN IMMEDIATE", [])?;
-        Ok(Self { conn, done: false })
+    pub(crate) fn begin(inner: &'a Inner) -> rusqlite::Result<Self> {
+        let nested = inner.unit_open;
+        inner.conn.exec(
+            if nested {
+                "SAVEPOINT p2c_op"
+            } else {
+                "BEGIN IMMEDIATE"
+            },
+            [],
+        )?;
+        Ok(Self {
+            conn: &inner.conn,
+            nested,
+            done: false,
+        })
     }
 
     pub(crate) fn commit(mut self) -> rusqlite::Result<()> {
         self.done = true;
-        self.conn.exec("COMMIT", []).map(|_| ())
+        self.conn
+            .exec(
+                if self.nested {
+                    "RELEASE p2c_op"
+                } else {
+                    "COMMIT"
+                },
+                [],
+            )
+            .map(|_| ())
     }
 }
 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.conn.exec("ROLLBACK", []);
+            if self.nested {
+                let _ = self.conn.exec("ROLLBACK TO p2c_op", []);
+                let _ = self.conn.exec("RELEASE p2c_op", []);
+            } else {
+                let _ = self.conn.exec("ROLLBACK", []);
+            }
         }
     }
 }

@@ -54,20 +54,23 @@ pub async fn step(
     Ok(batch.len())
 }
 
-/// Runs every queue until all are empty (waiting out retry delays), or `deadline` passes.
-/// Returns the number of messages processed.
-pub async fn run_until_idle(
+/// Runs `step` over every queue until all are empty (waiting out retry delays), or
+/// `deadline` passes. Returns the number of messages processed.
+pub async fn run_until_idle<F, Fut>(
     consumer: &dyn Consumer,
-    sync_ctx: &SyncCtx,
-    deliver_ctx: &DeliverCtx,
     deadline: Duration,
-) -> Result<usize, QueueError> {
+    mut step: F,
+) -> Result<usize, QueueError>
+where
+    F: FnMut(QueueName) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, QueueError>>,
+{
     let start = std::time::Instant::now();
     let mut total = 0;
     loop {
         let mut took = 0;
         for q in QueueName::ALL {
-            took += step(consumer, q, sync_ctx, deliver_ctx).await?;
+            took += step(q).await?;
         }
         total += took;
         if took == 0 {
