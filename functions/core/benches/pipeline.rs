@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p p2c-core --bench pipeline`
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use p2c_core::app::Pipeline;
 use p2c_core::connectors::memory::MemoryConnector;
 use p2c_core::domain::System;
