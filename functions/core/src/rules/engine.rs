@@ -116,40 +116,62 @@ fn register_host_api(engine: &mut Engine, value_maps: Arc<ValueMaps>) {
         crate::money::format_amount(Decimal::from(i))
     });
 
-    // Value maps.
-    let vm = value_maps.clone();
+    // Value maps: prepared once as shared strings, so a lookup allocates nothing.
+    let prepared: Arc<BTreeMap<String, BTreeMap<String, Dynamic>>> = Arc::new(
+        value_maps
+            .iter()
+            .map(|(name, m)| {
+                (
+                    name.clone(),
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), Dynamic::from(ImmutableString::from(v.as_str()))))
+                        .collect(),
+                )
+            })
+            .collect(),
+    );
+    fn lookup<'a>(
+        maps: &'a BTreeMap<String, BTreeMap<String, Dynamic>>,
+        name: &str,
+        key: &Dynamic,
+    ) -> Result<(Option<&'a Dynamic>, String), Box<EvalAltResult>> {
+        let map = maps
+            .get(name)
+            .ok_or_else(|| rt_err(format!("no value map `{name}`")))?;
+        let found = match key.read_lock::<ImmutableString>() {
+            Some(s) => map.get(s.as_str()),
+            None => map.get(&key.to_string()),
+        };
+        Ok((
+            found,
+            if found.is_none() {
+                key.to_string()
+            } else {
+                String::new()
+            },
+        ))
+    }
+    let vm = prepared.clone();
     engine.register_fn(
         "value_map",
         move |name: ImmutableString, key: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
-            let k = key.to_string();
-            let map = vm
-                .get(name.as_str())
-                .ok_or_else(|| rt_err(format!("no value map `{name}`")))?;
-            map.get(&k)
-                .map(|v| Dynamic::from(v.clone()))
-                .ok_or_else(|| {
-                    structured(
-                        "unmapped_value",
-                        format!("value map `{name}` has no entry for `{k}`"),
-                    )
-                })
+            match lookup(&vm, &name, &key)? {
+                (Some(v), _) => Ok(v.clone()),
+                (None, k) => Err(structured(
+                    "unmapped_value",
+                    format!("value map `{name}` has no entry for `{k}`"),
+                )),
+            }
         },
     );
-    let vm = value_maps;
+    let vm = prepared;
     engine.register_fn(
         "value_map",
         move |name: ImmutableString,
               key: Dynamic,
               default: Dynamic|
               -> Result<Dynamic, Box<EvalAltResult>> {
-            let k = key.to_string();
-            let map = vm
-                .get(name.as_str())
-                .ok_or_else(|| rt_err(format!("no value map `{name}`")))?;
-            Ok(map
-                .get(&k)
-                .map(|v| Dynamic::from(v.clone()))
-                .unwrap_or(default))
+            Ok(lookup(&vm, &name, &key)?.0.cloned().unwrap_or(default))
         },
     );
 
