@@ -283,16 +283,36 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
     }
 
     // Map.
-    let input = json!({
-        "system": system.as_str(),
-        "operation": ev.operation,
-        "record": Value::Object(ev.fields.clone()),
-        "previous": Value::Object(ev.previous.clone()),
-        "resource": ev.fields.get("@p2c.entitySet").cloned().unwrap_or(Value::Null),
-        "today": ev.received_at.format("%Y-%m-%d").to_string(),
-    });
-    let mapped = match rules.eval(&flow.script, &input) {
-        Ok(v) => v,
+    // The script's input, built straight from the event (no JSON copy of the record).
+    let input = {
+        use crate::rules::engine::{object_to_map, to_dynamic};
+        use rhai::Dynamic;
+        let mut m = rhai::Map::new();
+        m.insert("system".into(), Dynamic::from(system.as_str().to_string()));
+        m.insert("operation".into(), to_dynamic(&json!(ev.operation)));
+        m.insert(
+            "record".into(),
+            Dynamic::from_map(object_to_map(&ev.fields)),
+        );
+        m.insert(
+            "previous".into(),
+            Dynamic::from_map(object_to_map(&ev.previous)),
+        );
+        m.insert(
+            "resource".into(),
+            ev.fields
+                .get("@p2c.entitySet")
+                .map(to_dynamic)
+                .unwrap_or(Dynamic::UNIT),
+        );
+        m.insert(
+            "today".into(),
+            Dynamic::from(ev.received_at.format("%Y-%m-%d").to_string()),
+        );
+        Dynamic::from_map(m)
+    };
+    let mapped = match rules.eval_dynamic(&flow.script, input) {
+        Ok(v) => crate::rules::engine::from_dynamic(&v),
         Err(RuleError::Rejected {
             code,
             message,
