@@ -153,7 +153,7 @@ impl BcConnector {
     }
 
     /// Creates a document with its lines, or updates its header and replaces its lines
-    /// when they differ. Returns the reply, created?, and the document number.
+    /// when they differ. Returns the reply, created?, and the number the ERP gave it.
     async fn upsert_document(
         &self,
         set: &str,
@@ -161,7 +161,7 @@ impl BcConnector {
         external: &str,
         header: Value,
         lines: &[DocLine],
-    ) -> Result<(Reply, bool, String), DeliveryError> {
+    ) -> Result<(Reply, bool, Option<String>), DeliveryError> {
         let line_bodies: Vec<Value> = lines.iter().map(line_body).collect();
         let existing = self
             .find(
@@ -189,7 +189,7 @@ impl BcConnector {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                Ok((r, true, number))
+                Ok((r, true, Some(number)))
             }
             Some(doc) => {
                 let id = doc
@@ -263,7 +263,7 @@ impl BcConnector {
                             .await?;
                     }
                 }
-                Ok((r, false, number))
+                Ok((r, false, Some(number)))
             }
         }
     }
@@ -421,6 +421,7 @@ impl Connector for BcConnector {
                     .await?;
                 (r, created, None)
             }
+            // Documents from the CRM: their number is the ERP's external document number.
             Action::UpsertQuote(q) => {
                 let header = json!({
                     "customerNumber": q.account_number,
@@ -428,16 +429,14 @@ impl Connector for BcConnector {
                     "currencyCode": q.currency.as_str(),
                     "validUntilDate": q.valid_until.map(|d| d.to_string()),
                 });
-                let (r, created, number) = self
-                    .upsert_document(
-                        "salesQuotes",
-                        "salesQuoteLines",
-                        &q.number,
-                        header,
-                        &q.lines,
-                    )
-                    .await?;
-                (r, created, Some(number))
+                self.upsert_document(
+                    "salesQuotes",
+                    "salesQuoteLines",
+                    &q.number,
+                    header,
+                    &q.lines,
+                )
+                .await?
             }
             Action::UpsertOrder(o) => {
                 let header = json!({
@@ -446,16 +445,14 @@ impl Connector for BcConnector {
                     "currencyCode": o.currency.as_str(),
                     "requestedDeliveryDate": o.requested_delivery.map(|d| d.to_string()),
                 });
-                let (r, created, number) = self
-                    .upsert_document(
-                        "salesOrders",
-                        "salesOrderLines",
-                        &o.number,
-                        header,
-                        &o.lines,
-                    )
-                    .await?;
-                (r, created, Some(number))
+                self.upsert_document(
+                    "salesOrders",
+                    "salesOrderLines",
+                    &o.number,
+                    header,
+                    &o.lines,
+                )
+                .await?
             }
             Action::CreateCreditNote(cn) => {
                 let (r, created, number) = self.credit_note(cn).await?;
