@@ -5,9 +5,7 @@
 
 use super::http::{odata_literal, Http, Reply};
 use crate::command::{Action, Command, RebateCreditNote};
-use crate::domain::{
-    ChangeEvent, DocLine, EntityType, Operation, SourceRef, SourceVersion, System,
-};
+use crate::domain::{ChangeEvent, DocLine, Operation, SourceRef, SourceVersion, System};
 use crate::error::DeliveryError;
 use crate::inbound::bc::{entity_type_of, parse_resource};
 use crate::json::{decimal_number, fingerprint};
@@ -85,6 +83,42 @@ impl BcConnector {
         }
     }
 
+    /// Sends `method` to an existing record (PATCH, DELETE) with the etag it was read with.
+    async fn on_existing(
+        &self,
+        method: Method,
+        path: &str,
+        record: &Value,
+        body: Option<&Value>,
+    ) -> Result<Reply, DeliveryError> {
+        let etag = record
+            .get("@odata.etag")
+            .and_then(Value::as_str)
+            .unwrap_or("*")
+            .to_string();
+        self.http
+            .send(
+                method,
+                &format!("{}/{path}", self.base()),
+                &[],
+                &[("If-Match", etag)],
+                body,
+            )
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Reply, DeliveryError> {
+        self.http
+            .send(
+                Method::POST,
+                &format!("{}/{path}", self.base()),
+                &[],
+                &[],
+                Some(body),
+            )
+            .await
+    }
+
     async fn upsert(
         &self,
         set: &str,
@@ -94,39 +128,14 @@ impl BcConnector {
     ) -> Result<(Reply, bool), DeliveryError> {
         match self.find(set, filter).await? {
             Some(existing) => {
-                let id = existing
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let etag = existing
-                    .get("@odata.etag")
-                    .and_then(Value::as_str)
-                    .unwrap_or("*")
-                    .to_string();
-                let r = self
-                    .http
-                    .send(
-                        Method::PATCH,
-                        &format!("{}/{set}({id})", self.base()),
-                        &[],
-                        &[("If-Match", etag)],
-                        Some(&update),
-                    )
-                    .await?;
-                Ok((r, false))
+                let path = format!("{set}({})", text(&existing, "id"));
+                Ok((
+                    self.on_existing(Method::PATCH, &path, &existing, Some(&update))
+                        .await?,
+                    false,
+                ))
             }
-            None => Ok((
-                self.http
-                    .send(
-                        Method::POST,
-                        &format!("{}/{set}", self.base()),
-                        &[],
-                        &[],
-                        Some(&create),
-                    )
-                    .await?,
-                true,
-            )),
+            None => Ok((self.post(set, &create).await?, true)),
         }
     }
 
@@ -169,109 +178,51 @@ impl BcConnector {
                 format!("externalDocumentNumber eq {}", odata_literal(external)),
             )
             .await?;
-        match existing {
-            None => {
-                let mut body = header;
-                body[lines_set] = Value::Array(line_bodies);
-                let r = self
-                    .http
-                    .send(
-                        Method::POST,
-                        &format!("{}/{set}", self.base()),
-                        &[],
-                        &[],
-                        Some(&body),
-                    )
+        let Some(doc) = existing else {
+            let mut body = header;
+            body[lines_set] = Value::Array(line_bodies);
+            let r = self.post(set, &body).await?;
+            let number = text(&r.body, "number");
+            return Ok((r, true, Some(number)));
+        };
+        let doc_path = format!("{set}({})", text(&doc, "id"));
+        let r = self
+            .on_existing(Method::PATCH, &doc_path, &doc, Some(&header))
+            .await?;
+        let lines_path = format!("{doc_path}/{lines_set}");
+        let current = self
+            .http
+            .send(
+                Method::GET,
+                &format!("{}/{lines_path}", self.base()),
+                &[],
+                &[],
+                None,
+            )
+            .await?;
+        let current_lines = current
+            .body
+            .get("value")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !lines_equal(&current_lines, &line_bodies) {
+            for l in &current_lines {
+                let line_path = format!("{lines_path}({})", text(l, "id"));
+                self.on_existing(Method::DELETE, &line_path, l, None)
                     .await?;
-                let number = r
-                    .body
-                    .get("number")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                Ok((r, true, Some(number)))
             }
-            Some(doc) => {
-                let id = doc
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let number = doc
-                    .get("number")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let etag = doc
-                    .get("@odata.etag")
-                    .and_then(Value::as_str)
-                    .unwrap_or("*")
-                    .to_string();
-                let r = self
-                    .http
-                    .send(
-                        Method::PATCH,
-                        &format!("{}/{set}({id})", self.base()),
-                        &[],
-                        &[("If-Match", etag)],
-                        Some(&header),
-                    )
-                    .await?;
-                let current = self
-                    .http
-                    .send(
-                        Method::GET,
-                        &format!("{}/{set}({id})/{lines_set}", self.base()),
-                        &[],
-                        &[],
-                        None,
-                    )
-                    .await?;
-                let current_lines = current
-                    .body
-                    .get("value")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                if !lines_equal(&current_lines, &line_bodies) {
-                    for l in &current_lines {
-                        let lid = l.get("id").and_then(Value::as_str).unwrap_or_default();
-                        let etag = l
-                            .get("@odata.etag")
-                            .and_then(Value::as_str)
-                            .unwrap_or("*")
-                            .to_string();
-                        self.http
-                            .send(
-                                Method::DELETE,
-                                &format!("{}/{set}({id})/{lines_set}({lid})", self.base()),
-                                &[],
-                                &[("If-Match", etag)],
-                                None,
-                            )
-                            .await?;
-                    }
-                    for b in &line_bodies {
-                        self.http
-                            .send(
-                                Method::POST,
-                                &format!("{}/{set}({id})/{lines_set}", self.base()),
-                                &[],
-                                &[],
-                                Some(b),
-                            )
-                            .await?;
-                    }
-                }
-                Ok((r, false, Some(number)))
+            for b in &line_bodies {
+                self.post(&lines_path, b).await?;
             }
         }
+        Ok((r, false, Some(text(&doc, "number"))))
     }
 
     async fn credit_note(
         &self,
         cn: &RebateCreditNote,
-    ) -> Result<(Reply, bool, String), DeliveryError> {
+    ) -> Result<(Reply, bool, Option<String>), DeliveryError> {
         if let Some(doc) = self
             .find(
                 "salesCreditMemos",
@@ -279,11 +230,7 @@ impl BcConnector {
             )
             .await?
         {
-            let number = doc
-                .get("number")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let number = Some(text(&doc, "number"));
             return Ok((
                 Reply {
                     status: 200,
@@ -306,24 +253,18 @@ impl BcConnector {
                 "unitPrice": decimal_number(cn.amount),
             }],
         });
-        let r = self
-            .http
-            .send(
-                Method::POST,
-                &format!("{}/salesCreditMemos", self.base()),
-                &[],
-                &[],
-                Some(&body),
-            )
-            .await?;
-        let number = r
-            .body
-            .get("number")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let r = self.post("salesCreditMemos", &body).await?;
+        let number = Some(text(&r.body, "number"));
         Ok((r, true, number))
     }
+}
+
+/// A string field of a record, or empty.
+fn text(v: &Value, field: &str) -> String {
+    v.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn line_body(l: &DocLine) -> Value {
@@ -454,10 +395,7 @@ impl Connector for BcConnector {
                 )
                 .await?
             }
-            Action::CreateCreditNote(cn) => {
-                let (r, created, number) = self.credit_note(cn).await?;
-                (r, created, Some(number))
-            }
+            Action::CreateCreditNote(cn) => self.credit_note(cn).await?,
             other => {
                 return Err(permanent(
                     400,
@@ -668,9 +606,4 @@ impl SourceReader for BcConnector {
         }
         Ok(out)
     }
-}
-
-/// The entity type a BC entity set feeds (re-exported for the simulators and tests).
-pub fn entity_type(set: &str) -> Option<EntityType> {
-    entity_type_of(set)
 }
