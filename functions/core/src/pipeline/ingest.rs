@@ -95,11 +95,9 @@ async fn ingest_inner(
         }
     }
     let messages: Vec<_> = fresh.iter().map(event_message).collect();
-    for chunk in messages.chunks(10) {
-        if let Err(e) = ctx.publisher.send(QueueName::Inbound, chunk).await {
-            tracing::error!(error = %e, "could not queue inbound events");
-            return Err(WebhookError::Unavailable);
-        }
+    if let Err(e) = ctx.publisher.send(QueueName::Inbound, &messages).await {
+        tracing::error!(error = %e, "could not queue inbound events");
+        return Err(WebhookError::Unavailable);
     }
     Ok(WebhookResponse::json(
         202,

@@ -245,7 +245,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
             ev = read.remove(0);
         } else {
             let n = read.len();
-            publish_events(ctx, &read).await?;
+            send_events(ctx.publisher.as_ref(), &read).await?;
             note(
                 ctx,
                 &ev.source.group(),
@@ -348,7 +348,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         .filter(|ap| ap.idempotency_key == idem)
     {
         let cmds = applied.commands.clone();
-        publish_commands(ctx, &cmds).await?;
+        send_commands(ctx.publisher.as_ref(), &cmds).await?;
         note(
             ctx,
             &subject,
@@ -520,7 +520,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         Err(e) => return Err(e.into()),
     }
 
-    publish_commands(ctx, &plan.commands).await?;
+    send_commands(ctx.publisher.as_ref(), &plan.commands).await?;
     let n = plan.commands.len();
     note(
         ctx,
@@ -706,10 +706,7 @@ pub async fn release_waiters(
         ev.content_hash = Default::default();
         events.push(ev);
     }
-    let messages: Vec<OutMessage> = events.iter().map(event_message).collect();
-    for chunk in messages.chunks(10) {
-        publisher.send(QueueName::Inbound, chunk).await?;
-    }
+    send_events(publisher, &events).await?;
     for p in &waiting {
         parking.unpark(dependency, &p.id).await?;
     }
@@ -725,12 +722,13 @@ pub fn event_message(ev: &ChangeEvent) -> OutMessage {
     }
 }
 
-async fn publish_events(ctx: &SyncCtx, events: &[ChangeEvent]) -> Result<(), SyncError> {
+/// Queues events on the inbound queue (the publisher batches the requests).
+pub async fn send_events(
+    publisher: &dyn crate::ports::Publisher,
+    events: &[ChangeEvent],
+) -> Result<(), QueueError> {
     let messages: Vec<OutMessage> = events.iter().map(event_message).collect();
-    for chunk in messages.chunks(10) {
-        ctx.publisher.send(QueueName::Inbound, chunk).await?;
-    }
-    Ok(())
+    publisher.send(QueueName::Inbound, &messages).await
 }
 
 /// The queue message for a command.
@@ -742,15 +740,7 @@ pub fn command_message(c: &Command) -> OutMessage {
     }
 }
 
-pub(crate) async fn publish_commands(
-    publisher_ctx: &SyncCtx,
-    commands: &[Command],
-) -> Result<(), SyncError> {
-    send_commands(publisher_ctx.publisher.as_ref(), commands).await?;
-    Ok(())
-}
-
-/// Sends commands to their target queues, 10 per request.
+/// Sends commands to their target queues (the publisher batches the requests).
 pub async fn send_commands(
     publisher: &dyn crate::ports::Publisher,
     commands: &[Command],
@@ -765,9 +755,7 @@ pub async fn send_commands(
             .push(command_message(c));
     }
     for (_, (q, msgs)) in by_queue {
-        for chunk in msgs.chunks(10) {
-            publisher.send(q, chunk).await?;
-        }
+        publisher.send(q, &msgs).await?;
     }
     Ok(())
 }
