@@ -4,7 +4,7 @@
 
 use crate::common::{account, customer_with_item, order_header, order_line, outcomes, world};
 use async_trait::async_trait;
-use p2c_core::domain::{ChangeEvent, EntityKey, EntityType, SourceRef};
+use p2c_core::domain::{ChangeEvent, EntityKey, SourceRef};
 use p2c_core::embedded::EmbeddedStore;
 use p2c_core::error::{QueueError, StoreError};
 use p2c_core::pipeline::{deliver, runner};
@@ -67,9 +67,6 @@ impl StateStore for FailSaves {
     }
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
         self.inner.resolve(source).await
-    }
-    async fn keys(&self, t: EntityType) -> Result<Vec<EntityKey>, StoreError> {
-        self.inner.keys(t).await
     }
 }
 

@@ -6,7 +6,7 @@
 //! source system wrote its keys in.
 
 use rust_decimal::Decimal;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
 
@@ -91,26 +91,6 @@ pub fn hash_parts(parts: &[&str]) -> String {
         h.update(p.as_bytes());
     }
     hex::encode(h.finalize())
-}
-
-/// Keeps only the listed keys of an object (missing keys are absent in the result).
-pub fn project(fields: &Map<String, Value>, keys: &[String]) -> Value {
-    let mut m = Map::new();
-    for k in keys {
-        if let Some(v) = fields.get(k) {
-            m.insert(k.clone(), v.clone());
-        }
-    }
-    Value::Object(m)
-}
-
-/// Depth of a JSON value (a scalar is 1).
-pub fn depth(v: &Value) -> usize {
-    match v {
-        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
-        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
-        _ => 1,
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Money: an exact decimal amount with an ISO 4217 currency code.
+//! Money: exact decimal amounts with ISO 4217 currency codes.
 //!
 //! Every amount in p2c is a `rust_decimal::Decimal`. JSON numbers are read through
 //! serde_json's `arbitrary_precision`, so `2154.32` arrives as the text `2154.32` and
@@ -48,25 +48,6 @@ impl From<CurrencyCode> for String {
 impl fmt::Display for CurrencyCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// An amount in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Money {
-    pub amount: Decimal,
-    pub currency: CurrencyCode,
-}
-
-impl Money {
-    pub fn new(amount: Decimal, currency: CurrencyCode) -> Self {
-        Self { amount, currency }
-    }
-}
-
-impl fmt::Display for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", format_amount(self.amount), self.currency)
     }
 }
 

@@ -133,11 +133,6 @@ pub trait StateStore: Send + Sync {
     async fn save(&self, state: &EntityState) -> Result<(), StoreError>;
     /// The entity a system's record id belongs to.
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError>;
-    /// Every stored entity key of a type (for tables and tooling; not on the hot path).
-    async fn keys(
-        &self,
-        entity_type: crate::domain::EntityType,
-    ) -> Result<Vec<EntityKey>, StoreError>;
 }
 
 // ---------------------------------------------------------------- parking

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS entity (
     version INTEGER NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS entity_by_type ON entity (entity_type, key);
+DROP INDEX IF EXISTS entity_by_type;
 CREATE TABLE IF NOT EXISTS xref (
     source TEXT PRIMARY KEY,
     entity_key TEXT NOT NULL

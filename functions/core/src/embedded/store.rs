@@ -1,7 +1,7 @@
 //! Store ports on SQLite.
 
 use super::{ms_to_time, now_ms, Cached, EmbeddedStore, Tx};
-use crate::domain::{EntityKey, EntityType, SourceRef};
+use crate::domain::{EntityKey, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
     AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
@@ -189,22 +189,6 @@ impl StateStore for EmbeddedStore {
             .map_err(StoreError::backend)?;
         key.map(|k| EntityKey::from_str(&k).map_err(|e| corrupt(&source.group(), e)))
             .transpose()
-    }
-
-    async fn keys(&self, entity_type: EntityType) -> Result<Vec<EntityKey>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT key FROM entity WHERE entity_type = ?1 ORDER BY key")
-            .map_err(StoreError::backend)?;
-        let rows = stmt
-            .query_map(params![entity_type.as_str()], |r| r.get::<_, String>(0))
-            .map_err(StoreError::backend)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let k = r.map_err(StoreError::backend)?;
-            out.push(EntityKey::from_str(&k).map_err(|e| corrupt(&k, e))?);
-        }
-        Ok(out)
     }
 }
 

@@ -262,7 +262,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
     let counterpart = rules.counterpart(side);
     let lookups = enrich_lookups(ctx, &mut ev.fields, system, counterpart).await?;
     for path in &flow.requires {
-        for (p, lookup) in lookups.iter().filter(|(p, _)| path_matches(path, p)) {
+        for (p, lookup) in lookups.iter().filter(|(p, _)| p == path) {
             if !lookup.synced {
                 let dependency = lookup.source.group();
                 return park(
@@ -766,10 +766,6 @@ pub async fn send_commands(
 struct Lookup {
     source: SourceRef,
     synced: bool,
-}
-
-fn path_matches(required: &str, found: &str) -> bool {
-    required == found
 }
 
 /// Finds lookups (`{id, logical_name}`) at the top level and in lists of records, adds
