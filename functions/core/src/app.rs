@@ -96,7 +96,6 @@ impl Pipeline {
                 idem: s.clone(),
                 publisher: s.clone(),
                 auth,
-                timings,
             },
             sync: SyncCtx {
                 idem: s.clone(),

@@ -4,7 +4,6 @@
 //! a bad one a 4xx with a stable code. Duplicates are answered 2xx without queueing.
 
 use super::sync::event_message;
-use super::Timings;
 use crate::domain::System;
 use crate::inbound::{bc, dataverse, Parsed, WebhookError, WebhookRequest, WebhookResponse};
 use crate::ports::{IdempotencyStore, Publisher, QueueName};
@@ -25,7 +24,6 @@ pub struct IngestCtx {
     pub idem: Arc<dyn IdempotencyStore>,
     pub publisher: Arc<dyn Publisher>,
     pub auth: InboundAuth,
-    pub timings: Timings,
 }
 
 /// The 2xx answer body.
