@@ -105,6 +105,10 @@ pub struct EntityState {
     #[serde(default)]
     pub last_applied: Option<Applied>,
     pub updated_at: DateTime<Utc>,
+    /// The ids as the store last saw them (set on load, not stored): a save writes
+    /// cross-references only for ids that are not among them.
+    #[serde(skip)]
+    pub stored_ids: BTreeMap<System, String>,
 }
 
 impl EntityState {
@@ -119,6 +123,7 @@ impl EntityState {
             records: BTreeMap::new(),
             last_applied: None,
             updated_at: Utc::now(),
+            stored_ids: BTreeMap::new(),
         }
     }
 }
@@ -129,7 +134,8 @@ pub trait StateStore: Send + Sync {
     async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError>;
     /// Saves `state` only if the stored version is `state.version - 1` (or absent when
     /// `state.version == 1`); otherwise [`StoreError::Conflict`]. Also records a
-    /// cross-reference for every id in `state.ids`, in the same transaction.
+    /// cross-reference for every id in `state.ids` that is not in `state.stored_ids`, in the same
+    /// transaction.
     async fn save(&self, state: &EntityState) -> Result<(), StoreError>;
     /// The entity a system's record id belongs to.
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError>;
@@ -327,6 +333,13 @@ pub trait Consumer: Send + Sync {
     ) -> Result<Vec<Delivery>, QueueError>;
     /// Deletes a processed message.
     async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError>;
+    /// Deletes processed messages, batched as the backend allows (`DeleteMessageBatch`).
+    async fn ack_all(&self, queue: QueueName, receipts: &[&str]) -> Result<(), QueueError> {
+        for r in receipts {
+            self.ack(queue, r).await?;
+        }
+        Ok(())
+    }
     /// Returns a message for redelivery after `delay`; past the receive limit it moves
     /// to the queue's dead-letter queue with `reason`.
     async fn retry(

@@ -37,11 +37,23 @@ fn backend(queue: QueueName, e: impl std::fmt::Display) -> QueueError {
     }
 }
 
-fn new_id(prefix: &str, seq: i64) -> String {
+/// The message a receipt (`<unique prefix>-<seq>`) was issued for.
+fn receipt_seq(queue: QueueName, receipt: &str) -> Result<i64, QueueError> {
+    receipt
+        .rsplit_once('-')
+        .and_then(|(_, seq)| seq.parse().ok())
+        .ok_or_else(|| QueueError::UnknownReceipt {
+            queue: queue.to_string(),
+            receipt: receipt.to_string(),
+        })
+}
+
+/// A unique id: process, clock and a counter (several processes may share the file).
+fn new_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{seq}-{}-{n}", now_ms())
+    format!("{prefix}-{:x}-{:x}-{n:x}", std::process::id(), now_ms())
 }
 
 fn move_to_dlq(
@@ -53,11 +65,11 @@ fn move_to_dlq(
 ) -> Result<(), QueueError> {
     tx.exec(
         "INSERT OR IGNORE INTO dead_letter (message_id, queue, group_id, dedup_id, body, code, reason, at)
-         SELECT message_id, queue, group_id, dedup_id, body, ?2, ?3, ?4 FROM queue WHERE seq = ?1",
+         SELECT message_id, queue, group_id, dedup_id, body, ?2, ?3, ?4 FROM message WHERE seq = ?1",
         params![seq, code, reason, now_ms()],
     )
     .map_err(|e| backend(queue, e))?;
-    tx.exec("DELETE FROM queue WHERE seq = ?1", params![seq])
+    tx.exec("DELETE FROM message WHERE seq = ?1", params![seq])
         .map_err(|e| backend(queue, e))?;
     Ok(())
 }
@@ -65,6 +77,9 @@ fn move_to_dlq(
 #[async_trait]
 impl Publisher for EmbeddedStore {
     async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
         let now = now_ms();
         let window = i64::try_from(self.queue.dedup_window.as_millis()).unwrap_or(i64::MAX);
         let conn = self.lock().map_err(|e| backend(queue, e))?;
@@ -76,44 +91,33 @@ impl Publisher for EmbeddedStore {
                     message: "a FIFO message needs a group and a deduplication id".into(),
                 });
             }
-            let seen: Option<i64> = tx
-                .row(
-                    "SELECT expires_at FROM queue_dedup WHERE queue = ?1 AND dedup_id = ?2",
-                    params![queue.as_str(), m.dedup_id],
-                    |r| r.get(0),
+            // Fresh if never seen, or seen longer ago than the window: one conditional write.
+            let fresh = tx
+                .exec(
+                    "INSERT INTO message_dedup (queue, dedup_id, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(queue, dedup_id) DO UPDATE SET expires_at = ?3
+                     WHERE expires_at <= ?4",
+                    params![queue.as_str(), m.dedup_id, now + window, now],
                 )
-                .optional()
                 .map_err(|e| backend(queue, e))?;
-            if matches!(seen, Some(exp) if exp > now) {
+            if fresh == 0 {
                 continue;
             }
             tx.exec(
-                "INSERT INTO queue_dedup (queue, dedup_id, expires_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(queue, dedup_id) DO UPDATE SET expires_at = ?3",
-                params![queue.as_str(), m.dedup_id, now + window],
-            )
-            .map_err(|e| backend(queue, e))?;
-            tx.exec(
-                "INSERT INTO queue (queue, group_id, dedup_id, message_id, body)
-                 VALUES (?1, ?2, ?3, '', ?4)",
-                params![queue.as_str(), m.group, m.dedup_id, m.body],
-            )
-            .map_err(|e| backend(queue, e))?;
-            let seq = tx.last_insert_rowid();
-            tx.exec(
-                "UPDATE queue SET message_id = ?2 WHERE seq = ?1",
-                params![seq, new_id("msg", seq)],
+                "INSERT INTO message (queue, group_id, dedup_id, message_id, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![queue.as_str(), m.group, m.dedup_id, new_id("msg"), m.body],
             )
             .map_err(|e| backend(queue, e))?;
         }
-        // Expired deduplication entries are swept at most once a second (expiry is also
-        // checked on every send, so a late sweep never lets a duplicate through).
+        // Expired deduplication entries are swept (a table scan) at most once a minute;
+        // expiry is also checked on every send, so a late sweep never lets a duplicate in.
         let due = self.next_sweep.load(std::sync::atomic::Ordering::Relaxed);
         if now >= due {
             self.next_sweep
-                .store(now + 1000, std::sync::atomic::Ordering::Relaxed);
+                .store(now + 60_000, std::sync::atomic::Ordering::Relaxed);
             tx.exec(
-                "DELETE FROM queue_dedup WHERE expires_at <= ?1",
+                "DELETE FROM message_dedup WHERE expires_at <= ?1",
                 params![now],
             )
             .map_err(|e| backend(queue, e))?;
@@ -122,17 +126,8 @@ impl Publisher for EmbeddedStore {
     }
 }
 
-type Row = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    u32,
-    i64,
-    Option<String>,
-    String,
-);
+/// seq, group, deduplication id, message id, body, receive count, visible at, last error.
+type Row = (i64, String, String, String, String, u32, i64, String);
 
 #[async_trait]
 impl Consumer for EmbeddedStore {
@@ -147,87 +142,122 @@ impl Consumer for EmbeddedStore {
         let max_receives = self.queue.max_receives;
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
-        let rows: Vec<Row> = {
+        // Walk the queue in order only as far as it takes to fill the batch.
+        let mut picked: Vec<Row> = Vec::new();
+        let mut exhausted: Vec<(i64, String)> = Vec::new();
+        {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT seq, group_id, dedup_id, message_id, body, receive_count, visible_at,
-                            receipt, last_error
-                     FROM queue WHERE queue = ?1 ORDER BY seq",
+                            last_error
+                     FROM message WHERE queue = ?1 ORDER BY seq",
                 )
                 .map_err(|e| backend(queue, e))?;
-            let it = stmt
-                .query_map(params![queue.as_str()], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                })
+            let mut rows = stmt
+                .query(params![queue.as_str()])
                 .map_err(|e| backend(queue, e))?;
-            it.collect::<Result<_, _>>()
-                .map_err(|e| backend(queue, e))?
-        };
-        let mut blocked: HashSet<String> = HashSet::new();
-        let mut out = Vec::new();
-        for (seq, group, dedup, message_id, body, count, visible_at, _receipt, last_error) in rows {
-            if out.len() >= max {
-                break;
-            }
-            if blocked.contains(&group) {
-                continue;
-            }
-            if visible_at > now {
-                // In flight or delayed: the rest of its group waits behind it.
-                blocked.insert(group);
-                continue;
-            }
-            if count >= max_receives {
-                let reason = if last_error.is_empty() {
-                    format!("received {count} times without success")
-                } else {
-                    last_error
+            let mut blocked: HashSet<String> = HashSet::new();
+            while picked.len() < max {
+                let Some(r) = rows.next().map_err(|e| backend(queue, e))? else {
+                    break;
                 };
-                move_to_dlq(&tx, queue, seq, "max_receives_exceeded", &reason)?;
-                continue;
+                let row: Row = (
+                    r.get(0).map_err(|e| backend(queue, e))?,
+                    r.get(1).map_err(|e| backend(queue, e))?,
+                    r.get(2).map_err(|e| backend(queue, e))?,
+                    r.get(3).map_err(|e| backend(queue, e))?,
+                    r.get(4).map_err(|e| backend(queue, e))?,
+                    r.get(5).map_err(|e| backend(queue, e))?,
+                    r.get(6).map_err(|e| backend(queue, e))?,
+                    r.get(7).map_err(|e| backend(queue, e))?,
+                );
+                let (seq, group, _, _, _, count, visible_at, last_error) = &row;
+                if blocked.contains(group) {
+                    continue;
+                }
+                if *visible_at > now {
+                    // In flight or delayed: the rest of its group waits behind it.
+                    blocked.insert(group.clone());
+                    continue;
+                }
+                if *count >= max_receives {
+                    let reason = if last_error.is_empty() {
+                        format!("received {count} times without success")
+                    } else {
+                        last_error.clone()
+                    };
+                    exhausted.push((*seq, reason));
+                    continue;
+                }
+                picked.push(row);
             }
-            let receipt = new_id("rcpt", seq);
+        }
+        for (seq, reason) in &exhausted {
+            move_to_dlq(&tx, queue, *seq, "max_receives_exceeded", reason)?;
+        }
+        let receipt = new_id("rcpt");
+        if !picked.is_empty() {
+            let seqs: Vec<i64> = picked.iter().map(|r| r.0).collect();
             tx.exec(
-                "UPDATE queue SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3
-                 WHERE seq = ?1",
-                params![seq, now + vis, receipt],
+                "UPDATE message SET receive_count = receive_count + 1, visible_at = ?2,
+                     receipt = ?3 || '-' || seq
+                 WHERE seq IN (SELECT value FROM json_each(?1))",
+                params![
+                    serde_json::to_string(&seqs).unwrap_or_default(),
+                    now + vis,
+                    receipt
+                ],
             )
             .map_err(|e| backend(queue, e))?;
-            out.push(Delivery {
-                message_id,
-                receipt,
-                group,
-                dedup_id: dedup,
-                body,
-                receive_count: count + 1,
-            });
         }
         tx.commit().map_err(|e| backend(queue, e))?;
-        Ok(out)
+        Ok(picked
+            .into_iter()
+            .map(
+                |(seq, group, dedup_id, message_id, body, count, _, _)| Delivery {
+                    message_id,
+                    receipt: format!("{receipt}-{seq}"),
+                    group,
+                    dedup_id,
+                    body,
+                    receive_count: count + 1,
+                },
+            )
+            .collect())
     }
 
     async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError> {
+        self.ack_all(queue, &[receipt]).await
+    }
+
+    async fn ack_all(&self, queue: QueueName, receipts: &[&str]) -> Result<(), QueueError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let seqs = receipts
+            .iter()
+            .map(|r| receipt_seq(queue, r))
+            .collect::<Result<Vec<_>, _>>()?;
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let n = conn
-            .execute(
-                "DELETE FROM queue WHERE queue = ?1 AND receipt = ?2",
-                params![queue.as_str(), receipt],
+            .exec(
+                "DELETE FROM message WHERE seq IN (SELECT value FROM json_each(?2))
+                 AND receipt IN (SELECT value FROM json_each(?3)) AND queue = ?1",
+                params![
+                    queue.as_str(),
+                    serde_json::to_string(&seqs).unwrap_or_default(),
+                    serde_json::to_string(receipts).unwrap_or_default()
+                ],
             )
             .map_err(|e| backend(queue, e))?;
-        if n == 0 {
+        if n < receipts.len() {
             return Err(QueueError::UnknownReceipt {
                 queue: queue.to_string(),
-                receipt: receipt.to_string(),
+                receipt: if receipts.len() == 1 {
+                    receipts[0].to_string()
+                } else {
+                    format!("{} of {} receipts", receipts.len() - n, receipts.len())
+                },
             });
         }
         Ok(())
@@ -241,12 +271,13 @@ impl Consumer for EmbeddedStore {
         reason: &str,
     ) -> Result<(), QueueError> {
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        let seq = receipt_seq(queue, receipt)?;
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let n = conn
-            .execute(
-                "UPDATE queue SET visible_at = ?3, receipt = NULL, last_error = ?4
-                 WHERE queue = ?1 AND receipt = ?2",
-                params![queue.as_str(), receipt, at, reason],
+            .exec(
+                "UPDATE message SET visible_at = ?4, receipt = NULL, last_error = ?5
+                 WHERE seq = ?2 AND receipt = ?3 AND queue = ?1",
+                params![queue.as_str(), seq, receipt, at, reason],
             )
             .map_err(|e| backend(queue, e))?;
         if n == 0 {
@@ -262,7 +293,7 @@ impl Consumer for EmbeddedStore {
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let n: i64 = conn
             .row(
-                "SELECT COUNT(*) FROM queue WHERE queue = ?1",
+                "SELECT COUNT(*) FROM message WHERE queue = ?1",
                 params![queue.as_str()],
                 |r| r.get(0),
             )
@@ -277,12 +308,13 @@ impl Consumer for EmbeddedStore {
         code: &str,
         reason: &str,
     ) -> Result<(), QueueError> {
+        let seq = receipt_seq(queue, receipt)?;
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
         let seq: Option<i64> = tx
             .row(
-                "SELECT seq FROM queue WHERE queue = ?1 AND receipt = ?2",
-                params![queue.as_str(), receipt],
+                "SELECT seq FROM message WHERE seq = ?2 AND receipt = ?3 AND queue = ?1",
+                params![queue.as_str(), seq, receipt],
                 |r| r.get(0),
             )
             .optional()
@@ -334,7 +366,7 @@ impl DeadLetters for EmbeddedStore {
             // Back onto the queue as a new message (not deduplicated against its first send).
             let moved = tx
                 .execute(
-                    "INSERT INTO queue (queue, group_id, dedup_id, message_id, body)
+                    "INSERT INTO message (queue, group_id, dedup_id, message_id, body)
                      SELECT queue, group_id, dedup_id, message_id, body FROM dead_letter
                      WHERE queue = ?1 AND message_id = ?2",
                     params![queue.as_str(), id],

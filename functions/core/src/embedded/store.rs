@@ -35,44 +35,41 @@ impl IdempotencyStore for EmbeddedStore {
     ) -> Result<Claim, StoreError> {
         let now = now_ms();
         let conn = self.lock()?;
-        let tx = Tx::begin(&conn).map_err(StoreError::backend)?;
-        // One conditional put: insert unless a live record exists; return the old item.
-        let old: Option<(String, i64, i64, String)> = tx
+        // One conditional put: insert, or take over a record that expired or whose lock
+        // lapsed. Only when that writes nothing is the old record read, to say why.
+        let taken = conn
+            .exec(
+                "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
+                 VALUES (?1, 'in_progress', ?2, ?3, 'null')
+                 ON CONFLICT(key) DO UPDATE SET status = 'in_progress', locked_until = ?2,
+                     expires_at = ?3, outcome = 'null'
+                 WHERE expires_at <= ?4 OR (status = 'in_progress' AND locked_until <= ?4)",
+                params![key, now + dur_ms(lock_for), now + dur_ms(keep_for), now],
+            )
+            .map_err(StoreError::backend)?;
+        if taken == 1 {
+            return Ok(Claim::Fresh);
+        }
+        let (status, locked_until, expires_at, outcome): (String, i64, i64, String) = conn
             .row(
                 "SELECT status, locked_until, expires_at, outcome FROM idem WHERE key = ?1",
                 params![key],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
-            .optional()
             .map_err(StoreError::backend)?;
-        if let Some((status, locked_until, expires_at, outcome)) = old {
-            let live = expires_at > now;
-            if live && status == "completed" {
-                let outcome = serde_json::from_str(&outcome).map_err(|e| corrupt(key, e))?;
-                return Ok(Claim::Duplicate(IdemRecord {
-                    key: key.to_string(),
-                    status: IdemStatus::Completed,
-                    locked_until: ms_to_time(locked_until),
-                    expires_at: ms_to_time(expires_at),
-                    outcome,
-                }));
-            }
-            if live && status == "in_progress" && locked_until > now {
-                return Ok(Claim::InProgress {
-                    until: ms_to_time(locked_until),
-                });
-            }
+        if status == "completed" {
+            let outcome = serde_json::from_str(&outcome).map_err(|e| corrupt(key, e))?;
+            return Ok(Claim::Duplicate(IdemRecord {
+                key: key.to_string(),
+                status: IdemStatus::Completed,
+                locked_until: ms_to_time(locked_until),
+                expires_at: ms_to_time(expires_at),
+                outcome,
+            }));
         }
-        tx.exec(
-            "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
-             VALUES (?1, 'in_progress', ?2, ?3, 'null')
-             ON CONFLICT(key) DO UPDATE SET status = 'in_progress', locked_until = ?2,
-                 expires_at = ?3, outcome = 'null'",
-            params![key, now + dur_ms(lock_for), now + dur_ms(keep_for)],
-        )
-        .map_err(StoreError::backend)?;
-        tx.commit().map_err(StoreError::backend)?;
-        Ok(Claim::Fresh)
+        Ok(Claim::InProgress {
+            until: ms_to_time(locked_until),
+        })
     }
 
     async fn complete(
@@ -139,24 +136,36 @@ impl StateStore for EmbeddedStore {
             })
             .optional()
             .map_err(StoreError::backend)?;
-        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(&k, e)))
-            .transpose()
+        let Some(body) = body else { return Ok(None) };
+        let mut state: EntityState = serde_json::from_str(&body).map_err(|e| corrupt(&k, e))?;
+        state.stored_ids = state.ids.clone();
+        Ok(Some(state))
     }
 
     async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
         let k = state.key.to_string();
         let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
         let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
+        let new_ids: Vec<_> = state
+            .ids
+            .iter()
+            .filter(|(system, id)| state.stored_ids.get(system) != Some(id))
+            .collect();
         let conn = self.lock()?;
-        let tx = Tx::begin(&conn).map_err(StoreError::backend)?;
+        // A savepoint only when there is more than the one entity write to keep together.
+        let tx = if new_ids.is_empty() {
+            None
+        } else {
+            Some(Tx::begin(&conn).map_err(StoreError::backend)?)
+        };
         let changed = if version == 1 {
-            tx.exec(
+            conn.exec(
                 "INSERT INTO entity (key, entity_type, version, body) VALUES (?1, ?2, 1, ?3)
                  ON CONFLICT(key) DO NOTHING",
                 params![k, state.key.entity_type.as_str(), body],
             )
         } else {
-            tx.exec(
+            conn.exec(
                 "UPDATE entity SET version = ?2, body = ?3 WHERE key = ?1 AND version = ?4",
                 params![k, version, body, version - 1],
             )
@@ -165,16 +174,19 @@ impl StateStore for EmbeddedStore {
         if changed != 1 {
             return Err(StoreError::Conflict { key: k });
         }
-        for (system, id) in &state.ids {
+        for (system, id) in new_ids {
             let source = SourceRef::new(*system, state.key.entity_type, id.clone());
-            tx.exec(
+            conn.exec(
                 "INSERT INTO xref (source, entity_key) VALUES (?1, ?2)
                  ON CONFLICT(source) DO UPDATE SET entity_key = ?2",
                 params![source.group(), k],
             )
             .map_err(StoreError::backend)?;
         }
-        tx.commit().map_err(StoreError::backend)
+        match tx {
+            Some(tx) => tx.commit().map_err(StoreError::backend),
+            None => Ok(()),
+        }
     }
 
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {

@@ -17,9 +17,16 @@ pub async fn settle(
     batch: &[crate::ports::Delivery],
     dispositions: &[Disposition],
 ) -> Result<(), QueueError> {
+    let done: Vec<&str> = batch
+        .iter()
+        .zip(dispositions)
+        .filter(|(_, disp)| matches!(disp, Disposition::Done))
+        .map(|(d, _)| d.receipt.as_str())
+        .collect();
+    consumer.ack_all(queue, &done).await?;
     for (d, disp) in batch.iter().zip(dispositions) {
         match disp {
-            Disposition::Done => consumer.ack(queue, &d.receipt).await?,
+            Disposition::Done => {}
             Disposition::Retry { delay, reason } => {
                 consumer.retry(queue, &d.receipt, *delay, reason).await?
             }
