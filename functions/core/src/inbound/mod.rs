@@ -201,19 +201,25 @@ impl WebhookError {
 /// True if brackets nest deeper than `max` (a scan of the raw bytes, before any parse:
 /// deep input is refused without allocating anything for it).
 pub fn nests_deeper_than(body: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            // Strings are skipped whole: the next quote that is not escaped ends one
+            // (memchr finds the candidates; most of a payload is string bytes).
+            b'"' => {
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &body[i.min(body.len())..]) {
+                        None => return false,
+                        Some(n) if body[i + n] == b'\\' => i += n + 2,
+                        Some(n) => {
+                            i += n;
+                            break;
+                        }
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -223,6 +229,7 @@ pub fn nests_deeper_than(body: &[u8], max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -311,6 +318,60 @@ mod tests {
         assert!(nests_deeper_than(b"[[[1]]]", 2));
         assert!(!nests_deeper_than(b"[[[1]]]", 3));
         assert!(!nests_deeper_than(br#"{"a": "[[[[[[", "b": "\"[[["}"#, 1));
+        // An escaped backslash ends before the quote; the bracket after it counts.
+        assert!(nests_deeper_than(br#"{"a": "x\\", "b": [[1]]}"#, 2));
+        assert!(!nests_deeper_than(br#"{"a": "x\\\"[[[", "b": 1}"#, 1));
+        // Unterminated strings and a trailing backslash end the scan without a panic.
+        assert!(!nests_deeper_than(br#"{"a": "[[[["#, 1));
+        assert!(!nests_deeper_than(b"{\"a\\", 1));
+    }
+
+    /// The byte-at-a-time scan the memchr one replaced, as the reference.
+    fn reference_depth(body: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in body {
+            if in_string {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_fast_depth_scan_agrees_with_the_reference_on_every_prefix() {
+        let samples: [&[u8]; 3] = [
+            include_bytes!("../../../../tests/fixtures/dataverse_account_update.json"),
+            include_bytes!("../../../../tests/fixtures/bc_webhook_notification.json"),
+            br#"{"a":"\\\"[","b":[{"c":"]\\"},[[["x\\\\"]]]]}"#,
+        ];
+        for body in samples {
+            for end in 0..=body.len() {
+                for max in [1, 2, 3, 5, 64] {
+                    assert_eq!(
+                        nests_deeper_than(&body[..end], max),
+                        reference_depth(&body[..end], max),
+                        "prefix of {end} bytes, max {max}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
