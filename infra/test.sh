@@ -14,8 +14,23 @@ fi
 AWS_DEFAULT_REGION=us-east-1 cfn-lint template.yaml
 echo "template.yaml: cfn-lint clean"
 
+# moto server: DynamoDB and SQS on loopback for the AWS-adapter tests (dummy credentials;
+# nothing but 127.0.0.1 is ever targeted). Started here, stopped when the script exits.
+if ! python3 -c 'import moto, flask' >/dev/null 2>&1 || ! command -v moto_server >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
+fi
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto_pid=$!
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'kill "$moto_pid" 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+export P2C_MOTO_ENDPOINT="http://127.0.0.1:$port"
+echo "moto server on $P2C_MOTO_ENDPOINT"
+
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).

@@ -7,6 +7,7 @@ mod crash;
 mod demo_story;
 mod flows;
 mod guarantees;
+mod moto;
 mod payloads;
 mod rules_cases;
 mod store_contract;

@@ -1,5 +1,6 @@
-//! The store and queue contracts, on the embedded adapters. (The DynamoDB and SQS
-//! adapters will run this same suite against moto.)
+//! The store and queue contracts. The store contracts run on the embedded adapter and on
+//! the DynamoDB adapter against moto, proving they behave the same; the queue contracts run
+//! on the embedded queue (the SQS adapter is next).
 
 use chrono::Utc;
 use p2c_core::domain::{EntityKey, System};
@@ -22,9 +23,25 @@ fn msg(group: &str, dedup: &str) -> OutMessage {
     }
 }
 
-#[tokio::test]
-async fn a_claim_is_fresh_then_in_progress_then_a_duplicate_once_completed() {
-    let s = EmbeddedStore::in_memory().expect("store");
+/// Runs a store contract on both adapters.
+macro_rules! on_both_stores {
+    ($contract:ident: $embedded:ident, $dynamo:ident) => {
+        #[tokio::test]
+        async fn $embedded() {
+            $contract(&EmbeddedStore::in_memory().expect("store")).await;
+        }
+
+        #[tokio::test]
+        async fn $dynamo() {
+            $contract(&crate::moto::dynamo().await).await;
+        }
+    };
+}
+
+on_both_stores!(claim_then_duplicate: claim_then_duplicate_embedded, claim_then_duplicate_dynamodb);
+
+/// A claim is fresh, then in progress, then a duplicate once completed.
+async fn claim_then_duplicate<S: IdempotencyStore>(s: &S) {
     assert_eq!(s.claim("k", LONG, LONG).await.expect("claim"), Claim::Fresh);
     assert!(matches!(
         s.claim("k", LONG, LONG).await.expect("claim"),
@@ -39,9 +56,10 @@ async fn a_claim_is_fresh_then_in_progress_then_a_duplicate_once_completed() {
     }
 }
 
-#[tokio::test]
-async fn expiry_is_checked_on_read_and_lapsed_locks_can_be_taken_over() {
-    let s = EmbeddedStore::in_memory().expect("store");
+on_both_stores!(expiry_on_read: expiry_on_read_embedded, expiry_on_read_dynamodb);
+
+/// Expiry is checked on read (TTL is housekeeping only) and lapsed locks can be taken over.
+async fn expiry_on_read<S: IdempotencyStore>(s: &S) {
     s.complete("expired", &json!(1), Duration::from_millis(1))
         .await
         .expect("complete");
@@ -65,11 +83,23 @@ async fn expiry_is_checked_on_read_and_lapsed_locks_can_be_taken_over() {
         Claim::Fresh,
         "a released claim is free"
     );
+    s.complete("locked", &json!("done"), LONG)
+        .await
+        .expect("complete");
+    s.release("locked")
+        .await
+        .expect("release of a completed key");
+    assert!(
+        s.peek("locked").await.expect("peek").is_some(),
+        "release never drops a completed record"
+    );
+    assert!(s.peek("expired").await.expect("peek").is_none());
 }
 
-#[tokio::test]
-async fn two_writers_of_the_same_version_cannot_both_win() {
-    let s = EmbeddedStore::in_memory().expect("store");
+on_both_stores!(optimistic_locking: optimistic_locking_embedded, optimistic_locking_dynamodb);
+
+/// Two writers of the same version cannot both win; cross-references follow the winner.
+async fn optimistic_locking<S: StateStore>(s: &S) {
     let key: EntityKey = "account:A".parse().expect("key");
     let mut first = EntityState::new(key.clone());
     first.version = 1;
@@ -101,9 +131,37 @@ async fn two_writers_of_the_same_version_cannot_both_win() {
     assert_eq!(found, Some(key));
 }
 
-#[tokio::test]
-async fn fifo_groups_deliver_in_order_and_a_message_in_flight_holds_its_group() {
-    let s = EmbeddedStore::in_memory().expect("store");
+/// What a queue adapter offers.
+trait Queues: Publisher + Consumer + DeadLetters + p2c_core::ports::DeadLetterSink {}
+impl<T: Publisher + Consumer + DeadLetters + p2c_core::ports::DeadLetterSink> Queues for T {}
+
+/// Runs a queue contract on both adapters (receive limit 2).
+macro_rules! on_both_queues {
+    ($contract:ident: $embedded:ident, $sqs:ident) => {
+        #[tokio::test]
+        async fn $embedded() {
+            let q = EmbeddedStore::in_memory()
+                .expect("store")
+                .with_queue_settings(QueueSettings {
+                    max_receives: 2,
+                    dedup_window: Duration::from_secs(300),
+                });
+            $contract(&q, true).await;
+        }
+
+        #[tokio::test]
+        async fn $sqs() {
+            let q = crate::moto::sqs(2).await;
+            $contract(&q, false).await;
+        }
+    };
+}
+
+on_both_queues!(fifo_order: fifo_order_embedded, fifo_order_sqs);
+
+/// FIFO groups deliver in order and a message in flight holds its group; a retried
+/// message comes first again with its receive count up.
+async fn fifo_order<Q: Queues>(s: &Q, _: bool) {
     s.send(
         QueueName::Inbound,
         &[msg("a", "1"), msg("b", "4"), msg("a", "2"), msg("a", "3")],
@@ -142,8 +200,120 @@ async fn fifo_groups_deliver_in_order_and_a_message_in_flight_holds_its_group() 
         "the failed message comes first again"
     );
     assert_eq!(again[0].receive_count, 2);
+    let receipts: Vec<_> = again.iter().map(|d| d.receipt.as_str()).collect();
+    s.ack_all(QueueName::Inbound, &receipts).await.expect("ack");
+    let b = s
+        .receive(QueueName::Inbound, 10, Duration::from_secs(60))
+        .await
+        .expect("receive");
+    assert_eq!(b.len(), 0, "b:4 is still in flight");
+    assert_eq!(s.depth(QueueName::Inbound).await.expect("depth"), 1);
 }
 
+on_both_queues!(dedup_window: dedup_window_embedded, dedup_window_sqs);
+
+/// A second send with the same deduplication id inside the window is dropped; batches
+/// larger than one request are split and all sent; acknowledgements go in batches too.
+async fn dedup_window<Q: Queues>(s: &Q, _: bool) {
+    s.send(QueueName::ToErp, &[msg("g", "same"), msg("g", "same")])
+        .await
+        .expect("send");
+    s.send(QueueName::ToErp, &[msg("g", "same")])
+        .await
+        .expect("send");
+    let many: Vec<_> = (0..23)
+        .map(|i| msg(&format!("m{i}"), &format!("d{i}")))
+        .collect();
+    s.send(QueueName::ToErp, &many).await.expect("send 23");
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let batch = s
+            .receive(QueueName::ToErp, 10, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 10);
+        let receipts: Vec<_> = batch.iter().map(|d| d.receipt.as_str()).collect();
+        s.ack_all(QueueName::ToErp, &receipts).await.expect("ack");
+        got.extend(batch.into_iter().map(|d| d.body));
+    }
+    got.sort();
+    assert_eq!(got.len(), 24, "one `same` and 23 others: {got:?}");
+    assert_eq!(got.iter().filter(|b| *b == "g:same").count(), 1);
+    assert_eq!(s.depth(QueueName::ToErp).await.expect("depth"), 0);
+}
+
+on_both_queues!(dead_letters: dead_letters_embedded, dead_letters_sqs);
+
+/// A message goes to the dead-letter queue after the receive limit, or at once with a
+/// code and reason; both are listed and can be replayed by id.
+async fn dead_letters<Q: Queues>(s: &Q, keeps_last_error: bool) {
+    s.send(QueueName::ToCrm, &[msg("g", "m"), msg("h", "n")])
+        .await
+        .expect("send");
+    for _ in 0..2 {
+        let d = s
+            .receive(QueueName::ToCrm, 10, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        let m = d.iter().find(|d| d.body == "g:m").expect("g:m received");
+        s.retry(QueueName::ToCrm, &m.receipt, Duration::ZERO, "target down")
+            .await
+            .expect("retry");
+        if let Some(n) = d.iter().find(|d| d.body == "h:n") {
+            s.dead_letter(
+                QueueName::ToCrm,
+                n,
+                "target_rejected",
+                "400: no such customer",
+            )
+            .await
+            .expect("dead letter");
+        }
+    }
+    assert!(s
+        .receive(QueueName::ToCrm, 10, Duration::from_secs(60))
+        .await
+        .expect("receive")
+        .is_empty());
+    let mut dead = s.list(QueueName::ToCrm).await.expect("list");
+    dead.sort_by(|a, b| a.body.cmp(&b.body));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].body, "g:m");
+    assert_eq!(dead[0].code, "max_receives_exceeded");
+    if keeps_last_error {
+        assert_eq!(dead[0].reason, "target down");
+    }
+    assert_eq!(
+        (
+            dead[1].body.as_str(),
+            dead[1].code.as_str(),
+            dead[1].reason.as_str()
+        ),
+        ("h:n", "target_rejected", "400: no such customer")
+    );
+    assert_eq!(dead[1].group, "h");
+    assert_eq!(
+        s.list(QueueName::ToCrm).await.expect("list again").len(),
+        2,
+        "listing leaves them there"
+    );
+    let ids: Vec<_> = dead.iter().map(|d| d.message_id.clone()).collect();
+    assert_eq!(s.replay(QueueName::ToCrm, &ids).await.expect("replay"), 2);
+    let back = s
+        .receive(QueueName::ToCrm, 10, Duration::from_secs(60))
+        .await
+        .expect("receive");
+    let mut bodies: Vec<_> = back.iter().map(|d| d.body.as_str()).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["g:m", "h:n"]);
+    assert!(s.list(QueueName::ToCrm).await.expect("list").is_empty());
+}
+
+/// The embedded queue's window is configurable, so its end can be tested too (SQS's is
+/// five minutes).
 #[tokio::test]
 async fn a_second_send_with_the_same_dedup_id_is_dropped_within_the_window_only() {
     let s = EmbeddedStore::in_memory()
@@ -164,56 +334,6 @@ async fn a_second_send_with_the_same_dedup_id_is_dropped_within_the_window_only(
         .await
         .expect("send");
     assert_eq!(s.depth(QueueName::ToErp).await.expect("depth"), 2);
-}
-
-#[tokio::test]
-async fn a_message_moves_to_the_dead_letter_queue_after_max_receives_and_can_be_replayed() {
-    let s = EmbeddedStore::in_memory()
-        .expect("store")
-        .with_queue_settings(QueueSettings {
-            max_receives: 2,
-            dedup_window: LONG,
-        });
-    s.send(QueueName::ToCrm, &[msg("g", "m")])
-        .await
-        .expect("send");
-    for _ in 0..2 {
-        let d = s
-            .receive(QueueName::ToCrm, 10, Duration::from_secs(60))
-            .await
-            .expect("receive");
-        s.retry(
-            QueueName::ToCrm,
-            &d[0].receipt,
-            Duration::ZERO,
-            "target down",
-        )
-        .await
-        .expect("retry");
-    }
-    assert!(s
-        .receive(QueueName::ToCrm, 10, Duration::from_secs(60))
-        .await
-        .expect("receive")
-        .is_empty());
-    let dead = s.list(QueueName::ToCrm).await.expect("list");
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].code, "max_receives_exceeded");
-    assert_eq!(dead[0].reason, "target down");
-    assert_eq!(
-        s.replay(QueueName::ToCrm, &[dead[0].message_id.clone()])
-            .await
-            .expect("replay"),
-        1
-    );
-    assert_eq!(
-        s.receive(QueueName::ToCrm, 10, Duration::from_secs(60))
-            .await
-            .expect("receive")
-            .len(),
-        1
-    );
-    assert!(s.list(QueueName::ToCrm).await.expect("list").is_empty());
 }
 
 #[tokio::test]
@@ -250,4 +370,101 @@ async fn state_and_queued_messages_survive_a_restart() {
         s.claim("idem", LONG, LONG).await.expect("claim"),
         Claim::Duplicate(_)
     ));
+}
+
+on_both_stores!(parking: parking_embedded, parking_dynamodb);
+
+fn parked(id: &str, dependency: &str) -> p2c_core::ports::ParkedEvent {
+    let event = serde_json::from_value(json!({
+        "event_id": id, "operation": "update", "received_at": "2026-11-22T10:00:00Z",
+        "source": { "system": "dataverse", "entity_type": "order", "id": id },
+        "version": { "sequence": [1, 0], "modified_ms": 1 },
+    }))
+    .expect("event");
+    p2c_core::ports::ParkedEvent {
+        id: id.into(),
+        dependency: dependency.into(),
+        event,
+        parked_at: Utc::now(),
+    }
+}
+
+/// Parked events wait in arrival order, parking twice keeps one, unparking removes one.
+async fn parking<S: p2c_core::ports::ParkingStore>(s: &S) {
+    for id in ["o-1", "o-2", "o-1"] {
+        s.park(&parked(id, "account:A")).await.expect("park");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    s.park(&parked("o-9", "account:B")).await.expect("park");
+    let ids =
+        |v: Vec<p2c_core::ports::ParkedEvent>| v.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.waiting("account:A").await.expect("waiting")),
+        ["o-1", "o-2"]
+    );
+    assert_eq!(ids(s.all_parked().await.expect("all")).len(), 3);
+    s.unpark("account:A", "o-1").await.expect("unpark");
+    assert_eq!(ids(s.waiting("account:A").await.expect("waiting")), ["o-2"]);
+    assert!(s.waiting("account:C").await.expect("waiting").is_empty());
+}
+
+on_both_stores!(audit_trail: audit_trail_embedded, audit_trail_dynamodb);
+
+/// The trail keeps every entry of a subject in order, even several in one millisecond.
+async fn audit_trail<S: p2c_core::ports::AuditLog>(s: &S) {
+    let at = Utc::now();
+    for (i, step) in ["ingest", "sync", "deliver", "sync"].iter().enumerate() {
+        s.append(&p2c_core::ports::AuditEntry {
+            at,
+            subject: "account:A".into(),
+            step: step.to_string(),
+            outcome: format!("outcome {i}"),
+            detail: String::new(),
+            event_id: None,
+            rules_version: Some("r-1".into()),
+        })
+        .await
+        .expect("append");
+    }
+    let trail = s.trail("account:A").await.expect("trail");
+    let outcomes: Vec<_> = trail.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["outcome 0", "outcome 1", "outcome 2", "outcome 3"]
+    );
+    assert!(s.trail("account:B").await.expect("trail").is_empty());
+}
+
+on_both_stores!(figures: figures_embedded, figures_dynamodb);
+
+/// Open orders sum exactly (decimal, never float); rebate figures round-trip exactly.
+async fn figures<S: p2c_core::ports::FiguresStore>(s: &S) {
+    use rust_decimal::Decimal;
+    let d = |x: &str| x.parse::<Decimal>().expect("decimal");
+    s.set_open_order("A", "O-1", d("100.10"))
+        .await
+        .expect("set");
+    s.set_open_order("A", "O-2", d("0.20")).await.expect("set");
+    s.set_open_order("A", "O-2", d("200.20"))
+        .await
+        .expect("replace");
+    s.set_open_order("B", "O-3", d("5")).await.expect("set");
+    assert_eq!(s.open_orders("A", "").await.expect("sum"), d("300.30"));
+    assert_eq!(s.open_orders("A", "O-1").await.expect("sum"), d("200.20"));
+    s.clear_open_order("A", "O-2").await.expect("clear");
+    assert_eq!(s.open_orders("A", "").await.expect("sum"), d("100.10"));
+
+    assert_eq!(
+        s.rebate("A", "2026").await.expect("rebate"),
+        p2c_core::ports::RebateFigures::default()
+    );
+    let mut f = p2c_core::ports::RebateFigures {
+        volume: d("12345678901234567.89"),
+        accrued: d("0.01"),
+        tier: Some("Silver".into()),
+        ..Default::default()
+    };
+    f.results.insert("INV-1".into(), json!({"accrual": "0.01"}));
+    s.save_rebate("A", "2026", &f).await.expect("save");
+    assert_eq!(s.rebate("A", "2026").await.expect("rebate"), f);
 }

@@ -6,6 +6,8 @@
 //! sync and deliver steps as plain async functions.
 
 pub mod app;
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod command;
 pub mod connectors;
 pub mod demo;

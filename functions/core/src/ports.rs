@@ -235,7 +235,7 @@ pub trait FiguresStore: Send + Sync {
 // ---------------------------------------------------------------- queues
 
 /// The pipeline's queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum QueueName {
     Inbound,
@@ -351,11 +351,12 @@ pub trait Consumer: Send + Sync {
     ) -> Result<(), QueueError>;
     /// Messages on the queue, visible or not (in flight, or delayed for a retry).
     async fn depth(&self, queue: QueueName) -> Result<usize, QueueError>;
-    /// Moves a message to the dead-letter queue at once (a permanent failure).
+    /// Moves a received message to the dead-letter queue at once (a permanent failure),
+    /// with the error code and reason `p2c dlq list` shows.
     async fn dead_letter(
         &self,
         queue: QueueName,
-        receipt: &str,
+        message: &Delivery,
         code: &str,
         reason: &str,
     ) -> Result<(), QueueError>;

@@ -304,10 +304,11 @@ impl Consumer for EmbeddedStore {
     async fn dead_letter(
         &self,
         queue: QueueName,
-        receipt: &str,
+        message: &Delivery,
         code: &str,
         reason: &str,
     ) -> Result<(), QueueError> {
+        let receipt = message.receipt.as_str();
         let seq = receipt_seq(queue, receipt)?;
         let conn = self.lock().map_err(|e| backend(queue, e))?;
         let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;

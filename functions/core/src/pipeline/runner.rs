@@ -31,9 +31,7 @@ pub async fn settle(
                 consumer.retry(queue, &d.receipt, *delay, reason).await?
             }
             Disposition::DeadLetter { code, reason } => {
-                consumer
-                    .dead_letter(queue, &d.receipt, code, reason)
-                    .await?
+                consumer.dead_letter(queue, d, code, reason).await?
             }
         }
     }

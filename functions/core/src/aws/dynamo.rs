@@ -1,0 +1,700 @@
+//! Every store port on one DynamoDB table: partition key `pk`, sort key `sk` (strings),
+//! TTL attribute `ttl` (epoch seconds, housekeeping only: expiry is checked on read).
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | idempotency record | `idem#<key>` | `idem` |
+//! | entity state | `entity#<type:key>` | `state` |
+//! | cross-reference | `xref#<system/type/id>` | `xref` |
+//! | parked event | `parked#<dependency>` | `<event id>` |
+//! | audit entry | `audit#<subject>` | `<ms, 13 digits>#<counter, 12 digits>#<token>` |
+//! | open order | `open#<account>` | `<order number>` |
+//! | rebate figures | `rebate#<account>` | `<period>` |
+//!
+//! Money is stored as decimal strings, never as DynamoDB numbers.
+
+use super::{describe, Counters};
+use crate::domain::{EntityKey, SourceRef};
+use crate::error::StoreError;
+use crate::ports::{
+    AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
+    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, StateStore,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem,
+};
+use aws_sdk_dynamodb::Client;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// How long audit entries are kept (the TTL set on them).
+const AUDIT_KEEP: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// The DynamoDB store. Cheap to clone; clones share the client and the counters.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    counters: Arc<Counters>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn corrupt(key: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn backend<E: std::error::Error>(op: &str, e: &E) -> StoreError {
+    StoreError::Backend {
+        message: format!("DynamoDB {op}: {}", describe(e)),
+        source: None,
+    }
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Write units of one item: 1 per started KB of attribute names and values.
+fn units(item: &Item) -> u64 {
+    let bytes: usize = item
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(x) | AttributeValue::N(x) => x.len(),
+                    _ => 8,
+                }
+        })
+        .sum();
+    (bytes as u64).div_ceil(1024).max(1)
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// The requests and write units this store has made.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table with its key schema and TTL, as `template.yaml` declares it (for
+    /// tests and the demo against moto; in AWS the stack creates it).
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| backend("CreateTable", &e))
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(|e| backend("CreateTable", &e))
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| backend("CreateTable", &e))?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("ttl")
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| backend("UpdateTimeToLive", &e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| backend("UpdateTimeToLive", &e))?;
+        Ok(())
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        self.counters.request("GetItem");
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", &e))?;
+        Ok(out.item)
+    }
+
+    async fn put(&self, item: Item) -> Result<(), StoreError> {
+        self.counters.request("PutItem");
+        self.counters.write_units(units(&item));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, pk: String, sk: &str) -> Result<(), StoreError> {
+        self.counters.request("DeleteItem");
+        self.counters.write_units(1);
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .send()
+            .await
+            .map_err(|e| backend("DeleteItem", &e))?;
+        Ok(())
+    }
+
+    /// Every item of a partition, in sort-key order (all pages).
+    async fn query(&self, pk: String) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.counters.request("Query");
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", &e))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+fn idem_record(key: &str, item: &Item) -> Result<Option<IdemRecord>, StoreError> {
+    let status = match get_s(item, "status") {
+        Some("completed") => IdemStatus::Completed,
+        Some("in_progress") => IdemStatus::InProgress,
+        other => return Err(corrupt(key, format!("unknown status {other:?}"))),
+    };
+    let outcome = serde_json::from_str(get_s(item, "outcome").unwrap_or("null"))
+        .map_err(|e| corrupt(key, e))?;
+    Ok(Some(IdemRecord {
+        key: key.to_string(),
+        status,
+        locked_until: ms_to_time(get_n(item, "locked_until").unwrap_or(0)),
+        expires_at: ms_to_time(get_n(item, "expires_at").unwrap_or(0)),
+        outcome,
+    }))
+}
+
+#[async_trait]
+impl IdempotencyStore for DynamoStore {
+    async fn claim(
+        &self,
+        key: &str,
+        lock_for: Duration,
+        keep_for: Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = now_ms();
+        let expires = now + dur_ms(keep_for);
+        let item = HashMap::from([
+            ("pk".to_string(), s(format!("idem#{key}"))),
+            ("sk".to_string(), s("idem")),
+            ("status".to_string(), s("in_progress")),
+            ("locked_until".to_string(), n(now + dur_ms(lock_for))),
+            ("expires_at".to_string(), n(expires)),
+            ("outcome".to_string(), s("null")),
+            ("ttl".to_string(), n(expires / 1000 + 1)),
+        ]);
+        self.counters.request("PutItem");
+        self.counters.write_units(units(&item));
+        // One conditional put: insert, or take over an expired record or a lapsed lock.
+        // On failure DynamoDB returns the record that won, so no second read is needed.
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(
+                "attribute_not_exists(pk) OR expires_at <= :now \
+                 OR (#status = :in_progress AND locked_until <= :now)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(Claim::Fresh),
+            Err(e) => e.into_service_error(),
+        };
+        if !err.is_conditional_check_failed_exception() {
+            return Err(backend("PutItem", &err));
+        }
+        let old = match &err {
+            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
+                c,
+            ) => c.item().cloned(),
+            _ => None,
+        };
+        let old = match old {
+            Some(item) => item,
+            // Older emulators do not return the item: read it.
+            None => match self.get(format!("idem#{key}"), "idem").await? {
+                Some(item) => item,
+                None => {
+                    return Err(StoreError::Conflict {
+                        key: key.to_string(),
+                    })
+                }
+            },
+        };
+        match idem_record(key, &old)? {
+            Some(rec) if rec.status == IdemStatus::Completed => Ok(Claim::Duplicate(rec)),
+            Some(rec) => Ok(Claim::InProgress {
+                until: rec.locked_until,
+            }),
+            None => Err(StoreError::Conflict {
+                key: key.to_string(),
+            }),
+        }
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: &serde_json::Value,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let expires = now + dur_ms(keep_for);
+        self.put(HashMap::from([
+            ("pk".to_string(), s(format!("idem#{key}"))),
+            ("sk".to_string(), s("idem")),
+            ("status".to_string(), s("completed")),
+            ("locked_until".to_string(), n(now)),
+            ("expires_at".to_string(), n(expires)),
+            ("outcome".to_string(), s(outcome.to_string())),
+            ("ttl".to_string(), n(expires / 1000 + 1)),
+        ]))
+        .await
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        self.counters.request("DeleteItem");
+        self.counters.write_units(1);
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of_idem(key)))
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(()) // completed meanwhile, or already gone: nothing to release
+                } else {
+                    Err(backend("DeleteItem", &e))
+                }
+            }
+        }
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+        let Some(item) = self.get(format!("idem#{key}"), "idem").await? else {
+            return Ok(None);
+        };
+        Ok(idem_record(key, &item)?
+            .filter(|r| r.status == IdemStatus::Completed && r.expires_at > chrono::Utc::now()))
+    }
+}
+
+fn key_of_idem(k: &str) -> Item {
+    key(format!("idem#{k}"), "idem")
+}
+
+#[async_trait]
+impl StateStore for DynamoStore {
+    async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+        let k = key.to_string();
+        let Some(item) = self.get(format!("entity#{k}"), "state").await? else {
+            return Ok(None);
+        };
+        let body = get_s(&item, "body").ok_or_else(|| corrupt(&k, "no body"))?;
+        let mut state: EntityState = serde_json::from_str(body).map_err(|e| corrupt(&k, e))?;
+        state.stored_ids = state.ids.clone();
+        Ok(Some(state))
+    }
+
+    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
+        let k = state.key.to_string();
+        let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
+        let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
+        let item = HashMap::from([
+            ("pk".to_string(), s(format!("entity#{k}"))),
+            ("sk".to_string(), s("state")),
+            ("entity_type".to_string(), s(state.key.entity_type.as_str())),
+            ("version".to_string(), n(version)),
+            ("body".to_string(), s(body)),
+        ]);
+        let (condition, prev) = if version == 1 {
+            ("attribute_not_exists(pk)", None)
+        } else {
+            ("version = :prev", Some(n(version - 1)))
+        };
+        let new_ids: Vec<_> = state
+            .ids
+            .iter()
+            .filter(|(system, id)| state.stored_ids.get(system) != Some(id))
+            .collect();
+
+        if new_ids.is_empty() {
+            // The common case: one conditional put.
+            self.counters.request("PutItem");
+            self.counters.write_units(units(&item));
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .set_expression_attribute_values(
+                    prev.map(|p| HashMap::from([(":prev".to_string(), p)])),
+                )
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let e = e.into_service_error();
+                    if e.is_conditional_check_failed_exception() {
+                        Err(StoreError::Conflict { key: k })
+                    } else {
+                        Err(backend("PutItem", &e))
+                    }
+                }
+            };
+        }
+
+        // New ids: the state and its cross-references in one transaction.
+        let mut writes = vec![(item, Some((condition, prev)))];
+        for (system, id) in new_ids {
+            let source = SourceRef::new(*system, state.key.entity_type, id.clone());
+            writes.push((
+                HashMap::from([
+                    ("pk".to_string(), s(format!("xref#{}", source.group()))),
+                    ("sk".to_string(), s("xref")),
+                    ("entity_key".to_string(), s(k.clone())),
+                ]),
+                None,
+            ));
+        }
+        let mut req = self.client.transact_write_items();
+        for (item, cond) in writes {
+            self.counters.write_units(2 * units(&item));
+            let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+            if let Some((condition, prev)) = cond {
+                put = put
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(
+                        prev.map(|p| HashMap::from([(":prev".to_string(), p)])),
+                    );
+            }
+            let put = put.build().map_err(|e| backend("TransactWriteItems", &e))?;
+            req = req.transact_items(TransactWriteItem::builder().put(put).build());
+        }
+        self.counters.request("TransactWriteItems");
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                let lost = match &e {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                        c.cancellation_reasons()
+                            .first()
+                            .and_then(|r| r.code())
+                            == Some("ConditionalCheckFailed")
+                    }
+                    _ => false,
+                };
+                if lost {
+                    Err(StoreError::Conflict { key: k })
+                } else {
+                    Err(backend("TransactWriteItems", &e))
+                }
+            }
+        }
+    }
+
+    async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
+        let group = source.group();
+        let Some(item) = self.get(format!("xref#{group}"), "xref").await? else {
+            return Ok(None);
+        };
+        let k = get_s(&item, "entity_key").ok_or_else(|| corrupt(&group, "no entity key"))?;
+        EntityKey::from_str(k)
+            .map(Some)
+            .map_err(|e| corrupt(&group, e))
+    }
+}
+
+/// A sort-key suffix: ordered within this process (a counter), unique across concurrent
+/// function instances (a hash of the entry, the clock and the process).
+fn unique_suffix(seed: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let c = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap_or_default()
+        .to_string();
+    let token = crate::json::hash_parts(&[
+        seed,
+        &c.to_string(),
+        &nanos,
+        &std::process::id().to_string(),
+    ]);
+    format!("{c:012}#{}", &token[..8])
+}
+
+#[async_trait]
+impl ParkingStore for DynamoStore {
+    async fn park(&self, parked: &ParkedEvent) -> Result<(), StoreError> {
+        let body = serde_json::to_string(parked).map_err(|e| corrupt(&parked.id, e))?;
+        let item = HashMap::from([
+            ("pk".to_string(), s(format!("parked#{}", parked.dependency))),
+            ("sk".to_string(), s(parked.id.clone())),
+            ("seq".to_string(), n(now_ms())),
+            ("body".to_string(), s(body)),
+        ]);
+        self.counters.request("PutItem");
+        self.counters.write_units(units(&item));
+        // Parking the same event twice keeps the first (and its place in the line).
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(())
+                } else {
+                    Err(backend("PutItem", &e))
+                }
+            }
+        }
+    }
+
+    async fn waiting(&self, dependency: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        let mut items = self.query(format!("parked#{dependency}")).await?;
+        items.sort_by_key(|i| get_n(i, "seq").unwrap_or(0));
+        items
+            .iter()
+            .map(|i| {
+                serde_json::from_str(get_s(i, "body").unwrap_or(""))
+                    .map_err(|e| corrupt(dependency, e))
+            })
+            .collect()
+    }
+
+    async fn unpark(&self, dependency: &str, id: &str) -> Result<(), StoreError> {
+        self.delete(format!("parked#{dependency}"), id).await
+    }
+
+    async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
+        // Tooling only: a filtered scan of the table.
+        let mut out: Vec<(i64, ParkedEvent)> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.counters.request("Scan");
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :prefix)")
+                .expression_attribute_values(":prefix", s("parked#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Scan", &e))?;
+            for i in page.items.unwrap_or_default() {
+                let ev = serde_json::from_str(get_s(&i, "body").unwrap_or(""))
+                    .map_err(|e| corrupt("parked", e))?;
+                out.push((get_n(&i, "seq").unwrap_or(0), ev));
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by_key(|(seq, _)| *seq);
+        Ok(out.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+#[async_trait]
+impl AuditLog for DynamoStore {
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let body = serde_json::to_string(entry).map_err(|e| corrupt(&entry.subject, e))?;
+        let ms = entry.at.timestamp_millis();
+        let sk = format!("{ms:013}#{}", unique_suffix(&body));
+        let expires = (now_ms() + dur_ms(AUDIT_KEEP)) / 1000;
+        self.put(HashMap::from([
+            ("pk".to_string(), s(format!("audit#{}", entry.subject))),
+            ("sk".to_string(), s(sk)),
+            ("body".to_string(), s(body)),
+            ("ttl".to_string(), n(expires)),
+        ]))
+        .await
+    }
+
+    async fn trail(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        self.query(format!("audit#{subject}"))
+            .await?
+            .iter()
+            .map(|i| {
+                serde_json::from_str(get_s(i, "body").unwrap_or(""))
+                    .map_err(|e| corrupt(subject, e))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl FiguresStore for DynamoStore {
+    async fn set_open_order(
+        &self,
+        account: &str,
+        order: &str,
+        amount: Decimal,
+    ) -> Result<(), StoreError> {
+        self.put(HashMap::from([
+            ("pk".to_string(), s(format!("open#{account}"))),
+            ("sk".to_string(), s(order)),
+            ("amount".to_string(), s(amount.to_string())),
+        ]))
+        .await
+    }
+
+    async fn clear_open_order(&self, account: &str, order: &str) -> Result<(), StoreError> {
+        self.delete(format!("open#{account}"), order).await
+    }
+
+    async fn open_orders(&self, account: &str, except: &str) -> Result<Decimal, StoreError> {
+        let mut sum = Decimal::ZERO;
+        for i in self.query(format!("open#{account}")).await? {
+            if get_s(&i, "sk") == Some(except) {
+                continue;
+            }
+            let a = get_s(&i, "amount").unwrap_or("");
+            sum += Decimal::from_str(a).map_err(|e| corrupt(account, e))?;
+        }
+        Ok(sum)
+    }
+
+    async fn rebate(&self, account: &str, period: &str) -> Result<RebateFigures, StoreError> {
+        match self.get(format!("rebate#{account}"), period).await? {
+            Some(i) => serde_json::from_str(get_s(&i, "body").unwrap_or(""))
+                .map_err(|e| corrupt(account, e)),
+            None => Ok(RebateFigures::default()),
+        }
+    }
+
+    async fn save_rebate(
+        &self,
+        account: &str,
+        period: &str,
+        figures: &RebateFigures,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(figures).map_err(|e| corrupt(account, e))?;
+        self.put(HashMap::from([
+            ("pk".to_string(), s(format!("rebate#{account}"))),
+            ("sk".to_string(), s(period)),
+            ("body".to_string(), s(body)),
+        ]))
+        .await
+    }
+}

@@ -1,0 +1,72 @@
+//! The production adapters: DynamoDB for every store port, SQS FIFO for the queues.
+//!
+//! Both count the requests they make ([`Counters`]), so the cost per event can be
+//! measured rather than guessed.
+
+pub mod dynamo;
+pub mod sqs;
+
+pub use dynamo::DynamoStore;
+pub use sqs::{QueueUrls, SqsQueues};
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Requests made, per operation (`PutItem`, `SendMessageBatch`, …), and DynamoDB write
+/// units (1 per KB per item written, twice that inside a transaction).
+#[derive(Debug, Default)]
+pub struct Counters {
+    requests: Mutex<BTreeMap<&'static str, u64>>,
+    write_units: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn request(&self, op: &'static str) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry(op).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn write_units(&self, units: u64) {
+        self.write_units.fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// Requests per operation so far.
+    pub fn requests(&self) -> BTreeMap<&'static str, u64> {
+        self.requests.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// All requests so far.
+    pub fn total_requests(&self) -> u64 {
+        self.requests().values().sum()
+    }
+
+    /// Write units consumed so far.
+    pub fn total_write_units(&self) -> u64 {
+        self.write_units.load(Ordering::Relaxed)
+    }
+
+    /// Starts counting again from zero.
+    pub fn reset(&self) {
+        if let Ok(mut m) = self.requests.lock() {
+            m.clear();
+        }
+        self.write_units.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The SDK configuration: the standard environment (region, credentials, and
+/// `AWS_ENDPOINT_URL` for moto or LocalStack), or an explicit endpoint.
+pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// An SDK error with its whole chain (the SDK's own `Display` says only "service error").
+pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
+    aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
+}
