@@ -4,8 +4,8 @@
 
 use crate::common::{account, customer_with_item, order_header, order_line, outcomes, world};
 use async_trait::async_trait;
+use p2c_core::backend::Backend;
 use p2c_core::domain::{ChangeEvent, EntityKey, SourceRef};
-use p2c_core::embedded::EmbeddedStore;
 use p2c_core::error::{QueueError, StoreError};
 use p2c_core::pipeline::{deliver, runner};
 use p2c_core::ports::{
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// Fails the next `n` sends to one queue, then behaves.
 struct FailSends {
-    inner: EmbeddedStore,
+    inner: Backend,
     queue: QueueName,
     n: AtomicUsize,
 }
@@ -43,7 +43,7 @@ impl Publisher for FailSends {
 
 /// Fails the next `n` state saves, then behaves.
 struct FailSaves {
-    inner: EmbeddedStore,
+    inner: Backend,
     n: AtomicUsize,
 }
 

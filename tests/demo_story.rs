@@ -1,21 +1,21 @@
-//! The demo story passes every step (the same code `p2c demo` runs).
+//! The demo story passes every step (the same code `p2c demo` runs), on the embedded
+//! store and on DynamoDB and SQS FIFO (moto server).
 
 use crate::common::repo_rules;
 
-#[tokio::test]
-async fn the_demo_story_passes_every_step() {
-    let dir = tempfile::tempdir().expect("dir");
+async fn story(store: Option<std::path::PathBuf>, aws_endpoint: Option<String>) -> String {
     let mut out = Vec::new();
     let report = p2c_core::demo::run(
         p2c_core::demo::DemoOptions {
             rules: repo_rules(),
-            store: Some(dir.path().join("demo.db")),
+            store,
+            aws_endpoint,
         },
         &mut out,
     )
     .await
     .expect("demo runs");
-    let text = String::from_utf8_lossy(&out);
+    let text = String::from_utf8_lossy(&out).to_string();
     let failed: Vec<String> = report
         .checks
         .iter()
@@ -25,4 +25,33 @@ async fn the_demo_story_passes_every_step() {
     assert!(failed.is_empty(), "{}\n{text}", failed.join("\n"));
     assert!(report.checks.len() >= 25, "{} checks", report.checks.len());
     assert!(text.contains("Both systems at the end"), "{text}");
+    text
+}
+
+#[tokio::test]
+async fn the_demo_story_passes_every_step() {
+    let dir = tempfile::tempdir().expect("dir");
+    let text = story(Some(dir.path().join("demo.db")), None).await;
+    assert!(text.contains("on the embedded store"), "{text}");
+}
+
+#[tokio::test]
+async fn the_demo_story_passes_every_step_on_dynamodb_and_sqs() {
+    let text = story(None, Some(crate::moto::endpoint())).await;
+    assert!(text.contains("on the DynamoDB table"), "{text}");
+}
+
+#[tokio::test]
+async fn the_aws_path_demo_refuses_an_endpoint_off_this_machine() {
+    let err = p2c_core::demo::run(
+        p2c_core::demo::DemoOptions {
+            rules: repo_rules(),
+            store: None,
+            aws_endpoint: Some("https://dynamodb.us-east-1.amazonaws.com".into()),
+        },
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("not on this machine"), "{err}");
 }

@@ -33,8 +33,13 @@ enum Command {
     /// Run the whole story against simulated Dataverse and Business Central.
     Demo {
         /// Keep the embedded store here (default: a temporary directory).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "aws_endpoint")]
         store: Option<PathBuf>,
+        /// Run on DynamoDB and SQS FIFO instead, at this emulator endpoint on loopback
+        /// (moto server: `moto_server -H 127.0.0.1 -p 5000`); a new table and queues are
+        /// created for the run.
+        #[arg(long, value_name = "URL")]
+        aws_endpoint: Option<String>,
     },
     /// Serve the webhook endpoints and run the pipeline on the embedded store.
     Serve {
@@ -140,12 +145,18 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { store } => {
+        Command::Demo {
+            store,
+            aws_endpoint,
+        } => {
             let rules = Arc::new(load_rules(&cli.rules)?);
             let mut stdout = std::io::stdout();
-            let report =
-                p2c_core::demo::run(p2c_core::demo::DemoOptions { rules, store }, &mut stdout)
-                    .await?;
+            let opts = p2c_core::demo::DemoOptions {
+                rules,
+                store,
+                aws_endpoint,
+            };
+            let report = p2c_core::demo::run(opts, &mut stdout).await?;
             if !report.passed() {
                 eprintln!(
                     "error: {} expected outcome(s) did not happen",

@@ -2,11 +2,11 @@
 //! connectors for the paired systems, and the HTTP router for the webhook endpoints.
 //! `p2c demo`, `p2c serve` and the end-to-end tests build the same pipeline.
 
+use crate::backend::Backend;
 use crate::connectors::bc::BcConnector;
 use crate::connectors::dataverse::DataverseConnector;
 use crate::connectors::http::{Http, StaticToken};
 use crate::domain::System;
-use crate::embedded::EmbeddedStore;
 use crate::inbound::{WebhookError, WebhookRequest, WebhookResponse, MAX_BODY_BYTES};
 use crate::pipeline::ingest::{ingest, InboundAuth, IngestCtx};
 use crate::pipeline::{runner, DeliverCtx, SyncCtx, Timings};
@@ -33,10 +33,10 @@ pub struct Endpoints {
     pub business_central: Option<(String, String, String)>,
 }
 
-/// The whole pipeline on the embedded store.
+/// The whole pipeline, on the embedded store or on DynamoDB and SQS.
 #[derive(Clone)]
 pub struct Pipeline {
-    pub store: EmbeddedStore,
+    pub store: Backend,
     pub ingest: IngestCtx,
     pub sync: SyncCtx,
     pub deliver: DeliverCtx,
@@ -44,7 +44,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
-        store: EmbeddedStore,
+        store: impl Into<Backend>,
         rules: Arc<RuleSet>,
         auth: InboundAuth,
         endpoints: &Endpoints,
@@ -87,13 +87,14 @@ impl Pipeline {
 
     /// The pipeline over given connectors and readers (in-process targets, tests, benches).
     pub fn with_connectors(
-        store: EmbeddedStore,
+        store: impl Into<Backend>,
         rules: Arc<RuleSet>,
         auth: InboundAuth,
         connectors: BTreeMap<System, Arc<dyn Connector>>,
         readers: BTreeMap<System, Arc<dyn SourceReader>>,
         timings: Timings,
     ) -> Self {
+        let store: Backend = store.into();
         let s = Arc::new(store.clone());
         Self {
             ingest: IngestCtx {
@@ -125,8 +126,9 @@ impl Pipeline {
         }
     }
 
-    /// Processes queued work until every queue is empty (or `deadline` passes). Up to
-    /// [`UNIT_BATCHES`] batches of a queue run as one unit of work on the embedded store:
+    /// Processes queued work until every queue is empty (or `deadline` passes), doing
+    /// what the Lambda event source mappings do on AWS. Up to [`UNIT_BATCHES`] batches of
+    /// a queue run as one unit of work on the embedded store:
     /// one commit for up to a hundred messages. A crash loses the unit's work and the queue
     /// redelivers all of it, which every step is built to survive; a webhook answered
     /// meanwhile commits what the unit has done so far first.

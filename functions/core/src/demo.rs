@@ -4,6 +4,7 @@
 //! system; the run fails if any check fails.
 
 use crate::app::{Endpoints, Pipeline};
+use crate::backend::Backend;
 use crate::domain::System;
 use crate::embedded::EmbeddedStore;
 use crate::inbound::dataverse::DataverseAuth;
@@ -26,6 +27,8 @@ pub struct DemoOptions {
     pub rules: Arc<RuleSet>,
     /// Where the embedded store lives (a temporary directory when `None`).
     pub store: Option<PathBuf>,
+    /// Run on DynamoDB and SQS at this emulator endpoint (moto server) instead.
+    pub aws_endpoint: Option<String>,
 }
 
 /// One expected outcome.
@@ -89,10 +92,30 @@ fn secret(tag: &str) -> String {
 }
 
 impl World {
-    /// Starts both simulators and the pipeline with its webhook endpoints.
+    /// Starts both simulators and the pipeline with its webhook endpoints, on the
+    /// embedded store at `store` (a temporary directory when `None`).
     pub async fn start(
         rules: Arc<RuleSet>,
         store: Option<PathBuf>,
+        timings: Timings,
+    ) -> anyhow::Result<Self> {
+        let (path, dir) = match store {
+            Some(p) => (p, None),
+            None => {
+                let d = std::env::temp_dir().join(format!("p2c-demo-{}", secret("dir")));
+                std::fs::create_dir_all(&d)?;
+                (d.join("p2c.db"), Some(tempdir::TempDir(d)))
+            }
+        };
+        let mut w = Self::start_on(rules, EmbeddedStore::open(&path)?.into(), timings).await?;
+        w._dir = dir;
+        Ok(w)
+    }
+
+    /// Starts both simulators and the pipeline on the given backend.
+    pub async fn start_on(
+        rules: Arc<RuleSet>,
+        backend: Backend,
         timings: Timings,
     ) -> anyhow::Result<Self> {
         let dv = rules.settings(System::Dataverse);
@@ -107,15 +130,6 @@ impl World {
             .unwrap_or_else(|| "b18aed47-c385-49d2-b954-dbdf8ad71780".into());
         let crm = SimDataverse::start(&price_list).await?;
         let erp = SimBusinessCentral::start(&company).await?;
-        let (path, dir) = match store {
-            Some(p) => (p, None),
-            None => {
-                let d = std::env::temp_dir().join(format!("p2c-demo-{}", secret("dir")));
-                std::fs::create_dir_all(&d)?;
-                (d.join("p2c.db"), Some(tempdir::TempDir(d)))
-            }
-        };
-        let store = EmbeddedStore::open(&path)?;
         let dataverse_secret = secret("dataverse");
         let bc_client_state = secret("bc");
         let auth = InboundAuth {
@@ -130,7 +144,7 @@ impl World {
             dataverse: Some((crm.api_base(), "sim-token".into())),
             business_central: Some((erp.root(), company, "sim-token".into())),
         };
-        let pipeline = Pipeline::new(store, rules, auth, &endpoints, timings)?;
+        let pipeline = Pipeline::new(backend, rules, auth, &endpoints, timings)?;
         let (url, _task) = crate::sim::serve(pipeline.router()).await?;
         crm.set_webhook(DataverseHookConfig {
             url: format!("{url}/webhooks/dataverse"),
@@ -150,7 +164,7 @@ impl World {
             dataverse_secret,
             bc_client_state,
             client: reqwest::Client::new(),
-            _dir: dir,
+            _dir: None,
         })
     }
 
@@ -262,11 +276,22 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         keep_for: Duration::from_secs(86_400),
         retry_base: Duration::from_millis(20),
     };
-    let w = World::start(opts.rules.clone(), opts.store, timings).await?;
+    let w = match &opts.aws_endpoint {
+        None => World::start(opts.rules.clone(), opts.store, timings).await?,
+        #[cfg(feature = "aws")]
+        Some(endpoint) => {
+            let prefix = format!("p2c-demo-{}", &secret("aws")[..8]);
+            let backend = crate::aws::create_local(endpoint, &prefix, 5).await?;
+            World::start_on(opts.rules.clone(), backend.into(), timings).await?
+        }
+        #[cfg(not(feature = "aws"))]
+        Some(_) => anyhow::bail!("this build has no AWS adapters (feature `aws`)"),
+    };
     let _ = writeln!(
         out,
-        "p2c demo — Dataverse (CRM) ⇄ Business Central (ERP), rules {}",
-        opts.rules.version
+        "p2c demo — Dataverse (CRM) ⇄ Business Central (ERP), rules {}, on the {}",
+        opts.rules.version,
+        w.pipeline.store.describe()
     );
     let _ = writeln!(
         out,
@@ -593,6 +618,22 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     let total = s.report.checks.len();
     let report = s.report;
     print_table(&w, out)?;
+    #[cfg(feature = "aws")]
+    if let Backend::Aws(a) = &w.pipeline.store {
+        let c = a.store.counters();
+        let ops: Vec<String> = c
+            .requests()
+            .iter()
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nAWS requests made: {} ({}); DynamoDB write units: {}",
+            c.total_requests(),
+            ops.join(", "),
+            c.total_write_units()
+        );
+    }
     let _ = writeln!(
         out,
         "\n{ok} of {total} expected outcomes happened{}",

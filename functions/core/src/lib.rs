@@ -8,6 +8,7 @@
 pub mod app;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod backend;
 pub mod command;
 pub mod connectors;
 pub mod demo;

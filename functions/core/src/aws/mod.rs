@@ -70,3 +70,51 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
 pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
     aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()
 }
+
+/// SDK configuration for an AWS emulator on this machine (moto server, LocalStack):
+/// the endpoint must be a loopback address; region and credentials default to dummies.
+pub async fn local_config(endpoint: &str) -> anyhow::Result<aws_config::SdkConfig> {
+    let loopback = reqwest::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+    if !loopback {
+        anyhow::bail!(
+            "`{endpoint}` is not on this machine: the AWS-path demo creates tables and queues \
+             and leaves them behind, so it only runs against an emulator on loopback \
+             (e.g. `moto_server -H 127.0.0.1 -p 5000`)"
+        );
+    }
+    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "p2c-local");
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .load()
+        .await)
+}
+
+/// A fresh table and queues named `<prefix>…` on an emulator, with one set of counters.
+pub async fn create_local(
+    endpoint: &str,
+    prefix: &str,
+    max_receives: u32,
+) -> anyhow::Result<crate::backend::AwsBackend> {
+    let config = local_config(endpoint).await?;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), prefix);
+    store.create_table().await?;
+    let queues = SqsQueues::create(
+        aws_sdk_sqs::Client::new(&config),
+        prefix,
+        max_receives,
+        std::time::Duration::from_secs(120),
+    )
+    .await?
+    .with_counters(store.counters());
+    Ok(crate::backend::AwsBackend { store, queues })
+}

@@ -1,0 +1,272 @@
+//! The adapter set a pipeline runs on: the embedded store and queue (one SQLite file), or
+//! DynamoDB and SQS FIFO. A [`Backend`] implements every store and queue port by handing
+//! each call to the adapter behind it, so the steps, the runner, the CLI and the tests are
+//! the same on both.
+
+use crate::domain::{EntityKey, SourceRef};
+use crate::embedded::EmbeddedStore;
+use crate::error::{QueueError, StoreError};
+use crate::ports::{
+    AuditEntry, AuditLog, Claim, Consumer, DeadLetter, DeadLetterSink, DeadLetters, Delivery,
+    EntityState, FiguresStore, IdemRecord, IdempotencyStore, OutMessage, ParkedEvent, ParkingStore,
+    Publisher, QueueName, RebateFigures, StateStore,
+};
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::time::Duration;
+
+/// DynamoDB for the stores, SQS for the queues.
+#[cfg(feature = "aws")]
+#[derive(Clone)]
+pub struct AwsBackend {
+    pub store: crate::aws::DynamoStore,
+    pub queues: crate::aws::SqsQueues,
+}
+
+#[derive(Clone)]
+pub enum Backend {
+    Embedded(EmbeddedStore),
+    #[cfg(feature = "aws")]
+    Aws(AwsBackend),
+}
+
+impl From<EmbeddedStore> for Backend {
+    fn from(s: EmbeddedStore) -> Self {
+        Backend::Embedded(s)
+    }
+}
+
+#[cfg(feature = "aws")]
+impl From<AwsBackend> for Backend {
+    fn from(a: AwsBackend) -> Self {
+        Backend::Aws(a)
+    }
+}
+
+impl Backend {
+    /// Runs `work` as one unit of work: on the embedded store its writes share one commit;
+    /// DynamoDB and SQS have no such thing, so there it simply runs.
+    pub async fn unit<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, StoreError> {
+        match self {
+            Backend::Embedded(s) => s.unit(work).await,
+            #[cfg(feature = "aws")]
+            Backend::Aws(_) => Ok(work.await),
+        }
+    }
+
+    /// The embedded store, when that is what this is.
+    pub fn embedded(&self) -> Option<&EmbeddedStore> {
+        match self {
+            Backend::Embedded(s) => Some(s),
+            #[cfg(feature = "aws")]
+            Backend::Aws(_) => None,
+        }
+    }
+
+    /// What it runs on, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Embedded(s) => match s.path() {
+                Some(p) => format!("embedded store {}", p.display()),
+                None => "embedded store in memory".into(),
+            },
+            #[cfg(feature = "aws")]
+            Backend::Aws(a) => format!("DynamoDB table {} and SQS FIFO queues", a.store.table()),
+        }
+    }
+}
+
+/// Hands a store call to the adapter behind the backend.
+macro_rules! store {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Backend::Embedded($s) => $call,
+            #[cfg(feature = "aws")]
+            Backend::Aws(a) => {
+                let $s = &a.store;
+                $call
+            }
+        }
+    };
+}
+
+/// Hands a queue call to the adapter behind the backend.
+macro_rules! queue {
+    ($self:ident, $q:ident => $call:expr) => {
+        match $self {
+            Backend::Embedded($q) => $call,
+            #[cfg(feature = "aws")]
+            Backend::Aws(a) => {
+                let $q = &a.queues;
+                $call
+            }
+        }
+    };
+}
+
+#[async_trait]
+impl IdempotencyStore for Backend {
+    async fn claim(
+        &self,
+        key: &str,
+        lock_for: Duration,
+        keep_for: Duration,
+    ) -> Result<Claim, StoreError> {
+        store!(self, s => s.claim(key, lock_for, keep_for).await)
+    }
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: &Value,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        store!(self, s => s.complete(key, outcome, keep_for).await)
+    }
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        store!(self, s => s.release(key).await)
+    }
+    async fn peek(&self, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+        store!(self, s => s.peek(key).await)
+    }
+}
+
+#[async_trait]
+impl StateStore for Backend {
+    async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
+        store!(self, s => s.load(key).await)
+    }
+    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
+        store!(self, s => s.save(state).await)
+    }
+    async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
+        store!(self, s => s.resolve(source).await)
+    }
+}
+
+#[async_trait]
+impl ParkingStore for Backend {
+    async fn park(&self, parked: &ParkedEvent) -> Result<(), StoreError> {
+        store!(self, s => s.park(parked).await)
+    }
+    async fn waiting(&self, dependency: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        store!(self, s => s.waiting(dependency).await)
+    }
+    async fn unpark(&self, dependency: &str, id: &str) -> Result<(), StoreError> {
+        store!(self, s => s.unpark(dependency, id).await)
+    }
+    async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
+        store!(self, s => s.all_parked().await)
+    }
+}
+
+#[async_trait]
+impl AuditLog for Backend {
+    async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        store!(self, s => s.append(entry).await)
+    }
+    async fn trail(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError> {
+        store!(self, s => s.trail(subject).await)
+    }
+}
+
+#[async_trait]
+impl FiguresStore for Backend {
+    async fn set_open_order(
+        &self,
+        account: &str,
+        order: &str,
+        amount: Decimal,
+    ) -> Result<(), StoreError> {
+        store!(self, s => s.set_open_order(account, order, amount).await)
+    }
+    async fn clear_open_order(&self, account: &str, order: &str) -> Result<(), StoreError> {
+        store!(self, s => s.clear_open_order(account, order).await)
+    }
+    async fn open_orders(&self, account: &str, except: &str) -> Result<Decimal, StoreError> {
+        store!(self, s => s.open_orders(account, except).await)
+    }
+    async fn rebate(&self, account: &str, period: &str) -> Result<RebateFigures, StoreError> {
+        store!(self, s => s.rebate(account, period).await)
+    }
+    async fn save_rebate(
+        &self,
+        account: &str,
+        period: &str,
+        figures: &RebateFigures,
+    ) -> Result<(), StoreError> {
+        store!(self, s => s.save_rebate(account, period, figures).await)
+    }
+}
+
+#[async_trait]
+impl Publisher for Backend {
+    async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
+        queue!(self, q => q.send(queue, messages).await)
+    }
+}
+
+#[async_trait]
+impl Consumer for Backend {
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        queue!(self, q => q.receive(queue, max, visibility).await)
+    }
+    async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError> {
+        queue!(self, q => q.ack(queue, receipt).await)
+    }
+    async fn ack_all(&self, queue: QueueName, receipts: &[&str]) -> Result<(), QueueError> {
+        queue!(self, q => q.ack_all(queue, receipts).await)
+    }
+    async fn retry(
+        &self,
+        queue: QueueName,
+        receipt: &str,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        queue!(self, q => q.retry(queue, receipt, delay, reason).await)
+    }
+    async fn depth(&self, queue: QueueName) -> Result<usize, QueueError> {
+        queue!(self, q => q.depth(queue).await)
+    }
+    async fn dead_letter(
+        &self,
+        queue: QueueName,
+        message: &Delivery,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        queue!(self, q => q.dead_letter(queue, message, code, reason).await)
+    }
+}
+
+#[async_trait]
+impl DeadLetters for Backend {
+    async fn list(&self, queue: QueueName) -> Result<Vec<DeadLetter>, QueueError> {
+        queue!(self, q => q.list(queue).await)
+    }
+    async fn replay(&self, queue: QueueName, ids: &[String]) -> Result<usize, QueueError> {
+        queue!(self, q => q.replay(queue, ids).await)
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for Backend {
+    async fn bury(
+        &self,
+        queue: QueueName,
+        message: &Delivery,
+        code: &str,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        queue!(self, q => q.bury(queue, message, code, reason).await)
+    }
+}
