@@ -101,3 +101,15 @@ pub async fn customer_with_item(w: &World, account_no: &str, limit: &str) {
         .expect("item");
     w.settle().await.expect("settles");
 }
+
+/// A world on DynamoDB and SQS FIFO (moto server), with the repository's rules and its
+/// own new table and queues.
+pub async fn world_aws() -> World {
+    let backend =
+        p2c_core::aws::create_local(&crate::moto::endpoint(), &crate::moto::unique("p2c"), 5)
+            .await
+            .expect("table and queues on moto");
+    World::start_on(repo_rules(), backend.into(), fast())
+        .await
+        .expect("world starts")
+}

@@ -5,6 +5,7 @@
 use crate::common::{account, customer_with_item, order_header, order_line, outcomes, world};
 use async_trait::async_trait;
 use p2c_core::backend::Backend;
+use p2c_core::demo::World;
 use p2c_core::domain::{ChangeEvent, EntityKey, SourceRef};
 use p2c_core::error::{QueueError, StoreError};
 use p2c_core::pipeline::{deliver, runner};
@@ -70,13 +71,29 @@ impl StateStore for FailSaves {
     }
 }
 
+/// Runs a crash scenario on the embedded store and on DynamoDB and SQS (moto).
+macro_rules! on_both_backends {
+    ($scenario:ident: $embedded:ident, $aws:ident) => {
+        #[tokio::test]
+        async fn $embedded() {
+            let (w, _d) = world().await;
+            $scenario(w).await;
+        }
+
+        #[tokio::test]
+        async fn $aws() {
+            $scenario(crate::common::world_aws().await).await;
+        }
+    };
+}
+
 fn count(log: &[String], prefix: &str) -> usize {
     log.iter().filter(|l| l.starts_with(prefix)).count()
 }
 
-#[tokio::test]
-async fn a_crash_after_the_state_write_before_any_send_re_sends_exactly_once() {
-    let (mut w, _d) = world().await;
+on_both_backends!(a_crash_after_the_state_write_before_any_send_re_sends_exactly_once: a_crash_after_the_state_write_before_any_send_re_sends_exactly_once_embedded, a_crash_after_the_state_write_before_any_send_re_sends_exactly_once_on_aws);
+
+async fn a_crash_after_the_state_write_before_any_send_re_sends_exactly_once(mut w: World) {
     w.pipeline.sync.publisher = Arc::new(FailSends {
         inner: w.pipeline.store.clone(),
         queue: QueueName::ToErp,
@@ -92,9 +109,9 @@ async fn a_crash_after_the_state_write_before_any_send_re_sends_exactly_once() {
         .contains(&"sync:resent".to_string()));
 }
 
-#[tokio::test]
-async fn a_crash_after_some_but_not_all_sends_writes_each_target_once() {
-    let (mut w, _d) = world().await;
+on_both_backends!(a_crash_after_some_but_not_all_sends_writes_each_target_once: a_crash_after_some_but_not_all_sends_writes_each_target_once_embedded, a_crash_after_some_but_not_all_sends_writes_each_target_once_on_aws);
+
+async fn a_crash_after_some_but_not_all_sends_writes_each_target_once(mut w: World) {
     customer_with_item(&w, "ACC-CRASH-2", "100000").await;
     // An order release sends to the CRM queue and to the ERP queue; the ERP send dies.
     w.pipeline.sync.publisher = Arc::new(FailSends {
@@ -130,9 +147,9 @@ async fn a_crash_after_some_but_not_all_sends_writes_each_target_once() {
     );
 }
 
-#[tokio::test]
-async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice() {
-    let (w, _d) = world().await;
+on_both_backends!(a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice: a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice_embedded, a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice_on_aws);
+
+async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice(w: World) {
     w.crm
         .create("accounts", account("ACC-CRASH-3", "Crash Three"))
         .expect("account");
@@ -171,9 +188,9 @@ async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_tw
     assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
 }
 
-#[tokio::test]
-async fn a_crash_after_the_claim_is_taken_over_when_the_lock_lapses() {
-    let (w, _d) = world().await;
+on_both_backends!(a_crash_after_the_claim_is_taken_over_when_the_lock_lapses: a_crash_after_the_claim_is_taken_over_when_the_lock_lapses_embedded, a_crash_after_the_claim_is_taken_over_when_the_lock_lapses_on_aws);
+
+async fn a_crash_after_the_claim_is_taken_over_when_the_lock_lapses(w: World) {
     w.crm
         .create("accounts", account("ACC-CRASH-4", "Crash Four"))
         .expect("account");
@@ -207,9 +224,9 @@ async fn a_crash_after_the_claim_is_taken_over_when_the_lock_lapses() {
     assert_eq!(w.erp.creates("customers"), 1);
 }
 
-#[tokio::test]
-async fn a_crash_after_the_target_write_before_recording_it_leaves_one_record() {
-    let (mut w, _d) = world().await;
+on_both_backends!(a_crash_after_the_target_write_before_recording_it_leaves_one_record: a_crash_after_the_target_write_before_recording_it_leaves_one_record_embedded, a_crash_after_the_target_write_before_recording_it_leaves_one_record_on_aws);
+
+async fn a_crash_after_the_target_write_before_recording_it_leaves_one_record(mut w: World) {
     w.pipeline.deliver.state = Arc::new(FailSaves {
         inner: w.pipeline.store.clone(),
         n: AtomicUsize::new(1),

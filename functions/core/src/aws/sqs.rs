@@ -453,7 +453,10 @@ impl Consumer for SqsQueues {
             .change_message_visibility()
             .queue_url(url)
             .receipt_handle(receipt)
-            .visibility_timeout(i32::try_from(delay.as_secs().min(43_200)).unwrap_or(43_200))
+            // Whole seconds, rounded up: a retry is never earlier than asked for.
+            .visibility_timeout(
+                i32::try_from(delay.as_millis().div_ceil(1000).min(43_200)).unwrap_or(43_200),
+            )
             .send()
             .await
             .map_err(|e| sdk_err(queue, "ChangeMessageVisibility", &e))?;
