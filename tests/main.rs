@@ -5,6 +5,7 @@ mod bad_input;
 mod common;
 mod crash;
 mod demo_story;
+mod dlq;
 mod flows;
 mod guarantees;
 mod moto;

@@ -1,4 +1,4 @@
-//! `p2c`: the command line. Demo, serve, trace and rule tooling on the embedded store.
+//! `p2c`: the command line. Demo, serve, trace, dead letters and rule tooling.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -88,6 +88,85 @@ enum Command {
         #[command(subcommand)]
         action: RulesAction,
     },
+    /// Dead letters: what is stuck and why; put it back once the cause is fixed.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+/// Where the dead letters are.
+#[derive(clap::Args)]
+struct DlqWhere {
+    /// The embedded store (`p2c serve`'s).
+    #[arg(
+        long,
+        default_value = ".p2c/p2c.db",
+        env = "P2C_STORE",
+        conflicts_with = "aws"
+    )]
+    store: PathBuf,
+    /// The SQS dead-letter queues of a deployment, named by `P2C_TABLE` and the
+    /// `P2C_*_QUEUE_URL` / `P2C_*_DLQ_URL` variables (the functions' environment).
+    #[arg(long)]
+    aws: bool,
+}
+
+/// Which dead letters.
+#[derive(clap::Args)]
+struct DlqSelect {
+    /// Only this queue: inbound, to-erp or to-crm.
+    #[arg(long)]
+    queue: Option<p2c_core::ports::QueueName>,
+    /// Only this entity (`account:ACC-1`) or source record (`dataverse/account/<id>`).
+    #[arg(long)]
+    entity: Option<String>,
+    /// Only this error code (`target_rejected`, `max_receives_exceeded`, …).
+    #[arg(long)]
+    code: Option<String>,
+}
+
+impl DlqSelect {
+    fn filter(self) -> p2c_core::dlq::Filter {
+        p2c_core::dlq::Filter {
+            queue: self.queue,
+            entity: self.entity,
+            code: self.code,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List the dead letters with their error code and reason.
+    List {
+        #[command(flatten)]
+        select: DlqSelect,
+        #[command(flatten)]
+        at: DlqWhere,
+    },
+    /// Put dead letters back on their queues (the steps' idempotency keeps the effect
+    /// exactly once).
+    Replay {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Replay every dead letter (otherwise a selection is required).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        at: DlqWhere,
+    },
+}
+
+async fn dead_letters(at: DlqWhere) -> Result<p2c_core::backend::Backend> {
+    Ok(if at.aws {
+        p2c_core::backend::AwsBackend::from_env().await?.into()
+    } else {
+        if !at.store.exists() {
+            bail!("no store at {}", at.store.display());
+        }
+        EmbeddedStore::open(&at.store)?.into()
+    })
 }
 
 #[derive(Subcommand)]
@@ -221,6 +300,22 @@ async fn run(cli: Cli) -> Result<()> {
                 })
                 .await?;
         }
+        Command::Dlq { action } => match action {
+            DlqAction::List { select, at } => {
+                let backend = dead_letters(at).await?;
+                let letters = p2c_core::dlq::list(&backend, &select.filter()).await?;
+                print!("{}", p2c_core::dlq::render(&letters));
+            }
+            DlqAction::Replay { select, all, at } => {
+                let filter = select.filter();
+                if filter.is_empty() && !all {
+                    bail!("say what to replay: --queue, --entity, --code, or --all");
+                }
+                let backend = dead_letters(at).await?;
+                let n = p2c_core::dlq::replay(&backend, &filter).await?;
+                println!("{n} dead letter(s) put back on their queues");
+            }
+        },
         Command::Trace { subject, store } => {
             let store = EmbeddedStore::open(&store)?;
             // An entity key, or a source record (`system/type/id`) resolved to its entity.

@@ -24,6 +24,41 @@ pub struct AwsBackend {
     pub queues: crate::aws::SqsQueues,
 }
 
+#[cfg(feature = "aws")]
+impl AwsBackend {
+    /// The deployment the environment names, as `template.yaml` sets it: `P2C_TABLE`, the
+    /// queue URLs `P2C_INBOUND_QUEUE_URL`, `P2C_TO_ERP_QUEUE_URL`, `P2C_TO_CRM_QUEUE_URL`
+    /// and their dead-letter queues `P2C_*_DLQ_URL`. Region, credentials and
+    /// `AWS_ENDPOINT_URL` come from the SDK's usual environment.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("{name} is not set"))
+        };
+        let table = var("P2C_TABLE")?;
+        let mut queues = std::collections::BTreeMap::new();
+        let mut dead_letters = std::collections::BTreeMap::new();
+        for q in QueueName::ALL {
+            let name = q.as_str().replace('-', "_").to_uppercase();
+            queues.insert(q, var(&format!("P2C_{name}_QUEUE_URL"))?);
+            dead_letters.insert(q, var(&format!("P2C_{name}_DLQ_URL"))?);
+        }
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store = crate::aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+        let queues = crate::aws::SqsQueues::new(
+            aws_sdk_sqs::Client::new(&config),
+            crate::aws::QueueUrls {
+                queues,
+                dead_letters,
+            },
+        )
+        .with_counters(store.counters());
+        Ok(Self { store, queues })
+    }
+}
+
 #[derive(Clone)]
 pub enum Backend {
     Embedded(EmbeddedStore),

@@ -2,11 +2,15 @@
 //! environment, JSON logs, HTTP events to webhook requests, and SQS batches to
 //! partial-batch responses (`batchItemFailures`). Built with the `lambda` feature.
 //!
-//! Until the DynamoDB and SQS adapters land, the functions run on the embedded store at
-//! `P2C_STORE`: right for the local `cargo lambda watch` / `invoke` loop, where every
-//! function shares one file system, and refused on AWS, where each has its own `/tmp`.
+//! With `P2C_TABLE` set (as `template.yaml` does) the functions run on DynamoDB and SQS:
+//! the table, and the queue and dead-letter queue URLs in `P2C_*_QUEUE_URL` /
+//! `P2C_*_DLQ_URL`; the SDK reads region, credentials and `AWS_ENDPOINT_URL` from the
+//! environment as usual. Without it they run on the embedded store at `P2C_STORE`: right
+//! for the local `cargo lambda watch` / `invoke` loop, where every function shares one
+//! file system, and refused on AWS, where each has its own `/tmp`.
 
 use crate::app::{Endpoints, Pipeline};
+use crate::backend::{AwsBackend, Backend};
 use crate::embedded::EmbeddedStore;
 use crate::inbound::dataverse::DataverseAuth;
 use crate::inbound::{WebhookRequest, MAX_BODY_BYTES};
@@ -44,15 +48,25 @@ fn list(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Builds the pipeline from the environment (read once per cold start).
-pub fn pipeline_from_env() -> anyhow::Result<Pipeline> {
+/// The backend the environment names: DynamoDB and SQS when `P2C_TABLE` is set,
+/// otherwise the embedded store (local runs only).
+async fn backend_from_env() -> anyhow::Result<Backend> {
+    if var("P2C_TABLE").is_some() {
+        return Ok(AwsBackend::from_env().await?.into());
+    }
     if var("AWS_LAMBDA_FUNCTION_NAME").is_some()
         && var("AWS_LAMBDA_RUNTIME_API").is_some_and(|a| {
             !a.starts_with("127.0.0.1") && !a.starts_with("localhost") && !a.starts_with("[::1]")
         })
     {
-        anyhow::bail!("the embedded store cannot back functions on AWS Lambda (each has its own /tmp); deploy with the DynamoDB and SQS adapters");
+        anyhow::bail!("the embedded store cannot back functions on AWS Lambda (each has its own /tmp): set P2C_TABLE and the queue URLs, as template.yaml does");
     }
+    Ok(EmbeddedStore::open(var("P2C_STORE").unwrap_or_else(|| "/tmp/p2c.db".into()))?.into())
+}
+
+/// Builds the pipeline from the environment (read once per cold start: rules compiled,
+/// clients built, then reused by every invocation of the warm function).
+pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
     let loader: Box<dyn RuleLoader> = match var("P2C_RULES_DIR") {
         Some(d) => Box::new(DirLoader(d.into())),
         None => Box::new(EmbeddedLoader),
@@ -76,8 +90,8 @@ pub fn pipeline_from_env() -> anyhow::Result<Pipeline> {
         },
         bc_client_states: list("P2C_BC_CLIENT_STATES"),
     };
-    let store = EmbeddedStore::open(var("P2C_STORE").unwrap_or_else(|| "/tmp/p2c.db".into()))?;
-    Pipeline::new(store, rules, auth, &endpoints, Timings::default())
+    let backend = backend_from_env().await?;
+    Pipeline::new(backend, rules, auth, &endpoints, Timings::default())
 }
 
 /// A Function URL / HTTP API request → the ingest step → the response.

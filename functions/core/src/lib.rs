@@ -12,6 +12,7 @@ pub mod backend;
 pub mod command;
 pub mod connectors;
 pub mod demo;
+pub mod dlq;
 pub mod domain;
 pub mod embedded;
 pub mod error;

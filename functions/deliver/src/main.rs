@@ -8,7 +8,7 @@ use p2c_core::ports::QueueName;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     p2c_core::lambda::init_tracing();
-    let pipeline = p2c_core::lambda::pipeline_from_env()?;
+    let pipeline = p2c_core::lambda::pipeline_from_env().await?;
     let (ctx, sink) = (&pipeline.deliver, &pipeline.store);
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         // One function serves both outbound queues: each batch says which it came from.
