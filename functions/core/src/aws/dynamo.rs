@@ -92,8 +92,8 @@ fn get_n(item: &Item, name: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Write units of one item: 1 per started KB of attribute names and values.
-fn units(item: &Item) -> u64 {
+/// Bytes of one item: attribute names and values.
+fn size(item: &Item) -> u64 {
     let bytes: usize = item
         .iter()
         .map(|(k, v)| {
@@ -104,7 +104,17 @@ fn units(item: &Item) -> u64 {
                 }
         })
         .sum();
-    (bytes as u64).div_ceil(1024).max(1)
+    bytes as u64
+}
+
+/// Write units of one item: 1 per started KB.
+fn units(item: &Item) -> u64 {
+    size(item).div_ceil(1024).max(1)
+}
+
+/// Read units of a strongly consistent read: 1 per started 4 KB.
+fn read_units(bytes: u64) -> u64 {
+    bytes.div_ceil(4096).max(1)
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -184,6 +194,8 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| backend("GetItem", &e))?;
+        self.counters
+            .read_units(read_units(out.item.as_ref().map(size).unwrap_or(0)));
         Ok(out.item)
     }
 
@@ -230,7 +242,10 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|e| backend("Query", &e))?;
-            out.extend(page.items.unwrap_or_default());
+            let items = page.items.unwrap_or_default();
+            self.counters
+                .read_units(read_units(items.iter().map(size).sum()));
+            out.extend(items);
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(out),

@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// Requests made, per operation (`PutItem`, `SendMessageBatch`, …), and DynamoDB write
-/// units (1 per KB per item written, twice that inside a transaction).
+/// Requests made, per operation (`PutItem`, `SendMessageBatch`, …), and DynamoDB request
+/// units as on-demand billing counts them: a write unit per started KB of each item
+/// written (twice inside a transaction), a read unit per strongly consistent read of up
+/// to 4 KB (per item read, or per query page; an estimate from the item sizes).
 #[derive(Debug, Default)]
 pub struct Counters {
     requests: Mutex<BTreeMap<&'static str, u64>>,
     write_units: AtomicU64,
+    read_units: AtomicU64,
 }
 
 impl Counters {
@@ -30,6 +33,15 @@ impl Counters {
 
     pub(crate) fn write_units(&self, units: u64) {
         self.write_units.fetch_add(units, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read_units(&self, units: u64) {
+        self.read_units.fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// Read units consumed so far.
+    pub fn total_read_units(&self) -> u64 {
+        self.read_units.load(Ordering::Relaxed)
     }
 
     /// Requests per operation so far.
@@ -53,6 +65,7 @@ impl Counters {
             m.clear();
         }
         self.write_units.store(0, Ordering::Relaxed);
+        self.read_units.store(0, Ordering::Relaxed);
     }
 }
 

@@ -396,7 +396,6 @@ impl Consumer for SqsQueues {
         visibility: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
         let url = self.url(queue)?.to_string();
-        self.counters.request("ReceiveMessage");
         let got = self
             .client
             .receive_message()
@@ -407,12 +406,14 @@ impl Consumer for SqsQueues {
             .send()
             .await
             .map_err(|e| sdk_err(queue, "ReceiveMessage", &e))?;
-        Ok(got
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(delivery)
-            .collect())
+        let messages = got.messages.unwrap_or_default();
+        // Empty receives are the poller idling, not work: counted apart.
+        self.counters.request(if messages.is_empty() {
+            "ReceiveMessage (empty)"
+        } else {
+            "ReceiveMessage"
+        });
+        Ok(messages.into_iter().map(delivery).collect())
     }
 
     async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError> {

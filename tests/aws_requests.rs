@@ -1,0 +1,124 @@
+//! Benchmark: DynamoDB and SQS requests, and DynamoDB request units, per event on the happy
+//! path, counted by the adapters themselves (moto server serves the calls; no AWS account).
+//! The runner receives and deletes in batches of ten as the Lambda event source mapping
+//! does, so those calls are in the figures; empty polls and queue-depth checks are not.
+//!
+//! Run: `cargo bench -p p2c-tests --bench aws_requests` (starts moto_server itself unless
+//! `P2C_MOTO_ENDPOINT` names one).
+
+#[path = "moto.rs"]
+#[allow(dead_code)]
+mod moto;
+
+use p2c_core::app::Pipeline;
+use p2c_core::connectors::memory::MemoryConnector;
+use p2c_core::domain::System;
+use p2c_core::inbound::dataverse::DataverseAuth;
+use p2c_core::inbound::WebhookRequest;
+use p2c_core::pipeline::ingest::{ingest, InboundAuth};
+use p2c_core::pipeline::Timings;
+use p2c_core::ports::Connector;
+use p2c_core::rules::{EmbeddedLoader, RuleSet};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// List prices, us-east-1: DynamoDB on demand per million write / read request units
+/// (after the November 2024 reduction), SQS FIFO per million requests.
+const USD_PER_M_WRU: f64 = 0.625;
+const USD_PER_M_RRU: f64 = 0.125;
+const USD_PER_M_SQS_FIFO: f64 = 0.50;
+
+const EVENTS: u64 = 50;
+
+fn webhook(template: &Value, n: u64) -> WebhookRequest {
+    let mut body = template.clone();
+    body["OperationId"] = json!(format!("00000000-0000-4000-8000-{n:012x}"));
+    body["PrimaryEntityId"] = json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    body["InputParameters"][0]["value"]["Attributes"][0]["value"] =
+        json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    body["PostEntityImages"][0]["value"]["Attributes"][1]["value"] = json!(format!("ACC-{n:08}"));
+    WebhookRequest {
+        method: "POST".into(),
+        path: "/webhooks/dataverse".into(),
+        query: vec![],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-p2c-key".into(), "k".into()),
+        ],
+        body: serde_json::to_vec(&body).expect("json"),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let backend =
+        p2c_core::aws::create_local(&moto::endpoint(), &moto::unique("p2c-bench"), 5).await?;
+    let counters = backend.store.counters();
+    let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
+    for s in [System::BusinessCentral, System::Dataverse] {
+        connectors.insert(s, Arc::new(MemoryConnector::new(s)));
+    }
+    let auth = InboundAuth {
+        dataverse: DataverseAuth {
+            header: Some("x-p2c-key".into()),
+            query_param: None,
+            secrets: vec!["k".into()],
+        },
+        bc_client_states: vec![],
+    };
+    let rules = Arc::new(RuleSet::load(&EmbeddedLoader)?);
+    let p = Pipeline::with_connectors(
+        backend,
+        rules,
+        auth,
+        connectors,
+        BTreeMap::new(),
+        Timings::default(),
+    );
+    let sample: Value =
+        serde_json::from_str(include_str!("fixtures/dataverse_account_update.json"))?;
+
+    counters.reset();
+    for n in 0..EVENTS {
+        let r = ingest(&p.ingest, "dataverse", &webhook(&sample, n)).await;
+        anyhow::ensure!(r.status == 202, "webhook refused: {}", r.body);
+    }
+    let done = p.run_until_idle(Duration::from_secs(120)).await?;
+    anyhow::ensure!(done as u64 == 2 * EVENTS, "{done} messages processed");
+
+    let requests = counters.requests();
+    let per = |n: u64| n as f64 / EVENTS as f64;
+    let is_sqs = |op: &str| op.contains("Message") || op.contains("Queue");
+    let sqs: u64 = requests
+        .iter()
+        .filter(|(op, _)| is_sqs(op) && !op.contains("(empty)") && **op != "GetQueueAttributes")
+        .map(|(_, n)| n)
+        .sum();
+    let dynamo: u64 = requests
+        .iter()
+        .filter(|(op, _)| !is_sqs(op))
+        .map(|(_, n)| n)
+        .sum();
+    let (wru, rru) = (counters.total_write_units(), counters.total_read_units());
+    println!("{EVENTS} Dataverse account changes → Business Central customers (ingest → sync → deliver), per event:");
+    for (op, n) in &requests {
+        println!("  {op:<30} {:>6.2}", per(*n));
+    }
+    println!("  DynamoDB requests              {:>6.2}", per(dynamo));
+    println!(
+        "  DynamoDB write request units   {:>6.2}   (target ≤ 3)",
+        per(wru)
+    );
+    println!("  DynamoDB read request units    {:>6.2}", per(rru));
+    println!(
+        "  SQS requests (no idle polls)   {:>6.2}   (target ≤ 1.5)",
+        per(sqs)
+    );
+    let usd = per(wru) * USD_PER_M_WRU + per(rru) * USD_PER_M_RRU + per(sqs) * USD_PER_M_SQS_FIFO;
+    println!(
+        "  cost per million events        ${usd:.2}  (DynamoDB on demand ${USD_PER_M_WRU}/M writes, ${USD_PER_M_RRU}/M reads; SQS FIFO ${USD_PER_M_SQS_FIFO}/M; Lambda not included)"
+    );
+    Ok(())
+}
