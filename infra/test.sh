@@ -13,6 +13,15 @@ if ! command -v cfn-lint >/dev/null 2>&1; then
 fi
 AWS_DEFAULT_REGION=us-east-1 cfn-lint template.yaml
 echo "template.yaml: cfn-lint clean"
+# sam validate --lint: SAM CLI in its own virtualenv under target/ (it pins botocore versions
+# other tools on the machine may not want). Offline: a region and dummy credentials only.
+if ! command -v sam >/dev/null 2>&1; then
+    venv=target/py-sam
+    [ -x "$venv/bin/sam" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet --disable-pip-version-check 'aws-sam-cli>=1.140,<2'; }
+    PATH="$PWD/$venv/bin:$PATH"
+fi
+SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+    AWS_EC2_METADATA_DISABLED=true sam validate --lint --template template.yaml
 
 # moto server: DynamoDB and SQS on loopback for the AWS-adapter tests (dummy credentials;
 # nothing but 127.0.0.1 is ever targeted). Started here, stopped when the script exits.

@@ -22,9 +22,8 @@ use crate::ports::{
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 use rust_decimal::Decimal;
@@ -433,85 +432,44 @@ impl StateStore for DynamoStore {
         } else {
             ("version = :prev", Some(n(version - 1)))
         };
-        let new_ids: Vec<_> = state
-            .ids
-            .iter()
-            .filter(|(system, id)| state.stored_ids.get(system) != Some(id))
-            .collect();
-
-        if new_ids.is_empty() {
-            // The common case: one conditional put.
-            self.counters.request("PutItem");
-            self.counters.write_units(units(&item));
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression(condition)
-                .set_expression_attribute_values(
-                    prev.map(|p| HashMap::from([(":prev".to_string(), p)])),
-                )
-                .send()
-                .await;
-            return match result {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    let e = e.into_service_error();
-                    if e.is_conditional_check_failed_exception() {
-                        Err(StoreError::Conflict { key: k })
-                    } else {
-                        Err(backend("PutItem", &e))
-                    }
-                }
-            };
-        }
-
-        // New ids: the state and its cross-references in one transaction.
-        let mut writes = vec![(item, Some((condition, prev)))];
-        for (system, id) in new_ids {
-            let source = SourceRef::new(*system, state.key.entity_type, id.clone());
-            writes.push((
-                HashMap::from([
-                    ("pk".to_string(), s(format!("xref#{}", source.group()))),
-                    ("sk".to_string(), s("xref")),
-                    ("entity_key".to_string(), s(k.clone())),
-                ]),
-                None,
-            ));
-        }
-        let mut req = self.client.transact_write_items();
-        for (item, cond) in writes {
-            self.counters.write_units(2 * units(&item));
-            let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
-            if let Some((condition, prev)) = cond {
-                put = put
-                    .condition_expression(condition)
-                    .set_expression_attribute_values(
-                        prev.map(|p| HashMap::from([(":prev".to_string(), p)])),
-                    );
+        // New cross-references first, as plain puts: each is idempotent, and one written
+        // before a state write that then loses (or never happens) points at the entity's
+        // own deterministic key, which resolves to nothing newer than the store holds.
+        // A transaction would double the write units of both items.
+        for (system, id) in &state.ids {
+            if state.stored_ids.get(system) == Some(id) {
+                continue;
             }
-            let put = put.build().map_err(|e| backend("TransactWriteItems", &e))?;
-            req = req.transact_items(TransactWriteItem::builder().put(put).build());
+            let source = SourceRef::new(*system, state.key.entity_type, id.clone());
+            self.put(HashMap::from([
+                ("pk".to_string(), s(format!("xref#{}", source.group()))),
+                ("sk".to_string(), s("xref")),
+                ("entity_key".to_string(), s(k.clone())),
+            ]))
+            .await?;
         }
-        self.counters.request("TransactWriteItems");
-        match req.send().await {
+        // Then the state: one conditional put on the version it was read at.
+        self.counters.request("PutItem");
+        self.counters.write_units(units(&item));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(
+                prev.map(|p| HashMap::from([(":prev".to_string(), p)])),
+            )
+            .send()
+            .await;
+        match result {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = e.into_service_error();
-                let lost = match &e {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                        c.cancellation_reasons()
-                            .first()
-                            .and_then(|r| r.code())
-                            == Some("ConditionalCheckFailed")
-                    }
-                    _ => false,
-                };
-                if lost {
+                if e.is_conditional_check_failed_exception() {
                     Err(StoreError::Conflict { key: k })
                 } else {
-                    Err(backend("TransactWriteItems", &e))
+                    Err(backend("PutItem", &e))
                 }
             }
         }
