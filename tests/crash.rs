@@ -260,3 +260,46 @@ async fn a_crash_after_the_target_write_before_recording_it_leaves_one_record(mu
         "the BC id was recorded on the retry"
     );
 }
+
+on_both_backends!(a_change_delivered_twice_in_one_batch_applies_once: a_change_delivered_twice_in_one_batch_applies_once_embedded, a_change_delivered_twice_in_one_batch_applies_once_on_aws);
+
+/// The same change twice in one batch (a redelivery after the queue's deduplication
+/// window): the batch's sends are held back until its end, and the second copy is a
+/// duplicate of the first all the same.
+async fn a_change_delivered_twice_in_one_batch_applies_once(w: World) {
+    w.crm
+        .create("accounts", account("ACC-TWICE", "Twice Ltd"))
+        .expect("account");
+    let client = reqwest::Client::new();
+    w.crm.outbox().flush(&client).await;
+    let first = w
+        .pipeline
+        .store
+        .receive(QueueName::Inbound, 10, Duration::from_secs(60))
+        .await
+        .expect("receive");
+    assert_eq!(first.len(), 1);
+    let again = OutMessage {
+        group: first[0].group.clone(),
+        dedup_id: format!("{}-redelivered", first[0].dedup_id),
+        body: first[0].body.clone(),
+    };
+    w.pipeline
+        .store
+        .retry(
+            QueueName::Inbound,
+            &first[0].receipt,
+            Duration::ZERO,
+            "again",
+        )
+        .await
+        .expect("visible");
+    w.pipeline
+        .store
+        .send(QueueName::Inbound, &[again])
+        .await
+        .expect("send");
+    w.settle().await.expect("settles");
+    assert_eq!(w.erp.creates("customers"), 1);
+    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
+}

@@ -154,6 +154,16 @@ where
     Fut: std::future::Future<Output = Disposition> + 'a,
 {
     let dispositions = process_batch(deliveries, handle).await;
+    respond(deliveries, dispositions, queue, sink).await
+}
+
+/// Dispositions → `batchItemFailures` (burying permanent failures first).
+pub async fn respond(
+    deliveries: &[Delivery],
+    dispositions: Vec<Disposition>,
+    queue: QueueName,
+    sink: &dyn DeadLetterSink,
+) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for (d, disp) in deliveries.iter().zip(dispositions) {
         let failed = match disp {

@@ -2,7 +2,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use p2c_core::pipeline::sync::handle_message;
+use p2c_core::pipeline::sync::handle_batch;
 use p2c_core::ports::QueueName;
 
 #[tokio::main]
@@ -12,11 +12,10 @@ async fn main() -> Result<(), Error> {
     let (ctx, sink) = (&pipeline.sync, &pipeline.store);
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deliveries = p2c_core::lambda::deliveries(&event.payload);
+        // The batch's sends go out together after it, ten per request.
+        let dispositions = handle_batch(ctx, &deliveries).await;
         let response: SqsBatchResponse =
-            p2c_core::lambda::sqs(&deliveries, QueueName::Inbound, sink, |d| {
-                handle_message(ctx, d)
-            })
-            .await;
+            p2c_core::lambda::respond(&deliveries, dispositions, QueueName::Inbound, sink).await;
         Ok::<_, Error>(response)
     }))
     .await

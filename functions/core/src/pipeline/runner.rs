@@ -50,7 +50,7 @@ pub async fn step(
         return Ok(0);
     }
     let dispositions = match queue {
-        QueueName::Inbound => process_batch(&batch, |d| sync::handle_message(sync_ctx, d)).await,
+        QueueName::Inbound => sync::handle_batch(sync_ctx, &batch).await,
         QueueName::ToErp | QueueName::ToCrm => {
             process_batch(&batch, |d| deliver::handle_message(deliver_ctx, d)).await
         }

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What happened to an event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1205,5 +1206,193 @@ fn period_of(date: chrono::NaiveDate, kind: &str) -> String {
         "month" => format!("{}-{:02}", date.year(), date.month()),
         "year" => format!("{}", date.year()),
         _ => format!("{}-Q{}", date.year(), (date.month() - 1) / 3 + 1),
+    }
+}
+
+/// Handles a batch of inbound messages with one round of sends: the messages every event
+/// queues (commands, released events) are sent together after the batch, ten per request,
+/// and only then is each event recorded as completed. If that send fails, the events that
+/// queued something give up their claims and are retried; their state holds the outbox,
+/// so the retry re-sends exactly those commands.
+pub async fn handle_batch(ctx: &SyncCtx, batch: &[Delivery]) -> Vec<Disposition> {
+    let deferred = Arc::new(Deferred {
+        publisher: ctx.publisher.clone(),
+        idem: ctx.idem.clone(),
+        inner: std::sync::Mutex::new(DeferredInner::default()),
+    });
+    let mut scoped = ctx.clone();
+    scoped.publisher = deferred.clone();
+    scoped.idem = deferred.clone();
+    let scoped = &scoped;
+    let deferred_ref = &deferred;
+    let mut out = super::process_batch(batch, |d| async move {
+        deferred_ref.set_current(&d.message_id);
+        handle_message(scoped, d).await
+    })
+    .await;
+    if let Err(failed) = deferred.flush(ctx.timings.keep_for).await {
+        for (d, disp) in batch.iter().zip(out.iter_mut()) {
+            if *disp == Disposition::Done && failed.messages.contains(&d.message_id) {
+                *disp = Disposition::Retry {
+                    delay: super::backoff(ctx.timings.retry_base, d.receive_count, &d.message_id),
+                    reason: failed.reason.clone(),
+                };
+            }
+        }
+    }
+    out
+}
+
+/// Sends and completions held back until the end of a batch.
+struct Deferred {
+    publisher: Arc<dyn crate::ports::Publisher>,
+    idem: Arc<dyn crate::ports::IdempotencyStore>,
+    inner: std::sync::Mutex<DeferredInner>,
+}
+
+#[derive(Default)]
+struct DeferredInner {
+    /// The message being handled now.
+    current: String,
+    /// Messages per queue, in the order they were sent.
+    sends: Vec<(QueueName, OutMessage, String)>,
+    /// Completed keys with their outcome, and the message that completed them.
+    completions: Vec<(String, Value, String)>,
+}
+
+/// Which messages lost their effect when the batch's send failed, and why.
+struct FlushFailed {
+    messages: std::collections::HashSet<String>,
+    reason: String,
+}
+
+impl Deferred {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeferredInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_current(&self, message_id: &str) {
+        self.lock().current = message_id.to_string();
+    }
+
+    async fn flush(&self, keep_for: std::time::Duration) -> Result<(), FlushFailed> {
+        let (sends, completions) = {
+            let mut g = self.lock();
+            (
+                std::mem::take(&mut g.sends),
+                std::mem::take(&mut g.completions),
+            )
+        };
+        let mut by_queue: Vec<(QueueName, Vec<OutMessage>)> = Vec::new();
+        for (q, m, _) in &sends {
+            match by_queue.iter_mut().find(|(x, _)| x == q) {
+                Some((_, v)) => v.push(m.clone()),
+                None => by_queue.push((*q, vec![m.clone()])),
+            }
+        }
+        for (q, messages) in &by_queue {
+            if let Err(e) = self.publisher.send(*q, messages).await {
+                // Nothing of theirs counts as done: give the claims back for the retry.
+                let mut lost: std::collections::HashSet<String> =
+                    sends.iter().map(|(_, _, by)| by.clone()).collect();
+                for (key, _, by) in &completions {
+                    if lost.contains(by) {
+                        if let Err(re) = self.idem.release(key).await {
+                            tracing::warn!(error = %re, "could not release the idempotency claim");
+                        }
+                    }
+                }
+                lost.extend(completions.iter().map(|(_, _, by)| by.clone()));
+                return Err(FlushFailed {
+                    messages: lost,
+                    reason: format!("sending the batch's messages failed: {e}"),
+                });
+            }
+        }
+        let mut lost = std::collections::HashSet::new();
+        let mut reason = String::new();
+        for (key, outcome, by) in completions {
+            if let Err(e) = self.idem.complete(&key, &outcome, keep_for).await {
+                // Sent but not recorded: the retry finds the outbox and re-sends it (the
+                // queue and the deliver step drop the repeat).
+                let _ = self.idem.release(&key).await;
+                reason = format!("recording the event as completed failed: {e}");
+                lost.insert(by);
+            }
+        }
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(FlushFailed {
+                messages: lost,
+                reason,
+            })
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::Publisher for Deferred {
+    async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
+        let mut g = self.lock();
+        let by = g.current.clone();
+        g.sends
+            .extend(messages.iter().map(|m| (queue, m.clone(), by.clone())));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ports::IdempotencyStore for Deferred {
+    async fn claim(
+        &self,
+        key: &str,
+        lock_for: std::time::Duration,
+        keep_for: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        // Completed earlier in this batch (the same change twice): a duplicate.
+        if let Some(rec) = self.completed_here(key) {
+            return Ok(Claim::Duplicate(rec));
+        }
+        self.idem.claim(key, lock_for, keep_for).await
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        outcome: &Value,
+        _keep_for: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let by = g.current.clone();
+        g.completions.push((key.to_string(), outcome.clone(), by));
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        self.idem.release(key).await
+    }
+
+    async fn peek(&self, key: &str) -> Result<Option<crate::ports::IdemRecord>, StoreError> {
+        match self.completed_here(key) {
+            Some(rec) => Ok(Some(rec)),
+            None => self.idem.peek(key).await,
+        }
+    }
+}
+
+impl Deferred {
+    fn completed_here(&self, key: &str) -> Option<crate::ports::IdemRecord> {
+        let g = self.lock();
+        g.completions
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(k, outcome, _)| crate::ports::IdemRecord {
+                key: k.clone(),
+                status: crate::ports::IdemStatus::Completed,
+                locked_until: chrono::Utc::now(),
+                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                outcome: outcome.clone(),
+            })
     }
 }
