@@ -54,11 +54,9 @@ async fn backend_from_env() -> anyhow::Result<Backend> {
     if var("P2C_TABLE").is_some() {
         return Ok(AwsBackend::from_env().await?.into());
     }
-    if var("AWS_LAMBDA_FUNCTION_NAME").is_some()
-        && var("AWS_LAMBDA_RUNTIME_API").is_some_and(|a| {
-            !a.starts_with("127.0.0.1") && !a.starts_with("localhost") && !a.starts_with("[::1]")
-        })
-    {
+    // The Lambda service runs functions from /var/task (and its runtime API is on
+    // 127.0.0.1 too, so that address tells nothing); `cargo lambda watch` does not.
+    if var("LAMBDA_TASK_ROOT").as_deref() == Some("/var/task") {
         anyhow::bail!("the embedded store cannot back functions on AWS Lambda (each has its own /tmp): set P2C_TABLE and the queue URLs, as template.yaml does");
     }
     Ok(EmbeddedStore::open(var("P2C_STORE").unwrap_or_else(|| "/tmp/p2c.db".into()))?.into())
