@@ -211,6 +211,37 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// A put only if `condition` holds: `Ok(false)` when it did not (nothing written).
+    async fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<bool, StoreError> {
+        self.counters.request("PutItem");
+        self.counters.write_units(units(&item));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(false)
+                } else {
+                    Err(backend("PutItem", &e))
+                }
+            }
+        }
+    }
+
     async fn delete(&self, pk: String, sk: &str) -> Result<(), StoreError> {
         self.counters.request("DeleteItem");
         self.counters.write_units(1);
@@ -449,29 +480,11 @@ impl StateStore for DynamoStore {
             .await?;
         }
         // Then the state: one conditional put on the version it was read at.
-        self.counters.request("PutItem");
-        self.counters.write_units(units(&item));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .set_expression_attribute_values(
-                prev.map(|p| HashMap::from([(":prev".to_string(), p)])),
-            )
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Err(StoreError::Conflict { key: k })
-                } else {
-                    Err(backend("PutItem", &e))
-                }
-            }
+        let values = prev.map(|p| HashMap::from([(":prev".to_string(), p)]));
+        if self.put_if(item, condition, values).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict { key: k })
         }
     }
 
@@ -516,28 +529,9 @@ impl ParkingStore for DynamoStore {
             ("seq".to_string(), n(now_ms())),
             ("body".to_string(), s(body)),
         ]);
-        self.counters.request("PutItem");
-        self.counters.write_units(units(&item));
         // Parking the same event twice keeps the first (and its place in the line).
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Ok(())
-                } else {
-                    Err(backend("PutItem", &e))
-                }
-            }
-        }
+        self.put_if(item, "attribute_not_exists(pk)", None).await?;
+        Ok(())
     }
 
     async fn waiting(&self, dependency: &str) -> Result<Vec<ParkedEvent>, StoreError> {
