@@ -54,13 +54,9 @@ pub fn endpoint() -> String {
 
 /// SDK configuration for moto: loopback endpoint, dummy credentials, fixed region.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "p2c-tests");
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(creds)
-        .load()
+    p2c_core::aws::local_config(&endpoint())
         .await
+        .expect("moto is on loopback")
 }
 
 /// A unique name per test, so tests never share a table or queue.

@@ -93,15 +93,6 @@ impl Backend {
         }
     }
 
-    /// The embedded store, when that is what this is.
-    pub fn embedded(&self) -> Option<&EmbeddedStore> {
-        match self {
-            Backend::Embedded(s) => Some(s),
-            #[cfg(feature = "aws")]
-            Backend::Aws(_) => None,
-        }
-    }
-
     /// What it runs on, for people.
     pub fn describe(&self) -> String {
         match self {

@@ -402,7 +402,7 @@ impl IdempotencyStore for DynamoStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key_of_idem(key)))
+            .set_key(Some(self::key(format!("idem#{key}"), "idem")))
             .condition_expression("#status = :in_progress")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":in_progress", s("in_progress"))
@@ -428,10 +428,6 @@ impl IdempotencyStore for DynamoStore {
         Ok(idem_record(key, &item)?
             .filter(|r| r.status == IdemStatus::Completed && r.expires_at > chrono::Utc::now()))
     }
-}
-
-fn key_of_idem(k: &str) -> Item {
-    key(format!("idem#{k}"), "idem")
 }
 
 #[async_trait]

@@ -52,12 +52,12 @@ fn sdk_err<E: std::error::Error>(queue: QueueName, op: &str, e: &E) -> QueueErro
     err(queue, op, describe(e))
 }
 
-fn text(v: impl Into<String>) -> Result<MessageAttributeValue, QueueError> {
+fn text(queue: QueueName, v: impl Into<String>) -> Result<MessageAttributeValue, QueueError> {
     MessageAttributeValue::builder()
         .data_type("String")
         .string_value(v)
         .build()
-        .map_err(|e| err(QueueName::Inbound, "MessageAttributeValue", e))
+        .map_err(|e| err(queue, "MessageAttributeValue", e))
 }
 
 fn attr(m: &Message, name: MessageSystemAttributeName) -> Option<&str> {
@@ -70,6 +70,15 @@ fn user_attr<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
     m.message_attributes()
         .and_then(|a| a.get(name))
         .and_then(|v| v.string_value())
+}
+
+/// The id a dead letter had on its own queue (the one `p2c dlq` shows and replays by):
+/// recorded when p2c buried it, the message's own when the redrive policy moved it.
+fn original_id(m: &Message) -> String {
+    user_attr(m, "p2c-message-id")
+        .or(m.message_id())
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl SqsQueues {
@@ -89,10 +98,6 @@ impl SqsQueues {
 
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
-    }
-
-    pub fn urls(&self) -> &QueueUrls {
-        &self.urls
     }
 
     /// Creates the three FIFO queues and their FIFO dead-letter queues, named
@@ -331,11 +336,11 @@ impl SqsQueues {
             .message_group_id(&message.group)
             // Idempotent per original message: burying it twice keeps one copy.
             .message_deduplication_id(crate::json::hash_parts(&[&message.message_id, "dlq"]))
-            .message_attributes("p2c-code", text(code)?)
-            .message_attributes("p2c-reason", text(reason)?)
-            .message_attributes("p2c-message-id", text(&message.message_id)?)
-            .message_attributes("p2c-dedup-id", text(&message.dedup_id)?)
-            .message_attributes("p2c-at", text(chrono::Utc::now().to_rfc3339())?)
+            .message_attributes("p2c-code", text(queue, code)?)
+            .message_attributes("p2c-reason", text(queue, reason)?)
+            .message_attributes("p2c-message-id", text(queue, &message.message_id)?)
+            .message_attributes("p2c-dedup-id", text(queue, &message.dedup_id)?)
+            .message_attributes("p2c-at", text(queue, chrono::Utc::now().to_rfc3339())?)
             .send()
             .await
             .map_err(|e| sdk_err(queue, "SendMessage", &e))?;
@@ -542,9 +547,7 @@ impl DeadLetters for SqsQueues {
                     })
                     .unwrap_or_default();
                 DeadLetter {
-                    message_id: user_attr(&m, "p2c-message-id")
-                        .map(str::to_string)
-                        .unwrap_or_else(|| m.message_id().unwrap_or_default().to_string()),
+                    message_id: original_id(&m),
                     queue,
                     group: attr(&m, MessageSystemAttributeName::MessageGroupId)
                         .unwrap_or_default()
@@ -568,31 +571,27 @@ impl DeadLetters for SqsQueues {
     async fn replay(&self, queue: QueueName, ids: &[String]) -> Result<usize, QueueError> {
         let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
         let dlq = self.dlq_url(queue)?.to_string();
-        let url = self.url(queue)?.to_string();
         let mut n = 0;
         for m in self.drain_view(queue).await? {
-            let id = user_attr(&m, "p2c-message-id")
-                .or(m.message_id())
-                .unwrap_or_default()
-                .to_string();
+            let id = original_id(&m);
             if !wanted.contains(id.as_str()) {
                 continue;
             }
-            let group = attr(&m, MessageSystemAttributeName::MessageGroupId)
-                .unwrap_or_default()
-                .to_string();
             // A new deduplication id: the first send is inside SQS's window perhaps, and
             // a replay must not be dropped as its duplicate. (The steps' own idempotency
             // still makes the replay's effect exactly-once.)
-            let dedup = crate::json::hash_parts(&[&id, "replay", &chrono::Utc::now().to_rfc3339()]);
-            let entry = SendMessageBatchRequestEntry::builder()
-                .id("0")
-                .message_body(m.body().unwrap_or_default())
-                .message_group_id(group)
-                .message_deduplication_id(dedup)
-                .build()
-                .map_err(|e| err(queue, "SendMessageBatch", e))?;
-            self.send_batch(queue, &url, vec![entry]).await?;
+            let again = OutMessage {
+                group: attr(&m, MessageSystemAttributeName::MessageGroupId)
+                    .unwrap_or_default()
+                    .to_string(),
+                dedup_id: crate::json::hash_parts(&[
+                    &id,
+                    "replay",
+                    &chrono::Utc::now().to_rfc3339(),
+                ]),
+                body: m.body().unwrap_or_default().to_string(),
+            };
+            self.send(queue, &[again]).await?;
             // The receipt from the listing is still the latest one: delete the original.
             if let Some(r) = m.receipt_handle() {
                 let left = self.delete_batch(queue, &dlq, &[r]).await?;
