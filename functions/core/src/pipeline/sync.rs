@@ -1290,34 +1290,38 @@ impl Deferred {
                 None => by_queue.push((*q, vec![m.clone()])),
             }
         }
-        for (q, messages) in &by_queue {
-            if let Err(e) = self.publisher.send(*q, messages).await {
-                // Nothing of theirs counts as done: give the claims back for the retry.
-                let mut lost: std::collections::HashSet<String> =
-                    sends.iter().map(|(_, _, by)| by.clone()).collect();
-                for (key, _, by) in &completions {
-                    if lost.contains(by) {
-                        if let Err(re) = self.idem.release(key).await {
-                            tracing::warn!(error = %re, "could not release the idempotency claim");
-                        }
-                    }
-                }
-                lost.extend(completions.iter().map(|(_, _, by)| by.clone()));
-                return Err(FlushFailed {
-                    messages: lost,
-                    reason: format!("sending the batch's messages failed: {e}"),
-                });
-            }
-        }
+        // If the send fails, the events that queued something lose their effect; the others
+        // are done all the same.
         let mut lost = std::collections::HashSet::new();
         let mut reason = String::new();
+        for (q, messages) in &by_queue {
+            if let Err(e) = self.publisher.send(*q, messages).await {
+                lost.extend(sends.iter().map(|(_, _, by)| by.clone()));
+                reason = format!("sending the batch's messages failed: {e}");
+                break;
+            }
+        }
         for (key, outcome, by) in completions {
-            if let Err(e) = self.idem.complete(&key, &outcome, keep_for).await {
-                // Sent but not recorded: the retry finds the outbox and re-sends it (the
-                // queue and the deliver step drop the repeat).
-                let _ = self.idem.release(&key).await;
-                reason = format!("recording the event as completed failed: {e}");
-                lost.insert(by);
+            let recorded = if lost.contains(&by) {
+                // Give the claim back for the retry; the state's outbox re-sends exactly
+                // its commands.
+                false
+            } else {
+                match self.idem.complete(&key, &outcome, keep_for).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        // Sent but not recorded: the retry finds the outbox and re-sends it
+                        // (the queue and the deliver step drop the repeat).
+                        reason = format!("recording the event as completed failed: {e}");
+                        lost.insert(by);
+                        false
+                    }
+                }
+            };
+            if !recorded {
+                if let Err(re) = self.idem.release(&key).await {
+                    tracing::warn!(error = %re, "could not release the idempotency claim");
+                }
             }
         }
         if lost.is_empty() {
