@@ -31,21 +31,17 @@ fn bench_rules(c: &mut Criterion) {
         "customer": { "number": "ACC-1", "financials_known": true, "credit_limit": 50000, "balance": 1200.50,
                       "open_orders": 0, "overdue_amount": 0, "days_overdue": 0, "on_hold": false }
     });
-    let credit_dyn = p2c_core::rules::engine::to_dynamic(&credit);
+    assert!(rules.is_fast("credit_limit.rhai"));
     g.bench_function("credit_decision (JSON in and out)", |b| {
         b.iter(|| rules.eval("credit_limit.rhai", &credit).expect("decides"))
     });
-    // The decision alone: the input is built outside the timed part.
-    g.bench_function("credit_decision (prepared input)", |b| {
-        b.iter_batched(
-            || credit_dyn.clone(),
-            |input| {
-                rules
-                    .eval_dynamic("credit_limit.rhai", input)
-                    .expect("decides")
-            },
-            BatchSize::SmallInput,
-        )
+    // The same decision with the fast path switched off: Rhai's tree walker.
+    g.bench_function("credit_decision (Rhai interpreter)", |b| {
+        b.iter(|| {
+            rules
+                .eval_interpreted("credit_limit.rhai", &credit)
+                .expect("decides")
+        })
     });
     let account: Value = json!({ "system": "dataverse", "record": {
         "accountnumber": "ACC-01042-QX7T2P", "name": "Fabrikam Industrial Ltd", "address1_line1": "1 Microsoft Way",
@@ -58,6 +54,13 @@ fn bench_rules(c: &mut Criterion) {
         b.iter(|| {
             rules
                 .eval("mapping/account_to_customer.rhai", &account)
+                .expect("maps")
+        })
+    });
+    g.bench_function("account_mapping (Rhai interpreter)", |b| {
+        b.iter(|| {
+            rules
+                .eval_interpreted("mapping/account_to_customer.rhai", &account)
                 .expect("maps")
         })
     });

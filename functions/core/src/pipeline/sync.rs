@@ -284,36 +284,30 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
     }
 
     // Map.
-    // The script's input, built straight from the event (no JSON copy of the record).
+    // The script's input: the event's fields, read in place.
+    let operation = json!(ev.operation);
     let input = {
-        use crate::rules::engine::{object_to_map, to_dynamic};
-        use rhai::Dynamic;
-        let mut m = rhai::Map::new();
-        m.insert("system".into(), Dynamic::from(system.as_str().to_string()));
-        m.insert("operation".into(), to_dynamic(&json!(ev.operation)));
-        m.insert(
-            "record".into(),
-            Dynamic::from_map(object_to_map(&ev.fields)),
-        );
-        m.insert(
-            "previous".into(),
-            Dynamic::from_map(object_to_map(&ev.previous)),
-        );
-        m.insert(
-            "resource".into(),
-            ev.fields
-                .get("@p2c.entitySet")
-                .map(to_dynamic)
-                .unwrap_or(Dynamic::UNIT),
-        );
-        m.insert(
-            "today".into(),
-            Dynamic::from(ev.received_at.format("%Y-%m-%d").to_string()),
-        );
-        Dynamic::from_map(m)
+        use crate::rules::{Field, RuleInput};
+        RuleInput(vec![
+            ("system", Field::Text(system.as_str().to_string())),
+            ("operation", Field::Json(&operation)),
+            ("record", Field::Object(&ev.fields)),
+            ("previous", Field::Object(&ev.previous)),
+            (
+                "resource",
+                ev.fields
+                    .get("@p2c.entitySet")
+                    .map(Field::Json)
+                    .unwrap_or(Field::Unit),
+            ),
+            (
+                "today",
+                Field::Text(ev.received_at.format("%Y-%m-%d").to_string()),
+            ),
+        ])
     };
-    let mapped = match rules.eval_dynamic(&flow.script, input) {
-        Ok(v) => crate::rules::engine::from_dynamic(&v),
+    let mapped = match rules.eval_input(&flow.script, &input) {
+        Ok(v) => v,
         Err(RuleError::Rejected {
             code,
             message,

@@ -45,6 +45,11 @@ pub type ValueMaps = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Builds the sandboxed engine with the host API registered.
 pub fn build_engine(limits: Limits, value_maps: Arc<ValueMaps>) -> Engine {
+    build_engine_with(limits, Arc::new(host::PreparedMaps::new(&value_maps)))
+}
+
+/// [`build_engine`] with the value maps already prepared (shared with the fast path).
+pub(crate) fn build_engine_with(limits: Limits, maps: Arc<host::PreparedMaps>) -> Engine {
     let mut engine = Engine::new_raw();
     {
         use rhai::packages::Package;
@@ -64,7 +69,7 @@ pub fn build_engine(limits: Limits, value_maps: Arc<ValueMaps>) -> Engine {
     engine.disable_symbol("eval");
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
-    register_host_api(&mut engine, value_maps);
+    register_host_api(&mut engine, maps);
     engine
 }
 
@@ -85,81 +90,122 @@ fn structured(code: &str, message: String) -> Box<EvalAltResult> {
     ))
 }
 
-fn parse_date(s: &str) -> Result<chrono::NaiveDate, Box<EvalAltResult>> {
-    let d = s.get(..10).unwrap_or(s);
-    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-        .map_err(|_| rt_err(format!("`{s}` is not a date (YYYY-MM-DD)")))
+/// The host functions, as plain Rust: the engine registers them and the fast path
+/// ([`super::fast`]) calls the very same code, so the two cannot drift apart.
+pub(crate) mod host {
+    use rhai::{Dynamic, ImmutableString, INT};
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+
+    pub fn dec_of_str(s: &str) -> Result<Decimal, String> {
+        Decimal::from_str(s.trim()).map_err(|_| format!("`{s}` is not a decimal number"))
+    }
+    pub fn money(d: Decimal) -> Decimal {
+        d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+    }
+    pub fn money_int(i: INT) -> Decimal {
+        Decimal::from(i).round_dp(2)
+    }
+    pub fn fmt_money(d: Decimal) -> String {
+        crate::money::format_amount(d)
+    }
+
+    fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+        let d = s.get(..10).unwrap_or(s);
+        chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))
+    }
+    pub fn days_between(from: &str, to: &str) -> Result<INT, String> {
+        Ok((parse_date(to)? - parse_date(from)?).num_days())
+    }
+    pub fn date_of(s: &str) -> Result<String, String> {
+        Ok(parse_date(s)?.format("%Y-%m-%d").to_string())
+    }
+    pub fn period_of(date: &str, kind: &str) -> Result<String, String> {
+        use chrono::Datelike;
+        let d = parse_date(date)?;
+        match kind {
+            "month" => Ok(format!("{}-{:02}", d.year(), d.month())),
+            "quarter" => Ok(format!("{}-Q{}", d.year(), (d.month() - 1) / 3 + 1)),
+            "year" => Ok(format!("{}", d.year())),
+            other => Err(format!("unknown period `{other}` (month, quarter, year)")),
+        }
+    }
+
+    /// Value maps prepared once as shared strings, so a lookup allocates nothing.
+    pub struct PreparedMaps(BTreeMap<String, BTreeMap<String, Dynamic>>);
+
+    impl PreparedMaps {
+        pub fn new(maps: &super::ValueMaps) -> Self {
+            Self(
+                maps.iter()
+                    .map(|(name, m)| {
+                        (
+                            name.clone(),
+                            m.iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), Dynamic::from(ImmutableString::from(v.as_str())))
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        /// `Err` when there is no map of that name; `Ok(None)` when the key is not in it.
+        pub fn lookup(&self, name: &str, key: &str) -> Result<Option<&Dynamic>, String> {
+            let map = self
+                .0
+                .get(name)
+                .ok_or_else(|| format!("no value map `{name}`"))?;
+            Ok(map.get(key))
+        }
+        pub fn unmapped(name: &str, key: &str) -> String {
+            format!("value map `{name}` has no entry for `{key}`")
+        }
+    }
 }
 
-fn register_host_api(engine: &mut Engine, value_maps: Arc<ValueMaps>) {
+fn register_host_api(engine: &mut Engine, prepared: Arc<host::PreparedMaps>) {
     // Decimal money.
     engine.register_fn(
         "dec",
         |s: ImmutableString| -> Result<Decimal, Box<EvalAltResult>> {
-            Decimal::from_str(s.trim())
-                .map_err(|_| rt_err(format!("`{s}` is not a decimal number")))
+            host::dec_of_str(&s).map_err(rt_err)
         },
     );
     engine.register_fn("dec", |i: rhai::INT| Decimal::from(i));
     engine.register_fn("dec", |d: Decimal| d);
     engine.register_fn("dec", |_: ()| Decimal::ZERO);
-    engine.register_fn("money", |d: Decimal| {
-        d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
-    });
-    engine.register_fn("money", |i: rhai::INT| Decimal::from(i).round_dp(2));
+    engine.register_fn("money", host::money);
+    engine.register_fn("money", host::money_int);
     engine.register_fn("max", |a: Decimal, b: Decimal| a.max(b));
     engine.register_fn("min", |a: Decimal, b: Decimal| a.min(b));
     engine.register_fn("max", |a: Decimal, b: rhai::INT| a.max(Decimal::from(b)));
     engine.register_fn("min", |a: Decimal, b: rhai::INT| a.min(Decimal::from(b)));
-    engine.register_fn("fmt_money", |d: Decimal| crate::money::format_amount(d));
+    engine.register_fn("fmt_money", host::fmt_money);
     engine.register_fn("fmt_money", |i: rhai::INT| {
-        crate::money::format_amount(Decimal::from(i))
+        host::fmt_money(Decimal::from(i))
     });
 
-    // Value maps: prepared once as shared strings, so a lookup allocates nothing.
-    let prepared: Arc<BTreeMap<String, BTreeMap<String, Dynamic>>> = Arc::new(
-        value_maps
-            .iter()
-            .map(|(name, m)| {
-                (
-                    name.clone(),
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), Dynamic::from(ImmutableString::from(v.as_str()))))
-                        .collect(),
-                )
-            })
-            .collect(),
-    );
-    fn lookup<'a>(
-        maps: &'a BTreeMap<String, BTreeMap<String, Dynamic>>,
-        name: &str,
-        key: &Dynamic,
-    ) -> Result<(Option<&'a Dynamic>, String), Box<EvalAltResult>> {
-        let map = maps
-            .get(name)
-            .ok_or_else(|| rt_err(format!("no value map `{name}`")))?;
-        let found = match key.read_lock::<ImmutableString>() {
-            Some(s) => map.get(s.as_str()),
-            None => map.get(&key.to_string()),
-        };
-        Ok((
-            found,
-            if found.is_none() {
-                key.to_string()
-            } else {
-                String::new()
-            },
-        ))
+    // Value maps.
+    fn key_text(key: &Dynamic) -> String {
+        match key.read_lock::<ImmutableString>() {
+            Some(s) => s.to_string(),
+            None => key.to_string(),
+        }
     }
     let vm = prepared.clone();
     engine.register_fn(
         "value_map",
         move |name: ImmutableString, key: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
-            match lookup(&vm, &name, &key)? {
-                (Some(v), _) => Ok(v.clone()),
-                (None, k) => Err(structured(
+            let k = key_text(&key);
+            match vm.lookup(&name, &k).map_err(rt_err)? {
+                Some(v) => Ok(v.clone()),
+                None => Err(structured(
                     "unmapped_value",
-                    format!("value map `{name}` has no entry for `{k}`"),
+                    host::PreparedMaps::unmapped(&name, &k),
                 )),
             }
         },
@@ -171,7 +217,11 @@ fn register_host_api(engine: &mut Engine, value_maps: Arc<ValueMaps>) {
               key: Dynamic,
               default: Dynamic|
               -> Result<Dynamic, Box<EvalAltResult>> {
-            Ok(lookup(&vm, &name, &key)?.0.cloned().unwrap_or(default))
+            Ok(vm
+                .lookup(&name, &key_text(&key))
+                .map_err(rt_err)?
+                .cloned()
+                .unwrap_or(default))
         },
     );
 
@@ -179,28 +229,19 @@ fn register_host_api(engine: &mut Engine, value_maps: Arc<ValueMaps>) {
     engine.register_fn(
         "days_between",
         |from: ImmutableString, to: ImmutableString| -> Result<rhai::INT, Box<EvalAltResult>> {
-            Ok((parse_date(&to)? - parse_date(&from)?).num_days())
+            host::days_between(&from, &to).map_err(rt_err)
         },
     );
     engine.register_fn(
         "date_of",
         |s: ImmutableString| -> Result<String, Box<EvalAltResult>> {
-            Ok(parse_date(&s)?.format("%Y-%m-%d").to_string())
+            host::date_of(&s).map_err(rt_err)
         },
     );
     engine.register_fn(
         "period_of",
         |date: ImmutableString, kind: ImmutableString| -> Result<String, Box<EvalAltResult>> {
-            use chrono::Datelike;
-            let d = parse_date(&date)?;
-            match kind.as_str() {
-                "month" => Ok(format!("{}-{:02}", d.year(), d.month())),
-                "quarter" => Ok(format!("{}-Q{}", d.year(), (d.month() - 1) / 3 + 1)),
-                "year" => Ok(format!("{}", d.year())),
-                other => Err(rt_err(format!(
-                    "unknown period `{other}` (month, quarter, year)"
-                ))),
-            }
+            host::period_of(&date, &kind).map_err(rt_err)
         },
     );
 
@@ -223,6 +264,8 @@ fn register_host_api(engine: &mut Engine, value_maps: Arc<ValueMaps>) {
 pub struct Script {
     pub name: String,
     pub ast: Arc<AST>,
+    /// The same rule compiled for the fast path, when it is covered (see [`super::fast`]).
+    pub fast: Option<Arc<super::fast::FastRule>>,
 }
 
 /// Compiles a script, checking it defines `fn rule(input)`.
@@ -251,6 +294,7 @@ pub fn compile(engine: &Engine, name: &str, source: &str) -> Result<Script, Rule
     Ok(Script {
         name: name.to_string(),
         ast: Arc::new(ast),
+        fast: None,
     })
 }
 
@@ -334,15 +378,31 @@ pub fn object_to_map(o: &Map<String, Value>) -> RMap {
         .collect()
 }
 
-fn number_to_dynamic(n: &Number) -> Dynamic {
+/// How a JSON number enters a script: an integer if it is one, else an exact decimal,
+/// else (beyond what a decimal holds) its text.
+pub(crate) enum Num {
+    Int(rhai::INT),
+    Dec(Decimal),
+    Text(String),
+}
+
+pub(crate) fn classify_number(n: &Number) -> Num {
     if let Some(i) = n.as_i64() {
-        return Dynamic::from_int(i);
+        return Num::Int(i);
     }
-    let text = n.to_string();
-    Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map(Dynamic::from_decimal)
-        .unwrap_or_else(|_| Dynamic::from(text))
+    let text = n.as_str();
+    match Decimal::from_str(text).or_else(|_| Decimal::from_scientific(text)) {
+        Ok(d) => Num::Dec(d),
+        Err(_) => Num::Text(text.to_string()),
+    }
+}
+
+fn number_to_dynamic(n: &Number) -> Dynamic {
+    match classify_number(n) {
+        Num::Int(i) => Dynamic::from_int(i),
+        Num::Dec(d) => Dynamic::from_decimal(d),
+        Num::Text(t) => Dynamic::from(t),
+    }
 }
 
 /// A script value to JSON; decimals become exact JSON numbers.

@@ -6,6 +6,7 @@
 
 pub mod cases;
 pub mod engine;
+pub mod fast;
 
 use crate::domain::{EntityType, Side, System};
 use crate::error::RuleError;
@@ -247,6 +248,7 @@ pub struct RuleSet {
     pub catalogue: Catalogue,
     pub value_maps: Arc<ValueMaps>,
     engine: Engine,
+    limits: Limits,
     scripts: BTreeMap<String, Script>,
     files: BTreeMap<String, String>,
 }
@@ -283,11 +285,15 @@ impl RuleSet {
             None => ValueMaps::new(),
         };
         let value_maps = Arc::new(value_maps);
-        let engine = engine::build_engine(Limits::default(), value_maps.clone());
+        let limits = Limits::default();
+        let prepared = Arc::new(engine::host::PreparedMaps::new(&value_maps));
+        let engine = engine::build_engine_with(limits, prepared.clone());
         let mut scripts = BTreeMap::new();
         for (path, text) in &files {
             if path.ends_with(".rhai") {
-                scripts.insert(path.clone(), engine::compile(&engine, path, text)?);
+                let mut script = engine::compile(&engine, path, text)?;
+                script.fast = fast::compile(&script.ast, limits, prepared.clone()).map(Arc::new);
+                scripts.insert(path.clone(), script);
             }
         }
         let referenced = catalogue
@@ -310,6 +316,7 @@ impl RuleSet {
             catalogue,
             value_maps,
             engine,
+            limits,
             scripts,
             files,
         })
@@ -340,21 +347,63 @@ impl RuleSet {
             .unwrap_or_default()
     }
 
-    /// Runs a script on a JSON input, returning JSON (decimals exact).
-    pub fn eval(&self, script: &str, input: &Value) -> Result<Value, RuleError> {
-        let s = self.scripts.get(script).ok_or_else(|| RuleError::Missing {
+    fn script(&self, script: &str) -> Result<&Script, RuleError> {
+        self.scripts.get(script).ok_or_else(|| RuleError::Missing {
             rule: script.to_string(),
-        })?;
+        })
+    }
+
+    /// Runs a script on a JSON input, returning JSON (decimals exact): on the fast path
+    /// when the rule is covered by it, else (and for every error) in Rhai.
+    pub fn eval(&self, script: &str, input: &Value) -> Result<Value, RuleError> {
+        let s = self.script(script)?;
+        if let Some(out) = s
+            .fast
+            .as_ref()
+            .and_then(|f| f.eval(fast::V::of_json(input)))
+        {
+            return Ok(out);
+        }
         let out = engine::run(&self.engine, s, engine::to_dynamic(input))?;
         Ok(engine::from_dynamic(&out))
     }
 
-    /// Runs a script on a prepared script value (the fast path for hot rules).
-    pub fn eval_dynamic(&self, script: &str, input: Dynamic) -> Result<Dynamic, RuleError> {
-        let s = self.scripts.get(script).ok_or_else(|| RuleError::Missing {
-            rule: script.to_string(),
-        })?;
-        engine::run(&self.engine, s, input)
+    /// Runs a script on an input map of named fields, read in place.
+    pub fn eval_input(&self, script: &str, input: &RuleInput<'_>) -> Result<Value, RuleError> {
+        let s = self.script(script)?;
+        if let Some(f) = &s.fast {
+            let v = fast::V::fields(input.0.iter().map(|(k, f)| (*k, f.value())));
+            if let Some(out) = f.eval(v) {
+                return Ok(out);
+            }
+        }
+        let out = engine::run(&self.engine, s, input.to_dynamic())?;
+        Ok(engine::from_dynamic(&out))
+    }
+
+    /// Runs a script in Rhai only, never on the fast path (the reference the fast path
+    /// is tested against, and the baseline of the benchmarks).
+    pub fn eval_interpreted(&self, script: &str, input: &Value) -> Result<Value, RuleError> {
+        let s = self.script(script)?;
+        let out = engine::run(&self.engine, s, engine::to_dynamic(input))?;
+        Ok(engine::from_dynamic(&out))
+    }
+
+    /// The fast path alone: `None` when the rule is not covered or this input is left
+    /// to Rhai (for tests and tools).
+    pub fn eval_fast(&self, script: &str, input: &Value) -> Option<Value> {
+        let s = self.scripts.get(script)?;
+        s.fast.as_ref()?.eval(fast::V::of_json(input))
+    }
+
+    /// Whether `script` compiled for the fast path.
+    pub fn is_fast(&self, script: &str) -> bool {
+        self.scripts.get(script).is_some_and(|s| s.fast.is_some())
+    }
+
+    /// The sandbox limits every script runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Every file of the set (for case runs and publishing).
@@ -364,6 +413,47 @@ impl RuleSet {
 
     pub fn script_names(&self) -> impl Iterator<Item = &String> {
         self.scripts.keys()
+    }
+}
+
+/// A script's `input` map given as named fields that are read in place (no copy of the
+/// record into the script's own values unless Rhai has to run the rule).
+#[derive(Debug, Default)]
+pub struct RuleInput<'a>(pub Vec<(&'static str, Field<'a>)>);
+
+/// One field of a [`RuleInput`].
+#[derive(Debug)]
+pub enum Field<'a> {
+    Json(&'a Value),
+    Object(&'a serde_json::Map<String, Value>),
+    Text(String),
+    Unit,
+}
+
+impl Field<'_> {
+    fn value(&self) -> fast::V<'_> {
+        match self {
+            Field::Json(v) => fast::V::of_json(v),
+            Field::Object(o) => fast::V::JMap(o),
+            Field::Text(t) => fast::V::Str(std::borrow::Cow::Borrowed(t)),
+            Field::Unit => fast::V::Unit,
+        }
+    }
+}
+
+impl RuleInput<'_> {
+    fn to_dynamic(&self) -> Dynamic {
+        let mut m = rhai::Map::new();
+        for (k, f) in &self.0 {
+            let v = match f {
+                Field::Json(v) => engine::to_dynamic(v),
+                Field::Object(o) => Dynamic::from_map(engine::object_to_map(o)),
+                Field::Text(t) => Dynamic::from(t.clone()),
+                Field::Unit => Dynamic::UNIT,
+            };
+            m.insert((*k).into(), v);
+        }
+        Dynamic::from_map(m)
     }
 }
 
