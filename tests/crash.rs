@@ -177,7 +177,7 @@ async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_tw
         .store
         .retry(
             QueueName::ToErp,
-            &batch[0].receipt,
+            &batch[0],
             Duration::ZERO,
             "visibility timeout",
         )
@@ -212,12 +212,7 @@ async fn a_crash_after_the_claim_is_taken_over_when_the_lock_lapses(w: World) {
         .expect("claimed");
     w.pipeline
         .store
-        .retry(
-            QueueName::Inbound,
-            &batch[0].receipt,
-            Duration::ZERO,
-            "worker died",
-        )
+        .retry(QueueName::Inbound, &batch[0], Duration::ZERO, "worker died")
         .await
         .expect("visible");
     w.settle().await.expect("settles after the lock lapses");
@@ -286,12 +281,7 @@ async fn a_change_delivered_twice_in_one_batch_applies_once(w: World) {
     };
     w.pipeline
         .store
-        .retry(
-            QueueName::Inbound,
-            &first[0].receipt,
-            Duration::ZERO,
-            "again",
-        )
+        .retry(QueueName::Inbound, &first[0], Duration::ZERO, "again")
         .await
         .expect("visible");
     w.pipeline

@@ -76,7 +76,7 @@ async fn an_event_queued_twice_past_the_webhook_claim_is_synced_once() {
     p2c_core::ports::Consumer::retry(
         &w.pipeline.store,
         QueueName::Inbound,
-        &queued[0].receipt,
+        &queued[0],
         std::time::Duration::ZERO,
         "test",
     )

@@ -146,13 +146,13 @@ macro_rules! on_both_queues {
                     max_receives: 2,
                     dedup_window: Duration::from_secs(300),
                 });
-            $contract(&q, true).await;
+            $contract(&q).await;
         }
 
         #[tokio::test]
         async fn $sqs() {
             let q = crate::moto::sqs(2).await;
-            $contract(&q, false).await;
+            $contract(&q).await;
         }
     };
 }
@@ -161,7 +161,7 @@ on_both_queues!(fifo_order: fifo_order_embedded, fifo_order_sqs);
 
 /// FIFO groups deliver in order and a message in flight holds its group; a retried
 /// message comes first again with its receive count up.
-async fn fifo_order<Q: Queues>(s: &Q, _: bool) {
+async fn fifo_order<Q: Queues>(s: &Q) {
     s.send(
         QueueName::Inbound,
         &[msg("a", "1"), msg("b", "4"), msg("a", "2"), msg("a", "3")],
@@ -182,14 +182,9 @@ async fn fifo_order<Q: Queues>(s: &Q, _: bool) {
         vec!["b:4"],
         "group a waits behind its message in flight"
     );
-    s.retry(
-        QueueName::Inbound,
-        &first[0].receipt,
-        Duration::ZERO,
-        "failed",
-    )
-    .await
-    .expect("retry");
+    s.retry(QueueName::Inbound, &first[0], Duration::ZERO, "failed")
+        .await
+        .expect("retry");
     let again = s
         .receive(QueueName::Inbound, 10, Duration::from_secs(60))
         .await
@@ -214,7 +209,7 @@ on_both_queues!(dedup_window: dedup_window_embedded, dedup_window_sqs);
 
 /// A second send with the same deduplication id inside the window is dropped; batches
 /// larger than one request are split and all sent; acknowledgements go in batches too.
-async fn dedup_window<Q: Queues>(s: &Q, _: bool) {
+async fn dedup_window<Q: Queues>(s: &Q) {
     s.send(QueueName::ToErp, &[msg("g", "same"), msg("g", "same")])
         .await
         .expect("send");
@@ -249,7 +244,7 @@ on_both_queues!(dead_letters: dead_letters_embedded, dead_letters_sqs);
 
 /// A message goes to the dead-letter queue after the receive limit, or at once with a
 /// code and reason; both are listed and can be replayed by id.
-async fn dead_letters<Q: Queues>(s: &Q, keeps_last_error: bool) {
+async fn dead_letters<Q: Queues>(s: &Q) {
     s.send(QueueName::ToCrm, &[msg("g", "m"), msg("h", "n")])
         .await
         .expect("send");
@@ -259,7 +254,7 @@ async fn dead_letters<Q: Queues>(s: &Q, keeps_last_error: bool) {
             .await
             .expect("receive");
         let m = d.iter().find(|d| d.body == "g:m").expect("g:m received");
-        s.retry(QueueName::ToCrm, &m.receipt, Duration::ZERO, "target down")
+        s.retry(QueueName::ToCrm, m, Duration::ZERO, "target down")
             .await
             .expect("retry");
         if let Some(n) = d.iter().find(|d| d.body == "h:n") {
@@ -283,9 +278,7 @@ async fn dead_letters<Q: Queues>(s: &Q, keeps_last_error: bool) {
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!(dead[0].body, "g:m");
     assert_eq!(dead[0].code, "max_receives_exceeded");
-    if keeps_last_error {
-        assert_eq!(dead[0].reason, "target down");
-    }
+    assert_eq!(dead[0].reason, "target down", "the last error is kept");
     assert_eq!(
         (
             dead[1].body.as_str(),

@@ -28,7 +28,8 @@ pub struct AwsBackend {
 impl AwsBackend {
     /// The deployment the environment names, as `template.yaml` sets it: `P2C_TABLE`, the
     /// queue URLs `P2C_INBOUND_QUEUE_URL`, `P2C_TO_ERP_QUEUE_URL`, `P2C_TO_CRM_QUEUE_URL`
-    /// and their dead-letter queues `P2C_*_DLQ_URL`. Region, credentials and
+    /// and their dead-letter queues `P2C_*_DLQ_URL`, and `P2C_MAX_RECEIVES` (the redrive
+    /// policies' `maxReceiveCount`, default 5). Region, credentials and
     /// `AWS_ENDPOINT_URL` come from the SDK's usual environment.
     pub async fn from_env() -> anyhow::Result<Self> {
         let var = |name: &str| {
@@ -47,6 +48,12 @@ impl AwsBackend {
         }
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let store = crate::aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table);
+        let max_receives = match std::env::var("P2C_MAX_RECEIVES") {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("P2C_MAX_RECEIVES must be a number, not `{v}`"))?,
+            _ => crate::aws::sqs::DEFAULT_MAX_RECEIVES,
+        };
         let queues = crate::aws::SqsQueues::new(
             aws_sdk_sqs::Client::new(&config),
             crate::aws::QueueUrls {
@@ -54,6 +61,7 @@ impl AwsBackend {
                 dead_letters,
             },
         )
+        .with_max_receives(max_receives)
         .with_counters(store.counters());
         Ok(Self { store, queues })
     }
@@ -254,11 +262,11 @@ impl Consumer for Backend {
     async fn retry(
         &self,
         queue: QueueName,
-        receipt: &str,
+        message: &Delivery,
         delay: Duration,
         reason: &str,
     ) -> Result<(), QueueError> {
-        queue!(self, q => q.retry(queue, receipt, delay, reason).await)
+        queue!(self, q => q.retry(queue, message, delay, reason).await)
     }
     async fn depth(&self, queue: QueueName) -> Result<usize, QueueError> {
         queue!(self, q => q.depth(queue).await)
@@ -294,5 +302,8 @@ impl DeadLetterSink for Backend {
         reason: &str,
     ) -> Result<(), QueueError> {
         queue!(self, q => q.bury(queue, message, code, reason).await)
+    }
+    fn max_receives(&self) -> u32 {
+        queue!(self, q => q.max_receives())
     }
 }

@@ -155,7 +155,9 @@ where
     respond(deliveries, dispositions, queue, sink).await
 }
 
-/// Dispositions → `batchItemFailures` (burying permanent failures first).
+/// Dispositions → `batchItemFailures` (burying permanent failures first). A message that
+/// fails on the last receive the queue allows is buried too, with its reason, instead of
+/// being left to the redrive policy, which would move it without one.
 pub async fn respond(
     deliveries: &[Delivery],
     dispositions: Vec<Disposition>,
@@ -166,6 +168,10 @@ pub async fn respond(
     for (d, disp) in deliveries.iter().zip(dispositions) {
         let failed = match disp {
             Disposition::Done => false,
+            Disposition::Retry { reason, .. } if d.receive_count >= sink.max_receives() => sink
+                .bury(queue, d, "max_receives_exceeded", &reason)
+                .await
+                .is_err(),
             Disposition::Retry { .. } => true,
             Disposition::DeadLetter { code, reason } => {
                 sink.bury(queue, d, &code, &reason).await.is_err()
@@ -272,5 +278,47 @@ mod tests {
             .expect("dlq");
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].code, "target_refused");
+    }
+
+    #[tokio::test]
+    async fn a_failure_on_the_last_receive_is_buried_with_its_reason() {
+        let mut e = event();
+        for r in &mut e.records {
+            r.attributes
+                .insert("ApproximateReceiveCount".into(), "5".into());
+        }
+        let store = EmbeddedStore::in_memory().expect("store");
+        assert_eq!(DeadLetterSink::max_receives(&store), 5);
+        let d = deliveries(&e);
+        let resp = sqs(&d, QueueName::ToErp, &store, |m| async move {
+            match m.message_id.as_str() {
+                "3" => Disposition::Retry {
+                    delay: std::time::Duration::ZERO,
+                    reason: "503 from Business Central: service unavailable".into(),
+                },
+                _ => Disposition::Done,
+            }
+        })
+        .await;
+        assert!(
+            resp.batch_item_failures.is_empty(),
+            "nothing is left for the redrive policy to move without a reason"
+        );
+        let dead = crate::ports::DeadLetters::list(&store, QueueName::ToErp)
+            .await
+            .expect("dlq");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                dead[0].message_id.as_str(),
+                dead[0].code.as_str(),
+                dead[0].reason.as_str()
+            ),
+            (
+                "3",
+                "max_receives_exceeded",
+                "503 from Business Central: service unavailable"
+            )
+        );
     }
 }

@@ -342,11 +342,11 @@ pub trait Consumer: Send + Sync {
         Ok(())
     }
     /// Returns a message for redelivery after `delay`; past the receive limit it moves
-    /// to the queue's dead-letter queue with `reason`.
+    /// to the queue's dead-letter queue with `reason` (code `max_receives_exceeded`).
     async fn retry(
         &self,
         queue: QueueName,
-        receipt: &str,
+        message: &Delivery,
         delay: Duration,
         reason: &str,
     ) -> Result<(), QueueError>;
@@ -374,6 +374,10 @@ pub trait DeadLetterSink: Send + Sync {
         code: &str,
         reason: &str,
     ) -> Result<(), QueueError>;
+    /// How many receives the queue allows before it moves a message to its dead-letter
+    /// queue (the redrive policy's `maxReceiveCount`). A consumer that fails a message on
+    /// its last receive buries it itself, so the reason is not lost.
+    fn max_receives(&self) -> u32;
 }
 
 /// The dead-letter queues.

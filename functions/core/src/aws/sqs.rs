@@ -4,8 +4,10 @@
 //! deletes are batched ten per request.
 //!
 //! A message dead-lettered by p2c carries its error code and reason as message
-//! attributes (`p2c-code`, `p2c-reason`); one moved by the redrive policy after too many
-//! receives has neither, and is listed as `max_receives_exceeded`.
+//! attributes (`p2c-code`, `p2c-reason`). That includes a message that fails on its last
+//! allowed receive: p2c moves it itself, as `max_receives_exceeded` with the last error.
+//! Only one the redrive policy moves (the function crashed or timed out on that receive)
+//! arrives without them, and is listed as `max_receives_exceeded` with the receive count.
 
 use super::{describe, Counters};
 use crate::error::QueueError;
@@ -39,7 +41,12 @@ pub struct SqsQueues {
     client: Client,
     urls: Arc<QueueUrls>,
     counters: Arc<Counters>,
+    max_receives: u32,
 }
+
+/// The redrive policies' `maxReceiveCount` unless told otherwise (`template.yaml`'s
+/// `MaxReceives` parameter, passed to the functions as `P2C_MAX_RECEIVES`).
+pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 
 fn err(queue: QueueName, op: &str, e: impl std::fmt::Display) -> QueueError {
     QueueError::Backend {
@@ -87,7 +94,15 @@ impl SqsQueues {
             client,
             urls: Arc::new(urls),
             counters: Arc::new(Counters::default()),
+            max_receives: DEFAULT_MAX_RECEIVES,
         }
+    }
+
+    /// The queues' `maxReceiveCount`: on that receive, a failed message is moved to the
+    /// dead-letter queue by us, with its reason, rather than by the redrive policy without.
+    pub fn with_max_receives(mut self, max_receives: u32) -> Self {
+        self.max_receives = max_receives.max(1);
+        self
     }
 
     /// Shares request counters with another adapter (one set of figures per deployment).
@@ -159,7 +174,8 @@ impl SqsQueues {
                 queues,
                 dead_letters,
             },
-        ))
+        )
+        .with_max_receives(max_receives))
     }
 
     fn url(&self, q: QueueName) -> Result<&str, QueueError> {
@@ -447,12 +463,19 @@ impl Consumer for SqsQueues {
     async fn retry(
         &self,
         queue: QueueName,
-        receipt: &str,
+        message: &Delivery,
         delay: Duration,
-        _reason: &str,
+        reason: &str,
     ) -> Result<(), QueueError> {
-        // The message becomes visible again after the delay (SQS caps it at 12 hours);
-        // past maxReceiveCount the redrive policy moves it to the dead-letter queue.
+        // On its last receive the message goes to the dead-letter queue with the reason;
+        // left to the redrive policy it would arrive there without one.
+        if message.receive_count >= self.max_receives {
+            return self
+                .dead_letter(queue, message, "max_receives_exceeded", reason)
+                .await;
+        }
+        // Otherwise it becomes visible again after the delay (SQS caps it at 12 hours).
+        let receipt = message.receipt.as_str();
         let url = self.url(queue)?.to_string();
         self.counters.request("ChangeMessageVisibility");
         self.client
@@ -515,6 +538,9 @@ impl DeadLetterSink for SqsQueues {
         reason: &str,
     ) -> Result<(), QueueError> {
         self.to_dead_letters(queue, message, code, reason).await
+    }
+    fn max_receives(&self) -> u32 {
+        self.max_receives
     }
 }
 

@@ -266,10 +266,12 @@ impl Consumer for EmbeddedStore {
     async fn retry(
         &self,
         queue: QueueName,
-        receipt: &str,
+        message: &Delivery,
         delay: Duration,
         reason: &str,
     ) -> Result<(), QueueError> {
+        // Past the limit, the next receive moves it to the dead-letter queue with `reason`.
+        let receipt = message.receipt.as_str();
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let seq = receipt_seq(queue, receipt)?;
         let conn = self.lock().map_err(|e| backend(queue, e))?;
@@ -401,5 +403,8 @@ impl DeadLetterSink for EmbeddedStore {
         )
         .map_err(|e| backend(queue, e))?;
         Ok(())
+    }
+    fn max_receives(&self) -> u32 {
+        self.queue.max_receives
     }
 }

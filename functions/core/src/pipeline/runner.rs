@@ -28,7 +28,7 @@ pub async fn settle(
         match disp {
             Disposition::Done => {}
             Disposition::Retry { delay, reason } => {
-                consumer.retry(queue, &d.receipt, *delay, reason).await?
+                consumer.retry(queue, d, *delay, reason).await?
             }
             Disposition::DeadLetter { code, reason } => {
                 consumer.dead_letter(queue, d, code, reason).await?
