@@ -712,25 +712,17 @@ impl FastRule {
                 V::Bool(b) => V::Bool(!b),
                 _ => return bail(),
             },
-            Ex::And(xs) => {
+            Ex::And(xs) | Ex::Or(xs) => {
+                // `&&` stops at the first `false`, `||` at the first `true`.
+                let stop_at = matches!(e, Ex::Or(_));
                 for x in xs {
                     match self.expr(x, f)? {
-                        V::Bool(true) => {}
-                        V::Bool(false) => return Ok(V::Bool(false)),
+                        V::Bool(b) if b == stop_at => return Ok(V::Bool(stop_at)),
+                        V::Bool(_) => {}
                         _ => return bail(),
                     }
                 }
-                V::Bool(true)
-            }
-            Ex::Or(xs) => {
-                for x in xs {
-                    match self.expr(x, f)? {
-                        V::Bool(false) => {}
-                        V::Bool(true) => return Ok(V::Bool(true)),
-                        _ => return bail(),
-                    }
-                }
-                V::Bool(false)
+                V::Bool(!stop_at)
             }
             Ex::Coalesce(xs) => {
                 let mut v = V::Unit;
