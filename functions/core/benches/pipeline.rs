@@ -64,6 +64,28 @@ fn bench_rules(c: &mut Criterion) {
                 .expect("maps")
         })
     });
+    // An order with three lines (the loop, `push` and value maps per line).
+    let cases: Value = serde_json::from_str(include_str!(
+        "../../../rules/mapping/order_to_sales_order.cases.json"
+    ))
+    .expect("cases");
+    let mut order = cases[0]["input"].clone();
+    let line = order["record"]["order_details"][0].clone();
+    order["record"]["order_details"] = json!([line, line, line]);
+    g.bench_function("order_mapping, 3 lines", |b| {
+        b.iter(|| {
+            rules
+                .eval("mapping/order_to_sales_order.rhai", &order)
+                .expect("maps")
+        })
+    });
+    g.bench_function("order_mapping, 3 lines (Rhai interpreter)", |b| {
+        b.iter(|| {
+            rules
+                .eval_interpreted("mapping/order_to_sales_order.rhai", &order)
+                .expect("maps")
+        })
+    });
     g.finish();
 }
 

@@ -14,14 +14,16 @@
 //! every rule case and randomised inputs through both and compare.
 //!
 //! Covered: one `fn rule(input)` with no other functions and no top-level statements;
-//! `let`, assignment to a variable, `if` / `else` (as statements and expressions),
-//! `return`, `throw` (falls back), literals, map and array literals, property chains
-//! including `?.`, `??`, `&&`, `||`, `!`, unary `-`, `+ - * / %` and comparisons on
-//! integers, decimals, strings, booleans and `()`, and the host functions `dec`, `money`,
+//! `let`, assignment and op-assignment to a variable, `if` / `else` (as statements and
+//! expressions), `for x in array`, `return`, `throw` (falls back), literals, map and array
+//! literals, property chains including `?.`, `??`, `&&`, `||`, `!`, unary `-`,
+//! `+ - * / %` and comparisons on integers, decimals, strings, booleans and `()`,
+//! `array.push(x)` on a variable, `x.is_empty()`, and the host functions `dec`, `money`,
 //! `fmt_money`, `value_map`, `is_blank`, `or_else`, `date_of`, `days_between` and
-//! `period_of`. Anything else (loops, method calls, indexing, other functions) leaves the
-//! whole script to Rhai. Without loops or calls to script functions, a covered rule runs
-//! a bounded number of steps, so Rhai's operation limit cannot be reached first.
+//! `period_of`. Anything else (other methods, indexing, `break`, helper functions) leaves
+//! the whole script to Rhai. Straight-line code runs each statement once; a loop that runs
+//! more than an eighth of Rhai's operation limit in statements is handed to Rhai, so Rhai's
+//! limit decides every long run.
 
 use super::engine::{classify_number, host, Limits, Num};
 use crate::json::decimal_number;
@@ -259,6 +261,8 @@ enum St {
     Let(usize, Ex),
     Assign(usize, Ex),
     If(Ex, Vec<St>, Vec<St>),
+    /// `for x in array { … }`: the loop variable's slot, the array, the body.
+    For(usize, Ex, Vec<St>),
     Expr(Ex),
     Return(Option<Ex>),
     Throw,
@@ -322,7 +326,15 @@ enum Ex {
     Coalesce(Vec<Ex>),
     Block(Vec<St>),
     Call(Host, Vec<Ex>),
+    /// `x.is_empty()` on an array, a map or a string.
+    IsEmpty(Box<Ex>),
+    /// `var.push(value)` on an array held in a variable.
+    Push(usize, Box<Ex>),
 }
+
+/// Arrays a rule builds with `push` are left to Rhai beyond this length, which keeps the
+/// size check after each push cheap.
+const MAX_PUSHED: usize = 500;
 
 // ---------------------------------------------------------------- compiling
 
@@ -437,6 +449,19 @@ impl Compiler {
                     let otherwise = self.block(&fc.branch)?;
                     out.push(St::If(cond, then, otherwise));
                 }
+                Stmt::For(x, _) => {
+                    let (var, counter, fc) = &**x;
+                    if counter.is_some() {
+                        return None;
+                    }
+                    let iterable = self.expr(&fc.expr)?;
+                    let slot = self.slots;
+                    self.slots += 1;
+                    self.scopes.push(vec![(var.name.to_string(), slot)]);
+                    let body = self.block(&fc.body);
+                    self.scopes.pop();
+                    out.push(St::For(slot, iterable, body?));
+                }
                 Stmt::Expr(e) => out.push(St::Expr(self.expr(e)?)),
                 Stmt::FnCall(f, _) => out.push(St::Expr(self.call(f)?)),
                 Stmt::Block(b) => out.push(St::Expr(Ex::Block(self.block(b)?))),
@@ -494,8 +519,24 @@ impl Compiler {
                 }
                 let root = self.expr(&bin.lhs)?;
                 let mut steps = Vec::new();
-                steps_of(*flags, &bin.rhs, &mut steps)?;
-                Ex::Path(Box::new(root), steps)
+                let method = steps_of(*flags, &bin.rhs, &mut steps)?;
+                let value = if steps.is_empty() {
+                    root
+                } else {
+                    Ex::Path(Box::new(root), steps)
+                };
+                match method {
+                    None => value,
+                    Some(f) if !f.namespace.is_empty() || f.capture_parent_scope => return None,
+                    Some(f) if f.name == "is_empty" && f.args.is_empty() => {
+                        Ex::IsEmpty(Box::new(value))
+                    }
+                    Some(f) if f.name == "push" && f.args.len() == 1 => match value {
+                        Ex::Var(slot) => Ex::Push(slot, Box::new(self.expr(&f.args[0])?)),
+                        _ => return None,
+                    },
+                    Some(_) => return None,
+                }
             }
             Expr::FnCall(f, _) => self.call(f)?,
             Expr::And(x, _) => Ex::And(self.exprs(x)?),
@@ -560,13 +601,19 @@ impl Compiler {
 
 /// Flattens the right-hand side of a property chain: `a.b?.c` is
 /// `Dot(a, Dot(b, c, NEGATED))`, the flag on each `Dot` saying its own step is `?.`.
-fn steps_of(flags: ASTFlags, rhs: &Expr, out: &mut Vec<(String, bool)>) -> Option<()> {
+/// A chain may end in a method call (`a.b.is_empty()`), which is returned.
+fn steps_of<'e>(
+    flags: ASTFlags,
+    rhs: &'e Expr,
+    out: &mut Vec<(String, bool)>,
+) -> Option<Option<&'e FnCallExpr>> {
     let elvis = flags.contains(ASTFlags::NEGATED);
     match rhs {
         Expr::Property(p, _) => {
             out.push((p.2.to_string(), elvis));
-            Some(())
+            Some(None)
         }
+        Expr::MethodCall(f, _) if !elvis => Some(Some(&**f)),
         Expr::Dot(bin, inner, _) => {
             let Expr::Property(p, _) = &bin.lhs else {
                 return None;
@@ -599,6 +646,8 @@ fn bail<T>() -> R<T> {
 struct Frame<'a> {
     slots: Vec<V<'a>>,
     returned: V<'a>,
+    /// Statements and loop rounds run so far (see [`FastRule::max_steps`]).
+    steps: u64,
 }
 
 impl FastRule {
@@ -607,6 +656,7 @@ impl FastRule {
         let mut frame = Frame {
             slots: vec![V::Unit; self.slots],
             returned: V::Unit,
+            steps: 0,
         };
         frame.slots[0] = input;
         let value = match self.block(&self.body, &mut frame) {
@@ -620,9 +670,20 @@ impl FastRule {
         Some(value.to_json())
     }
 
+    /// Loops make the work depend on the input. Rhai counts an operation for every
+    /// statement, expression and call, so a rule that runs more than an eighth of its
+    /// operation limit in statements here is left to Rhai, which decides.
+    fn max_steps(&self) -> u64 {
+        self.limits.max_operations / 8
+    }
+
     fn block<'a>(&'a self, body: &'a [St], f: &mut Frame<'a>) -> R<V<'a>> {
         let mut last = V::Unit;
         for st in body {
+            f.steps += 1;
+            if f.steps > self.max_steps() {
+                return bail();
+            }
             last = match st {
                 St::Let(slot, e) | St::Assign(slot, e) => {
                     f.slots[*slot] = self.expr(e, f)?;
@@ -633,6 +694,24 @@ impl FastRule {
                     V::Bool(false) => self.block(otherwise, f)?,
                     _ => return bail(),
                 },
+                St::For(slot, iterable, body) => {
+                    match self.expr(iterable, f)? {
+                        V::JArr(items) => {
+                            for item in items {
+                                f.slots[*slot] = V::of_json(item);
+                                self.block(body, f)?;
+                            }
+                        }
+                        V::Arr(items) => {
+                            for item in items.iter() {
+                                f.slots[*slot] = item.clone();
+                                self.block(body, f)?;
+                            }
+                        }
+                        _ => return bail(),
+                    }
+                    V::Unit
+                }
                 St::Expr(e) => self.expr(e, f)?,
                 St::Return(e) => {
                     f.returned = match e {
@@ -735,6 +814,38 @@ impl FastRule {
                 v
             }
             Ex::Block(body) => self.block(body, f)?,
+            Ex::IsEmpty(x) => V::Bool(match self.expr(x, f)? {
+                V::JArr(a) => a.is_empty(),
+                V::Arr(a) => a.is_empty(),
+                V::JMap(m) => m.is_empty(),
+                V::Map(m) => m.is_empty(),
+                V::Str(s) => s.is_empty(),
+                _ => return bail(),
+            }),
+            Ex::Push(slot, x) => {
+                let v = self.expr(x, f)?;
+                let array = match std::mem::replace(&mut f.slots[*slot], V::Unit) {
+                    V::Arr(mut a) => {
+                        Arc::make_mut(&mut a).push(v);
+                        a
+                    }
+                    V::JArr(j) => {
+                        let mut a: Vec<V<'a>> = j.iter().map(V::of_json).collect();
+                        a.push(v);
+                        Arc::new(a)
+                    }
+                    _ => return bail(),
+                };
+                let array = V::Arr(array);
+                // Rhai checks the array's size after every push.
+                if matches!(&array, V::Arr(a) if a.len() > MAX_PUSHED)
+                    || !self.limits.within(sizes(&array))
+                {
+                    return bail();
+                }
+                f.slots[*slot] = array;
+                V::Unit
+            }
             Ex::Call(host, args) => {
                 let mut values = Vec::with_capacity(args.len());
                 for a in args {
@@ -1125,6 +1236,46 @@ mod tests {
     }
 
     #[test]
+    fn loops_push_and_is_empty_agree_with_rhai() {
+        let p = pair(
+            r#"
+            fn rule(input) {
+                let out = [];
+                let n = 0;
+                let total = 0;
+                for x in input.a {
+                    n += 1;
+                    out.push(#{ n: n, x: x });
+                    total += x;
+                }
+                #{ out: out, n: n, total: total, empty: out.is_empty(), a_empty: input.a.is_empty() }
+            }
+            "#,
+        );
+        let mut arrays: Vec<Value> = vec![
+            json!([]),
+            json!([1, 2, 3]),
+            json!([1.50, 2, -0.25]),
+            json!(["a", "b"]),
+            json!([1, "a"]),
+            json!([null]),
+            json!([{ "k": 1 }]),
+            json!([[1], [2]]),
+            json!((0..600).collect::<Vec<_>>()),
+        ];
+        arrays.extend(values());
+        let mut answered = 0;
+        for a in &arrays {
+            if p.agree(&json!({ "a": a })) {
+                answered += 1;
+            }
+        }
+        assert!(answered >= 4, "only {answered} answered");
+        // A long loop is Rhai's to run (its operation limit decides).
+        assert!(!p.agree(&json!({ "a": (0..600).collect::<Vec<_>>() })));
+    }
+
+    #[test]
     fn size_limits_are_left_to_rhai() {
         let big = "x".repeat(40_000);
         for src in [
@@ -1146,8 +1297,11 @@ mod tests {
         let limits = Limits::default();
         let engine = engine::build_engine_with(limits, maps());
         for src in [
-            "fn rule(input) { for x in input.a { } 1 }",
+            "fn rule(input) { for (x, i) in input.a { } 1 }",
+            "fn rule(input) { for x in input.a { break; } 1 }",
             "fn rule(input) { input.a.len() }",
+            "fn rule(input) { input.a.b.push(1); 1 }",
+            "fn rule(input) { input.a?.is_empty() }",
             "fn rule(input) { input.a[0] }",
             "fn rule(input) { helper(input) } fn helper(x) { x }",
             "fn rule(input) { max(input.a, 1) }",
@@ -1206,6 +1360,10 @@ mod tests {
             "mapping/item_to_product.rhai",
             "mapping/payment_to_payment.rhai",
             "mapping/quotation_totals.rhai",
+            "mapping/order_to_sales_order.rhai",
+            "mapping/invoice_to_history.rhai",
+            "mapping/order_progress.rhai",
+            "mapping/customer_financials.rhai",
         ] {
             assert!(rules.is_fast(script), "{script} is not on the fast path");
         }
