@@ -203,48 +203,37 @@ enum Kind {
 /// Rhai's data sizes of a value: (array items, map entries, string bytes), counted
 /// the way `rhai::eval::calc_data_sizes` counts them.
 fn sizes(v: &V) -> (usize, usize, usize) {
-    fn json(v: &Value) -> (usize, usize, usize) {
-        match v {
-            Value::Array(a) => a.iter().fold((0, 0, 0), |t, x| {
-                let d = json_item(x);
-                (t.0 + 1 + d.0, t.1 + d.1, t.2 + d.2)
-            }),
-            Value::Object(m) => m.values().fold((0, 0, 0), |t, x| {
-                let d = json_item(x);
-                (t.0 + d.0, t.1 + 1 + d.1, t.2 + d.2)
-            }),
-            _ => json_item(v),
-        }
+    const ITEM: (usize, usize, usize) = (1, 0, 0);
+    const ENTRY: (usize, usize, usize) = (0, 1, 0);
+    /// Each item counts `each`, plus what it holds.
+    fn add_up<T>(
+        items: impl Iterator<Item = T>,
+        each: (usize, usize, usize),
+        size: impl Fn(T) -> (usize, usize, usize),
+    ) -> (usize, usize, usize) {
+        items.fold((0, 0, 0), |t, x| {
+            let d = size(x);
+            (t.0 + each.0 + d.0, t.1 + each.1 + d.1, t.2 + d.2)
+        })
     }
-    fn json_item(v: &Value) -> (usize, usize, usize) {
+    fn json(v: &Value) -> (usize, usize, usize) {
         match v {
             Value::String(s) => (0, 0, s.len()),
             Value::Number(n) => match classify_number(n) {
                 Num::Text(t) => (0, 0, t.len()),
                 _ => (0, 0, 0),
             },
-            Value::Array(_) | Value::Object(_) => json(v),
+            Value::Array(a) => add_up(a.iter(), ITEM, json),
+            Value::Object(m) => add_up(m.values(), ENTRY, json),
             _ => (0, 0, 0),
         }
     }
     match v {
         V::Str(s) => (0, 0, s.len()),
-        V::JArr(a) => a.iter().fold((0, 0, 0), |t, x| {
-            let d = json_item(x);
-            (t.0 + 1 + d.0, t.1 + d.1, t.2 + d.2)
-        }),
-        V::JMap(m) => m.values().fold((0, 0, 0), |t, x| {
-            let d = json_item(x);
-            (t.0 + d.0, t.1 + 1 + d.1, t.2 + d.2)
-        }),
-        V::Arr(a) => a.iter().fold((0, 0, 0), |t, x| {
-            let d = sizes(x);
-            (t.0 + 1 + d.0, t.1 + d.1, t.2 + d.2)
-        }),
-        V::Map(m) => m.values().fold((0, 0, 0), |t, x| {
-            let d = sizes(x);
-            (t.0 + d.0, t.1 + 1 + d.1, t.2 + d.2)
-        }),
+        V::JArr(a) => add_up(a.iter(), ITEM, json),
+        V::JMap(m) => add_up(m.values(), ENTRY, json),
+        V::Arr(a) => add_up(a.iter(), ITEM, sizes),
+        V::Map(m) => add_up(m.values(), ENTRY, sizes),
         _ => (0, 0, 0),
     }
 }
