@@ -14,12 +14,12 @@ use p2c_core::app::Pipeline;
 use p2c_core::connectors::memory::MemoryConnector;
 use p2c_core::domain::System;
 use p2c_core::inbound::dataverse::DataverseAuth;
-use p2c_core::inbound::WebhookRequest;
 use p2c_core::pipeline::ingest::{ingest, InboundAuth};
 use p2c_core::pipeline::Timings;
 use p2c_core::ports::Connector;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
-use serde_json::{json, Value};
+use p2c_core::sim::dataverse::numbered_account_webhook;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,25 +31,6 @@ const USD_PER_M_RRU: f64 = 0.125;
 const USD_PER_M_SQS_FIFO: f64 = 0.50;
 
 const EVENTS: u64 = 50;
-
-fn webhook(template: &Value, n: u64) -> WebhookRequest {
-    let mut body = template.clone();
-    body["OperationId"] = json!(format!("00000000-0000-4000-8000-{n:012x}"));
-    body["PrimaryEntityId"] = json!(format!("10000000-0000-4000-8000-{n:012x}"));
-    body["InputParameters"][0]["value"]["Attributes"][0]["value"] =
-        json!(format!("10000000-0000-4000-8000-{n:012x}"));
-    body["PostEntityImages"][0]["value"]["Attributes"][1]["value"] = json!(format!("ACC-{n:08}"));
-    WebhookRequest {
-        method: "POST".into(),
-        path: "/webhooks/dataverse".into(),
-        query: vec![],
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("x-p2c-key".into(), "k".into()),
-        ],
-        body: serde_json::to_vec(&body).expect("json"),
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -82,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
 
     counters.reset();
     for n in 0..EVENTS {
-        let r = ingest(&p.ingest, "dataverse", &webhook(&sample, n)).await;
+        let r = ingest(
+            &p.ingest,
+            "dataverse",
+            &numbered_account_webhook(&sample, n, "k"),
+        )
+        .await;
         anyhow::ensure!(r.status == 202, "webhook refused: {}", r.body);
     }
     let done = p.run_until_idle(Duration::from_secs(120)).await?;

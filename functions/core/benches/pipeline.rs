@@ -9,11 +9,11 @@ use p2c_core::connectors::memory::MemoryConnector;
 use p2c_core::domain::System;
 use p2c_core::embedded::EmbeddedStore;
 use p2c_core::inbound::dataverse::DataverseAuth;
-use p2c_core::inbound::WebhookRequest;
 use p2c_core::pipeline::ingest::{ingest, InboundAuth};
 use p2c_core::pipeline::Timings;
 use p2c_core::ports::Connector;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
+use p2c_core::sim::dataverse::numbered_account_webhook;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,25 +117,6 @@ fn pipeline(store: EmbeddedStore) -> Pipeline {
     )
 }
 
-fn webhook(template: &Value, n: u64) -> WebhookRequest {
-    let mut body = template.clone();
-    body["OperationId"] = json!(format!("00000000-0000-4000-8000-{n:012x}"));
-    body["PrimaryEntityId"] = json!(format!("10000000-0000-4000-8000-{n:012x}"));
-    body["InputParameters"][0]["value"]["Attributes"][0]["value"] =
-        json!(format!("10000000-0000-4000-8000-{n:012x}"));
-    body["PostEntityImages"][0]["value"]["Attributes"][1]["value"] = json!(format!("ACC-{n:08}"));
-    WebhookRequest {
-        method: "POST".into(),
-        path: "/webhooks/dataverse".into(),
-        query: vec![],
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("x-p2c-key".into(), "k".into()),
-        ],
-        body: serde_json::to_vec(&body).expect("json"),
-    }
-}
-
 fn bench_pipeline(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -167,7 +148,7 @@ fn bench_pipeline(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     n += 1;
-                    webhook(&sample, n)
+                    numbered_account_webhook(&sample, n, "k")
                 },
                 |req| {
                     rt.block_on(async {
@@ -208,7 +189,7 @@ fn bench_pipeline(c: &mut Criterion) {
                     (0..100)
                         .map(|_| {
                             n += 1;
-                            webhook(&sample, n)
+                            numbered_account_webhook(&sample, n, "k")
                         })
                         .collect::<Vec<_>>()
                 },

@@ -798,3 +798,29 @@ async fn handle(
         _ => odata_error(405, "0x80060888", "Method not allowed"),
     }
 }
+
+/// The `n`th distinct change built from a sample account webhook
+/// (`tests/fixtures/dataverse_account_update.json`): its own operation id, record id and
+/// account number, signed with `key` in `x-p2c-key`. For benchmarks and load runs.
+pub fn numbered_account_webhook(
+    sample: &Value,
+    n: u64,
+    key: &str,
+) -> crate::inbound::WebhookRequest {
+    let mut body = sample.clone();
+    body["OperationId"] = json!(format!("00000000-0000-4000-8000-{n:012x}"));
+    body["PrimaryEntityId"] = json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    body["InputParameters"][0]["value"]["Attributes"][0]["value"] =
+        json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    body["PostEntityImages"][0]["value"]["Attributes"][1]["value"] = json!(format!("ACC-{n:08}"));
+    crate::inbound::WebhookRequest {
+        method: "POST".into(),
+        path: "/webhooks/dataverse".into(),
+        query: vec![],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-p2c-key".into(), key.to_string()),
+        ],
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}
