@@ -356,36 +356,46 @@ impl RuleSet {
     /// Runs a script on a JSON input, returning JSON (decimals exact): on the fast path
     /// when the rule is covered by it, else (and for every error) in Rhai.
     pub fn eval(&self, script: &str, input: &Value) -> Result<Value, RuleError> {
-        let s = self.script(script)?;
-        if let Some(out) = s
-            .fast
-            .as_ref()
-            .and_then(|f| f.eval(fast::V::of_json(input)))
-        {
-            return Ok(out);
-        }
-        let out = engine::run(&self.engine, s, engine::to_dynamic(input))?;
-        Ok(engine::from_dynamic(&out))
+        self.run(
+            self.script(script)?,
+            Some(|| fast::V::of_json(input)),
+            || engine::to_dynamic(input),
+        )
     }
 
     /// Runs a script on an input map of named fields, read in place.
     pub fn eval_input(&self, script: &str, input: &RuleInput<'_>) -> Result<Value, RuleError> {
-        let s = self.script(script)?;
-        if let Some(f) = &s.fast {
-            let v = fast::V::fields(input.0.iter().map(|(k, f)| (*k, f.value())));
-            if let Some(out) = f.eval(v) {
-                return Ok(out);
-            }
-        }
-        let out = engine::run(&self.engine, s, input.to_dynamic())?;
-        Ok(engine::from_dynamic(&out))
+        self.run(
+            self.script(script)?,
+            Some(|| fast::V::fields(input.0.iter().map(|(k, f)| (*k, f.value())))),
+            || input.to_dynamic(),
+        )
     }
 
     /// Runs a script in Rhai only, never on the fast path (the reference the fast path
     /// is tested against, and the baseline of the benchmarks).
     pub fn eval_interpreted(&self, script: &str, input: &Value) -> Result<Value, RuleError> {
-        let s = self.script(script)?;
-        let out = engine::run(&self.engine, s, engine::to_dynamic(input))?;
+        self.run(
+            self.script(script)?,
+            None::<fn() -> fast::V<'static>>,
+            || engine::to_dynamic(input),
+        )
+    }
+
+    /// The fast path when the script has one and `fast_input` is given; Rhai when it has
+    /// none, or steps aside.
+    fn run<'i>(
+        &self,
+        s: &Script,
+        fast_input: Option<impl FnOnce() -> fast::V<'i>>,
+        rhai_input: impl FnOnce() -> Dynamic,
+    ) -> Result<Value, RuleError> {
+        if let (Some(f), Some(input)) = (&s.fast, fast_input) {
+            if let Some(out) = f.eval(input()) {
+                return Ok(out);
+            }
+        }
+        let out = engine::run(&self.engine, s, rhai_input())?;
         Ok(engine::from_dynamic(&out))
     }
 
