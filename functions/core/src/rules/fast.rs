@@ -288,17 +288,17 @@ enum Host {
 /// The host functions the fast path evaluates, by name and number of arguments. None of
 /// these names exists in Rhai's standard package (a test checks), so a call can only
 /// mean the registered function.
-pub(crate) const HOST_FUNCTIONS: &[(&str, usize)] = &[
-    ("dec", 1),
-    ("money", 1),
-    ("fmt_money", 1),
-    ("value_map", 2),
-    ("value_map", 3),
-    ("is_blank", 1),
-    ("or_else", 2),
-    ("date_of", 1),
-    ("days_between", 2),
-    ("period_of", 2),
+const HOST_FUNCTIONS: &[(&str, usize, Host)] = &[
+    ("dec", 1, Host::Dec),
+    ("money", 1, Host::Money),
+    ("fmt_money", 1, Host::FmtMoney),
+    ("value_map", 2, Host::ValueMap),
+    ("value_map", 3, Host::ValueMap),
+    ("is_blank", 1, Host::IsBlank),
+    ("or_else", 2, Host::OrElse),
+    ("date_of", 1, Host::DateOf),
+    ("days_between", 2, Host::DaysBetween),
+    ("period_of", 2, Host::PeriodOf),
 ];
 
 enum Ex {
@@ -569,22 +569,10 @@ impl Compiler {
             };
         }
         let arity = f.args.len();
-        if !HOST_FUNCTIONS.contains(&(f.name.as_str(), arity)) {
-            return None;
-        }
-        let host = match f.name.as_str() {
-            "dec" => Host::Dec,
-            "money" => Host::Money,
-            "fmt_money" => Host::FmtMoney,
-            "value_map" => Host::ValueMap,
-            "is_blank" => Host::IsBlank,
-            "or_else" => Host::OrElse,
-            "date_of" => Host::DateOf,
-            "days_between" => Host::DaysBetween,
-            "period_of" => Host::PeriodOf,
-            _ => return None,
-        };
-        Some(Ex::Call(host, self.exprs(&f.args)?))
+        let (.., host) = HOST_FUNCTIONS
+            .iter()
+            .find(|(name, n, _)| *name == f.name.as_str() && *n == arity)?;
+        Some(Ex::Call(*host, self.exprs(&f.args)?))
     }
 }
 
@@ -1315,7 +1303,7 @@ mod tests {
             engine
                 .register_global_module(rhai::packages::StandardPackage::new().as_shared_module());
         }
-        for (name, arity) in HOST_FUNCTIONS {
+        for (name, arity, _) in HOST_FUNCTIONS {
             let args = vec!["1"; *arity].join(", ");
             let err = engine
                 .eval::<Dynamic>(&format!("{name}({args})"))

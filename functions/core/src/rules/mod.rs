@@ -248,7 +248,6 @@ pub struct RuleSet {
     pub catalogue: Catalogue,
     pub value_maps: Arc<ValueMaps>,
     engine: Engine,
-    limits: Limits,
     scripts: BTreeMap<String, Script>,
     files: BTreeMap<String, String>,
 }
@@ -316,7 +315,6 @@ impl RuleSet {
             catalogue,
             value_maps,
             engine,
-            limits,
             scripts,
             files,
         })
@@ -409,11 +407,6 @@ impl RuleSet {
     /// Whether `script` compiled for the fast path.
     pub fn is_fast(&self, script: &str) -> bool {
         self.scripts.get(script).is_some_and(|s| s.fast.is_some())
-    }
-
-    /// The sandbox limits every script runs under.
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     /// Every file of the set (for case runs and publishing).
