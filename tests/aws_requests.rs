@@ -97,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
         "  DynamoDB write request units   {:>6.2}   (target ≤ 3)",
         per(wru)
     );
+    for (kind, n) in counters.write_units_by_kind() {
+        println!("    write units on {kind:<16} {:>6.2}", per(n));
+    }
     println!("  DynamoDB read request units    {:>6.2}", per(rru));
     println!(
         "  SQS requests (no idle polls)   {:>6.2}   (target ≤ 1.5)",

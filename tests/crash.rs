@@ -10,7 +10,8 @@ use p2c_core::domain::{ChangeEvent, EntityKey, SourceRef};
 use p2c_core::error::{QueueError, StoreError};
 use p2c_core::pipeline::{deliver, runner};
 use p2c_core::ports::{
-    Consumer, EntityState, IdempotencyStore, OutMessage, Publisher, QueueName, StateStore,
+    AuditEntry, Consumer, EntityState, IdempotencyStore, OutMessage, Publisher, QueueName,
+    StateStore,
 };
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,7 +54,7 @@ impl StateStore for FailSaves {
     async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
         self.inner.load(key).await
     }
-    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
+    async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError> {
         if self
             .n
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -64,7 +65,7 @@ impl StateStore for FailSaves {
                 source: None,
             });
         }
-        self.inner.save(state).await
+        self.inner.save(state, entry).await
     }
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
         self.inner.resolve(source).await

@@ -7,8 +7,8 @@ use p2c_core::domain::{EntityKey, System};
 use p2c_core::embedded::{EmbeddedStore, QueueSettings};
 use p2c_core::error::StoreError;
 use p2c_core::ports::{
-    Claim, Consumer, DeadLetters, EntityState, IdempotencyStore, OutMessage, Publisher, QueueName,
-    StateStore,
+    AuditEntry, AuditLog, Claim, Consumer, DeadLetters, EntityState, IdempotencyStore, OutMessage,
+    Publisher, QueueName, StateStore,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -20,6 +20,19 @@ fn msg(group: &str, dedup: &str) -> OutMessage {
         group: group.into(),
         dedup_id: dedup.into(),
         body: format!("{group}:{dedup}"),
+    }
+}
+
+/// An audit entry of `subject`, stamped now.
+fn step(subject: &str, outcome: &str) -> AuditEntry {
+    AuditEntry {
+        at: Utc::now(),
+        subject: subject.into(),
+        step: "sync".into(),
+        outcome: outcome.into(),
+        detail: format!("{outcome} detail"),
+        event_id: Some(format!("ev-{outcome}")),
+        rules_version: Some("r-1".into()),
     }
 }
 
@@ -103,19 +116,29 @@ async fn optimistic_locking<S: StateStore>(s: &S) {
     let key: EntityKey = "account:A".parse().expect("key");
     let mut first = EntityState::new(key.clone());
     first.version = 1;
-    s.save(&first).await.expect("created");
+    s.save(&first, &step("account:A", "created"))
+        .await
+        .expect("created");
     let mut a = s.load(&key).await.expect("load").expect("state");
     let mut b = a.clone();
     a.version += 1;
     a.ids.insert(System::BusinessCentral, "x".into());
     b.version += 1;
     b.ids.insert(System::BusinessCentral, "y".into());
-    s.save(&a).await.expect("first wins");
-    assert!(matches!(s.save(&b).await, Err(StoreError::Conflict { .. })));
+    s.save(&a, &step("account:A", "a"))
+        .await
+        .expect("first wins");
+    assert!(matches!(
+        s.save(&b, &step("account:A", "b")).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let mut again = EntityState::new(key.clone());
     again.version = 1;
     assert!(
-        matches!(s.save(&again).await, Err(StoreError::Conflict { .. })),
+        matches!(
+            s.save(&again, &step("account:A", "again")).await,
+            Err(StoreError::Conflict { .. })
+        ),
         "a second create conflicts too"
     );
     let stored = s.load(&key).await.expect("load").expect("state");
@@ -338,7 +361,9 @@ async fn state_and_queued_messages_survive_a_restart() {
         let mut st = EntityState::new("order:O-1".parse().expect("key"));
         st.version = 1;
         st.updated_at = Utc::now();
-        s.save(&st).await.expect("save");
+        s.save(&st, &step("order:O-1", "saved"))
+            .await
+            .expect("save");
         s.send(QueueName::Inbound, &[msg("g", "kept")])
             .await
             .expect("send");
@@ -426,6 +451,42 @@ async fn audit_trail<S: p2c_core::ports::AuditLog>(s: &S) {
         ["outcome 0", "outcome 1", "outcome 2", "outcome 3"]
     );
     assert!(s.trail("account:B").await.expect("trail").is_empty());
+}
+
+on_both_stores!(a_save_records_its_step: a_save_records_its_step_embedded, a_save_records_its_step_dynamodb);
+
+/// A state write carries its step's audit entry: the trail shows it among the subject's
+/// other entries, in order, and a write that lost its race leaves no entry behind.
+async fn a_save_records_its_step<S: StateStore + AuditLog>(s: &S) {
+    let key: EntityKey = "account:T".parse().expect("key");
+    let mut st = EntityState::new(key.clone());
+    st.version = 1;
+    s.save(&st, &step("account:T", "created"))
+        .await
+        .expect("created");
+    s.append(&step("account:T", "noted")).await.expect("append");
+    let mut next = s.load(&key).await.expect("load").expect("state");
+    let stale = next.clone();
+    next.version += 1;
+    next.records
+        .insert("customer".into(), json!({"name": "Tee"}));
+    s.save(&next, &step("account:T", "updated"))
+        .await
+        .expect("updated");
+    let mut lost = stale;
+    lost.version += 1;
+    assert!(matches!(
+        s.save(&lost, &step("account:T", "lost")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let trail = s.trail("account:T").await.expect("trail");
+    let outcomes: Vec<_> = trail.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["created", "noted", "updated"]);
+    assert_eq!(trail[2].detail, "updated detail");
+    assert_eq!(trail[2].event_id.as_deref(), Some("ev-updated"));
+    let stored = s.load(&key).await.expect("load").expect("state");
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.records["customer"], json!({"name": "Tee"}));
 }
 
 on_both_stores!(figures: figures_embedded, figures_dynamodb);

@@ -173,8 +173,8 @@ impl StateStore for Backend {
     async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
         store!(self, s => s.load(key).await)
     }
-    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
-        store!(self, s => s.save(state).await)
+    async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError> {
+        store!(self, s => s.save(state, entry).await)
     }
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
         store!(self, s => s.resolve(source).await)

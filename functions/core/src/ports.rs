@@ -133,11 +133,14 @@ impl EntityState {
 pub trait StateStore: Send + Sync {
     async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError>;
     /// Saves `state` only if the stored version is `state.version - 1` (or absent when
-    /// `state.version == 1`); otherwise [`StoreError::Conflict`]. Also records a
+    /// `state.version == 1`); otherwise [`StoreError::Conflict`]. The step's audit entry
+    /// goes with it, in the same write: a step's effect and its record land together or
+    /// not at all ([`AuditLog::trail`] returns it with the subject's other entries). Also
+    /// records a
     /// cross-reference for every id in `state.ids` that is not in `state.stored_ids`, with
     /// the state or just before it (a cross-reference only ever points at the entity's own
     /// key, so one left by a save that then lost is harmless; the next save writes it again).
-    async fn save(&self, state: &EntityState) -> Result<(), StoreError>;
+    async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError>;
     /// The entity a system's record id belongs to.
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError>;
 }

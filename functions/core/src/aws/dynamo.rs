@@ -4,7 +4,7 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | idempotency record | `idem#<key>` | `idem` |
-//! | entity state | `entity#<type:key>` | `state` |
+//! | entity state, one item per version, with the audit entry of the step that wrote it (deflated JSON in `z`) | `entity#<type:key>` | `v#<version, 12 digits>` |
 //! | cross-reference | `xref#<system/type/id>` | `xref` |
 //! | parked event | `parked#<dependency>` | `<event id>` |
 //! | audit entry | `audit#<subject>` | `<ms, 13 digits>#<counter, 12 digits>#<token>` |
@@ -99,6 +99,7 @@ fn size(item: &Item) -> u64 {
             k.len()
                 + match v {
                     AttributeValue::S(x) | AttributeValue::N(x) => x.len(),
+                    AttributeValue::B(b) => b.as_ref().len(),
                     _ => 8,
                 }
         })
@@ -109,6 +110,13 @@ fn size(item: &Item) -> u64 {
 /// Write units of one item: 1 per started KB.
 fn units(item: &Item) -> u64 {
     size(item).div_ceil(1024).max(1)
+}
+
+/// The kind of an item: its partition key's prefix (`idem`, `entity`, `audit`, …).
+fn kind_of(item: &Item) -> &str {
+    get_s(item, "pk")
+        .and_then(|pk| pk.split('#').next())
+        .unwrap_or("?")
 }
 
 /// Read units of a strongly consistent read: 1 per started 4 KB.
@@ -200,7 +208,7 @@ impl DynamoStore {
 
     async fn put(&self, item: Item) -> Result<(), StoreError> {
         self.counters.request("PutItem");
-        self.counters.write_units(units(&item));
+        self.counters.write_units(units(&item), kind_of(&item));
         self.client
             .put_item()
             .table_name(&self.table)
@@ -219,7 +227,7 @@ impl DynamoStore {
         values: Option<HashMap<String, AttributeValue>>,
     ) -> Result<bool, StoreError> {
         self.counters.request("PutItem");
-        self.counters.write_units(units(&item));
+        self.counters.write_units(units(&item), kind_of(&item));
         let result = self
             .client
             .put_item()
@@ -244,11 +252,12 @@ impl DynamoStore {
 
     async fn delete(&self, pk: String, sk: &str) -> Result<(), StoreError> {
         self.counters.request("DeleteItem");
-        self.counters.write_units(1);
+        let k = key(pk, sk);
+        self.counters.write_units(1, kind_of(&k));
         self.client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(pk, sk)))
+            .set_key(Some(k))
             .send()
             .await
             .map_err(|e| backend("DeleteItem", &e))?;
@@ -321,7 +330,7 @@ impl IdempotencyStore for DynamoStore {
             ("ttl".to_string(), n(expires / 1000 + 1)),
         ]);
         self.counters.request("PutItem");
-        self.counters.write_units(units(&item));
+        self.counters.write_units(units(&item), kind_of(&item));
         // One conditional put: insert, or take over an expired record or a lapsed lock.
         // On failure DynamoDB returns the record that won, so no second read is needed.
         let result = self
@@ -397,7 +406,7 @@ impl IdempotencyStore for DynamoStore {
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         self.counters.request("DeleteItem");
-        self.counters.write_units(1);
+        self.counters.write_units(1, "idem");
         let result = self
             .client
             .delete_item()
@@ -430,35 +439,97 @@ impl IdempotencyStore for DynamoStore {
     }
 }
 
+/// The largest state document a version item may inflate to (a guard against a corrupt or
+/// hostile blob; real states are a few KB).
+const MAX_STATE_BYTES: usize = 4 << 20;
+
+/// Compresses a version's document (raw deflate): JSON of this shape shrinks to a half
+/// or a third, which keeps most items inside one 1 KB write unit.
+fn pack(json: &str) -> Vec<u8> {
+    miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6)
+}
+
+fn unpack(key: &str, blob: &[u8]) -> Result<String, StoreError> {
+    let bytes = miniz_oxide::inflate::decompress_to_vec_with_limit(blob, MAX_STATE_BYTES)
+        .map_err(|e| corrupt(key, format!("state does not inflate: {e:?}")))?;
+    String::from_utf8(bytes).map_err(|e| corrupt(key, e))
+}
+
+/// One version of an entity: its state and the audit entry of the step that wrote it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VersionDoc<S, E> {
+    state: S,
+    entry: E,
+}
+
+fn version_sk(version: u64) -> String {
+    format!("v#{version:012}")
+}
+
+impl DynamoStore {
+    /// The newest version item of an entity (one strongly consistent query, newest first).
+    async fn latest_version(&self, k: &str) -> Result<Option<Item>, StoreError> {
+        self.counters.request("Query");
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :v)")
+            .expression_attribute_values(":pk", s(format!("entity#{k}")))
+            .expression_attribute_values(":v", s("v#"))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("Query", &e))?;
+        let item = out.items.unwrap_or_default().into_iter().next();
+        self.counters
+            .read_units(read_units(item.as_ref().map(size).unwrap_or(0)));
+        Ok(item)
+    }
+
+    fn version_doc(
+        k: &str,
+        item: &Item,
+    ) -> Result<VersionDoc<EntityState, AuditEntry>, StoreError> {
+        let blob = match item.get("z") {
+            Some(AttributeValue::B(b)) => b.as_ref(),
+            _ => return Err(corrupt(k, "version item without its document")),
+        };
+        serde_json::from_str(&unpack(k, blob)?).map_err(|e| corrupt(k, e))
+    }
+}
+
 #[async_trait]
 impl StateStore for DynamoStore {
     async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
         let k = key.to_string();
-        let Some(item) = self.get(format!("entity#{k}"), "state").await? else {
+        let Some(item) = self.latest_version(&k).await? else {
             return Ok(None);
         };
-        let body = get_s(&item, "body").ok_or_else(|| corrupt(&k, "no body"))?;
-        let mut state: EntityState = serde_json::from_str(body).map_err(|e| corrupt(&k, e))?;
+        let mut state = Self::version_doc(&k, &item)?.state;
         state.stored_ids = state.ids.clone();
         Ok(Some(state))
     }
 
-    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
+    /// Each version is its own item (`entity#<key>` / `v#<version>`), written once with
+    /// `attribute_not_exists`: two workers that read the same version race for the same
+    /// item and only one wins. The item carries the step's audit entry, so the state, the
+    /// record of the step and (through `last_applied`) its outbox are one write unit.
+    async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError> {
         let k = state.key.to_string();
-        let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
+        let doc =
+            serde_json::to_string(&VersionDoc { state, entry }).map_err(|e| corrupt(&k, e))?;
         let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
+        let expires = (now_ms() + dur_ms(AUDIT_KEEP)) / 1000;
         let item = HashMap::from([
             ("pk".to_string(), s(format!("entity#{k}"))),
-            ("sk".to_string(), s("state")),
-            ("entity_type".to_string(), s(state.key.entity_type.as_str())),
+            ("sk".to_string(), s(version_sk(state.version))),
             ("version".to_string(), n(version)),
-            ("body".to_string(), s(body)),
+            ("z".to_string(), AttributeValue::B(pack(&doc).into())),
+            ("ttl".to_string(), n(expires)),
         ]);
-        let (condition, prev) = if version == 1 {
-            ("attribute_not_exists(pk)", None)
-        } else {
-            ("version = :prev", Some(n(version - 1)))
-        };
         // New cross-references first, as plain puts: each is idempotent, and one written
         // before a state write that then loses (or never happens) points at the entity's
         // own deterministic key, which resolves to nothing newer than the store holds.
@@ -475,9 +546,7 @@ impl StateStore for DynamoStore {
             ]))
             .await?;
         }
-        // Then the state: one conditional put on the version it was read at.
-        let values = prev.map(|p| HashMap::from([(":prev".to_string(), p)]));
-        if self.put_if(item, condition, values).await? {
+        if self.put_if(item, "attribute_not_exists(pk)", None).await? {
             Ok(())
         } else {
             Err(StoreError::Conflict { key: k })
@@ -594,15 +663,42 @@ impl AuditLog for DynamoStore {
         .await
     }
 
+    /// The subject's own entries and, when the subject is an entity, the entries its
+    /// state versions carry, merged in time order.
     async fn trail(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        self.query(format!("audit#{subject}"))
+        let mut out: Vec<AuditEntry> = self
+            .query(format!("audit#{subject}"))
             .await?
             .iter()
             .map(|i| {
                 serde_json::from_str(get_s(i, "body").unwrap_or(""))
                     .map_err(|e| corrupt(subject, e))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        if EntityKey::from_str(subject).is_ok() {
+            for item in self.query(format!("entity#{subject}")).await? {
+                if get_s(&item, "sk").is_some_and(|sk| sk.starts_with("v#")) {
+                    let doc: VersionDoc<serde::de::IgnoredAny, AuditEntry> =
+                        serde_json::from_str(&unpack(
+                            subject,
+                            match item.get("z") {
+                                Some(AttributeValue::B(b)) => b.as_ref(),
+                                _ => {
+                                    return Err(corrupt(
+                                        subject,
+                                        "version item without its document",
+                                    ))
+                                }
+                            },
+                        )?)
+                        .map_err(|e| corrupt(subject, e))?;
+                    out.push(doc.entry);
+                }
+            }
+            // Stable: entries written in the same millisecond keep their stored order.
+            out.sort_by_key(|e| e.at);
+        }
+        Ok(out)
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Counters {
     requests: Mutex<BTreeMap<&'static str, u64>>,
     write_units: AtomicU64,
     read_units: AtomicU64,
+    /// Write units by item kind (the partition key's prefix: `idem`, `entity`, `audit`, …).
+    write_units_by_kind: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -31,8 +33,24 @@ impl Counters {
         }
     }
 
-    pub(crate) fn write_units(&self, units: u64) {
+    pub(crate) fn write_units(&self, units: u64, kind: &str) {
         self.write_units.fetch_add(units, Ordering::Relaxed);
+        if let Ok(mut m) = self.write_units_by_kind.lock() {
+            match m.get_mut(kind) {
+                Some(n) => *n += units,
+                None => {
+                    m.insert(kind.to_string(), units);
+                }
+            }
+        }
+    }
+
+    /// Write units so far by item kind (the partition key's prefix).
+    pub fn write_units_by_kind(&self) -> BTreeMap<String, u64> {
+        self.write_units_by_kind
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn read_units(&self, units: u64) {
@@ -62,6 +80,9 @@ impl Counters {
     /// Starts counting again from zero.
     pub fn reset(&self) {
         if let Ok(mut m) = self.requests.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.write_units_by_kind.lock() {
             m.clear();
         }
         self.write_units.store(0, Ordering::Relaxed);

@@ -142,9 +142,10 @@ impl StateStore for EmbeddedStore {
         Ok(Some(state))
     }
 
-    async fn save(&self, state: &EntityState) -> Result<(), StoreError> {
+    async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError> {
         let k = state.key.to_string();
         let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
+        let entry_body = serde_json::to_string(entry).map_err(|e| corrupt(&k, e))?;
         let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
         let new_ids: Vec<_> = state
             .ids
@@ -152,12 +153,8 @@ impl StateStore for EmbeddedStore {
             .filter(|(system, id)| state.stored_ids.get(system) != Some(id))
             .collect();
         let conn = self.lock()?;
-        // A savepoint only when there is more than the one entity write to keep together.
-        let tx = if new_ids.is_empty() {
-            None
-        } else {
-            Some(Tx::begin(&conn).map_err(StoreError::backend)?)
-        };
+        // The state, its audit entry and any new cross-references: all or nothing.
+        let tx = Tx::begin(&conn).map_err(StoreError::backend)?;
         let changed = if version == 1 {
             conn.exec(
                 "INSERT INTO entity (key, entity_type, version, body) VALUES (?1, ?2, 1, ?3)
@@ -183,10 +180,12 @@ impl StateStore for EmbeddedStore {
             )
             .map_err(StoreError::backend)?;
         }
-        match tx {
-            Some(tx) => tx.commit().map_err(StoreError::backend),
-            None => Ok(()),
-        }
+        conn.exec(
+            "INSERT INTO audit (subject, body) VALUES (?1, ?2)",
+            params![entry.subject, entry_body],
+        )
+        .map_err(StoreError::backend)?;
+        tx.commit().map_err(StoreError::backend)
     }
 
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {

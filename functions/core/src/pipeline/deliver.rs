@@ -10,7 +10,7 @@ use super::{audit, DeliverCtx, Disposition};
 use crate::command::{Action, Command};
 use crate::domain::{SourceRef, System};
 use crate::error::{DeliveryError, StoreError};
-use crate::ports::{Claim, Delivery, EntityState, Outcome};
+use crate::ports::{AuditEntry, Claim, Delivery, EntityState, Outcome};
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -172,8 +172,6 @@ async fn apply(ctx: &DeliverCtx, cmd: &Command) -> Result<DeliverOutcome, Delive
             system: cmd.target.to_string(),
         })?;
     let outcome = connector.apply(cmd).await?;
-    let state = record(ctx, cmd, &outcome).await?;
-
     let detail = format!(
         "{} → {}: {} {}{}",
         cmd.action.name(),
@@ -190,16 +188,15 @@ async fn apply(ctx: &DeliverCtx, cmd: &Command) -> Result<DeliverOutcome, Delive
             .map(|n| format!(" (number {n})"))
             .unwrap_or_default()
     );
-    audit(
-        ctx.audit.as_ref(),
+    let delivered = super::entry(
         &cmd.entity.to_string(),
         "deliver",
         "delivered",
         detail,
         None,
         Some(&cmd.rules_version),
-    )
-    .await;
+    );
+    let state = record(ctx, cmd, &outcome, &delivered).await?;
 
     // The ERP's order number goes back to the CRM order.
     if let (Action::UpsertOrder(order), Some(number)) = (&cmd.action, &outcome.assigned_number) {
@@ -259,6 +256,7 @@ async fn record(
     ctx: &DeliverCtx,
     cmd: &Command,
     outcome: &Outcome,
+    entry: &AuditEntry,
 ) -> Result<EntityState, DeliverError> {
     for _ in 0..8 {
         let mut state = ctx
@@ -278,7 +276,7 @@ async fn record(
             );
         }
         state.updated_at = chrono::Utc::now();
-        match ctx.state.save(&state).await {
+        match ctx.state.save(&state, entry).await {
             Ok(()) => return Ok(state),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),

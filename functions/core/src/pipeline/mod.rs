@@ -121,6 +121,26 @@ pub fn until(t: chrono::DateTime<chrono::Utc>) -> Duration {
     (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO)
 }
 
+/// An audit entry of a step, stamped now.
+pub(crate) fn entry(
+    subject: &str,
+    step: &str,
+    outcome: &str,
+    detail: impl Into<String>,
+    event: Option<&ChangeEvent>,
+    rules_version: Option<&str>,
+) -> AuditEntry {
+    AuditEntry {
+        at: chrono::Utc::now(),
+        subject: subject.to_string(),
+        step: step.to_string(),
+        outcome: outcome.to_string(),
+        detail: detail.into(),
+        event_id: event.map(|e| e.event_id.0.clone()),
+        rules_version: rules_version.map(str::to_string),
+    }
+}
+
 /// Appends to the audit trail; an audit failure is logged, never fatal to the step.
 pub(crate) async fn audit(
     log: &dyn AuditLog,
@@ -131,15 +151,7 @@ pub(crate) async fn audit(
     event: Option<&ChangeEvent>,
     rules_version: Option<&str>,
 ) {
-    let entry = AuditEntry {
-        at: chrono::Utc::now(),
-        subject: subject.to_string(),
-        step: step.to_string(),
-        outcome: outcome.to_string(),
-        detail: detail.into(),
-        event_id: event.map(|e| e.event_id.0.clone()),
-        rules_version: rules_version.map(str::to_string),
-    };
+    let entry = entry(subject, step, outcome, detail, event, rules_version);
     if let Err(e) = log.append(&entry).await {
         tracing::warn!(subject, step, error = %e, "audit append failed");
     }

@@ -505,7 +505,15 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         commands: plan.commands.clone(),
     });
     state.updated_at = chrono::Utc::now();
-    match ctx.state.save(&state).await {
+    let applied = super::entry(
+        &subject,
+        "sync",
+        "applied",
+        format!("{}: {}", kind, plan.note),
+        Some(&ev),
+        Some(&ctx.rules.version),
+    );
+    match ctx.state.save(&state, &applied).await {
         Ok(()) => {}
         Err(StoreError::Conflict { key }) => {
             return Err(SyncError::Retryable(format!(
@@ -517,14 +525,6 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
 
     send_commands(ctx.publisher.as_ref(), &plan.commands).await?;
     let n = plan.commands.len();
-    note(
-        ctx,
-        &subject,
-        "applied",
-        format!("{}: {}", kind, plan.note),
-        &ev,
-    )
-    .await;
 
     if let Some(dep) = &plan.park_on {
         park(
