@@ -18,7 +18,7 @@ use p2c_core::pipeline::ingest::{ingest, InboundAuth};
 use p2c_core::pipeline::Timings;
 use p2c_core::ports::Connector;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
-use p2c_core::sim::dataverse::numbered_account_webhook;
+use p2c_core::sim::dataverse::{numbered_account_change, numbered_account_webhook};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,35 +61,70 @@ async fn main() -> anyhow::Result<()> {
     let sample: Value =
         serde_json::from_str(include_str!("fixtures/dataverse_account_update.json"))?;
 
+    // New accounts first (each also writes a cross-reference per system id), then a
+    // rename of each: the steady state of a running integration.
+    let new_accounts = run(&p, &counters, |n| numbered_account_webhook(&sample, n, "k")).await?;
+    let updates = run(&p, &counters, |n| {
+        numbered_account_change(&sample, n, 1, "k")
+    })
+    .await?;
+    report(
+        &format!("{EVENTS} new Dataverse accounts → Business Central customers (ingest → sync → deliver), per event:"),
+        &new_accounts,
+    );
+    report(
+        &format!("{EVENTS} changes to those accounts → their customers, per event:"),
+        &updates,
+    );
+    Ok(())
+}
+
+/// What one run of `EVENTS` webhooks cost.
+struct Figures {
+    requests: BTreeMap<&'static str, u64>,
+    write_units: u64,
+    write_units_by_kind: BTreeMap<String, u64>,
+    read_units: u64,
+}
+
+async fn run(
+    p: &Pipeline,
+    counters: &p2c_core::aws::Counters,
+    webhook: impl Fn(u64) -> p2c_core::inbound::WebhookRequest,
+) -> anyhow::Result<Figures> {
     counters.reset();
     for n in 0..EVENTS {
-        let r = ingest(
-            &p.ingest,
-            "dataverse",
-            &numbered_account_webhook(&sample, n, "k"),
-        )
-        .await;
+        let r = ingest(&p.ingest, "dataverse", &webhook(n)).await;
         anyhow::ensure!(r.status == 202, "webhook refused: {}", r.body);
     }
     let done = p.run_until_idle(Duration::from_secs(120)).await?;
     anyhow::ensure!(done as u64 == 2 * EVENTS, "{done} messages processed");
+    Ok(Figures {
+        requests: counters.requests(),
+        write_units: counters.total_write_units(),
+        write_units_by_kind: counters.write_units_by_kind(),
+        read_units: counters.total_read_units(),
+    })
+}
 
-    let requests = counters.requests();
+fn report(title: &str, f: &Figures) {
     let per = |n: u64| n as f64 / EVENTS as f64;
     let is_sqs = |op: &str| op.contains("Message") || op.contains("Queue");
-    let sqs: u64 = requests
+    let sqs: u64 = f
+        .requests
         .iter()
         .filter(|(op, _)| is_sqs(op) && !op.contains("(empty)") && **op != "GetQueueAttributes")
         .map(|(_, n)| n)
         .sum();
-    let dynamo: u64 = requests
+    let dynamo: u64 = f
+        .requests
         .iter()
         .filter(|(op, _)| !is_sqs(op))
         .map(|(_, n)| n)
         .sum();
-    let (wru, rru) = (counters.total_write_units(), counters.total_read_units());
-    println!("{EVENTS} Dataverse account changes → Business Central customers (ingest → sync → deliver), per event:");
-    for (op, n) in &requests {
+    let (wru, rru) = (f.write_units, f.read_units);
+    println!("{title}");
+    for (op, n) in &f.requests {
         println!("  {op:<30} {:>6.2}", per(*n));
     }
     println!("  DynamoDB requests              {:>6.2}", per(dynamo));
@@ -97,8 +132,8 @@ async fn main() -> anyhow::Result<()> {
         "  DynamoDB write request units   {:>6.2}   (target ≤ 3)",
         per(wru)
     );
-    for (kind, n) in counters.write_units_by_kind() {
-        println!("    write units on {kind:<16} {:>6.2}", per(n));
+    for (kind, n) in &f.write_units_by_kind {
+        println!("    write units on {kind:<16} {:>6.2}", per(*n));
     }
     println!("  DynamoDB read request units    {:>6.2}", per(rru));
     println!(
@@ -109,5 +144,4 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  cost per million events        ${usd:.2}  (DynamoDB on demand ${USD_PER_M_WRU}/M writes, ${USD_PER_M_RRU}/M reads; SQS FIFO ${USD_PER_M_SQS_FIFO}/M; Lambda not included)"
     );
-    Ok(())
 }

@@ -36,8 +36,6 @@ pub fn repo_rules() -> Arc<RuleSet> {
 
 pub fn fast() -> Timings {
     Timings {
-        lock_for: Duration::from_secs(30),
-        keep_for: Duration::from_secs(3600),
         retry_base: Duration::from_millis(10),
     }
 }

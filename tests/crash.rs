@@ -8,10 +8,10 @@ use p2c_core::backend::Backend;
 use p2c_core::demo::World;
 use p2c_core::domain::{ChangeEvent, EntityKey, SourceRef};
 use p2c_core::error::{QueueError, StoreError};
+use p2c_core::pipeline::sync::{sync_event, SyncOutcome};
 use p2c_core::pipeline::{deliver, runner};
 use p2c_core::ports::{
-    AuditEntry, Consumer, EntityState, IdempotencyStore, OutMessage, Publisher, QueueName,
-    StateStore,
+    AuditEntry, Consumer, EntityState, OutMessage, Publisher, QueueName, StateStore,
 };
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,9 +189,12 @@ async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_tw
     assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
 }
 
-on_both_backends!(a_crash_after_the_claim_is_taken_over_when_the_lock_lapses: a_crash_after_the_claim_is_taken_over_when_the_lock_lapses_embedded, a_crash_after_the_claim_is_taken_over_when_the_lock_lapses_on_aws);
+on_both_backends!(two_workers_with_the_same_event_apply_it_once: two_workers_with_the_same_event_apply_it_once_embedded, two_workers_with_the_same_event_apply_it_once_on_aws);
 
-async fn a_crash_after_the_claim_is_taken_over_when_the_lock_lapses(w: World) {
+/// A message whose visibility lapsed mid-run is processed by a second worker while the
+/// first still runs: both read the same state version, only one write can win, and the
+/// loser finds the event applied when it retries.
+async fn two_workers_with_the_same_event_apply_it_once(w: World) {
     w.crm
         .create("accounts", account("ACC-CRASH-4", "Crash Four"))
         .expect("account");
@@ -204,20 +207,36 @@ async fn a_crash_after_the_claim_is_taken_over_when_the_lock_lapses(w: World) {
         .await
         .expect("receive");
     let ev: ChangeEvent = serde_json::from_str(&batch[0].body).expect("event");
-    // A worker claimed it and died holding a short lock.
-    let key = ev.idempotency_key("sync").0;
-    w.pipeline
-        .store
-        .claim(&key, Duration::from_millis(300), Duration::from_secs(3600))
-        .await
-        .expect("claimed");
+    let (a, b) = tokio::join!(
+        sync_event(&w.pipeline.sync, ev.clone()),
+        sync_event(&w.pipeline.sync, ev.clone())
+    );
+    let applied = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Ok(SyncOutcome::Applied { .. })))
+        .count();
+    assert!(applied <= 1, "both workers applied it: {a:?} / {b:?}");
     w.pipeline
         .store
         .retry(QueueName::Inbound, &batch[0], Duration::ZERO, "worker died")
         .await
         .expect("visible");
-    w.settle().await.expect("settles after the lock lapses");
+    w.settle().await.expect("settles");
     assert_eq!(w.erp.creates("customers"), 1);
+    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
+    assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
+    let trail = p2c_core::ports::AuditLog::trail(&w.pipeline.store, "account:ACC-CRASH-4")
+        .await
+        .expect("trail");
+    let applied: Vec<_> = trail
+        .iter()
+        .filter(|e| e.outcome == "applied" && e.event_id.as_ref() == Some(&ev.event_id.0))
+        .collect();
+    assert_eq!(applied.len(), 1, "{trail:?}");
+    assert_eq!(
+        sync_event(&w.pipeline.sync, ev).await.expect("syncs"),
+        SyncOutcome::Duplicate
+    );
 }
 
 on_both_backends!(a_crash_after_the_target_write_before_recording_it_leaves_one_record: a_crash_after_the_target_write_before_recording_it_leaves_one_record_embedded, a_crash_after_the_target_write_before_recording_it_leaves_one_record_on_aws);

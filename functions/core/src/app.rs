@@ -98,12 +98,10 @@ impl Pipeline {
         let s = Arc::new(store.clone());
         Self {
             ingest: IngestCtx {
-                idem: s.clone(),
                 publisher: s.clone(),
                 auth,
             },
             sync: SyncCtx {
-                idem: s.clone(),
                 state: s.clone(),
                 parking: s.clone(),
                 audit: s.clone(),
@@ -114,7 +112,6 @@ impl Pipeline {
                 timings,
             },
             deliver: DeliverCtx {
-                idem: s.clone(),
                 state: s.clone(),
                 parking: s.clone(),
                 audit: s.clone(),

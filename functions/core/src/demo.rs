@@ -272,8 +272,6 @@ impl Story<'_> {
 /// Runs the story, writing the timeline and the final table to `out`.
 pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoReport> {
     let timings = Timings {
-        lock_for: Duration::from_secs(60),
-        keep_for: Duration::from_secs(86_400),
         retry_base: Duration::from_millis(20),
     };
     let w = match &opts.aws_endpoint {

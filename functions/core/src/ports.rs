@@ -104,6 +104,10 @@ pub struct EntityState {
     pub records: BTreeMap<String, Value>,
     #[serde(default)]
     pub last_applied: Option<Applied>,
+    /// The commands most recently delivered to this entity, oldest first (at most
+    /// [`EntityState::DELIVERED_KEPT`]): a redelivered command found here is a duplicate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<String>,
     pub updated_at: DateTime<Utc>,
     /// The ids as the store last saw them (set on load, not stored): a save writes
     /// cross-references only for ids that are not among them.
@@ -112,6 +116,31 @@ pub struct EntityState {
 }
 
 impl EntityState {
+    /// How many delivered command ids the state keeps. An event queues a handful of
+    /// commands per entity, so this covers the last few events' worth; an older command
+    /// delivered again is still harmless, as every target write is an upsert by key.
+    pub const DELIVERED_KEPT: usize = 16;
+
+    /// Records a command as delivered to this entity.
+    pub fn mark_delivered(&mut self, command_id: &str) {
+        if !self.delivered.iter().any(|c| c == command_id) {
+            self.delivered.push(command_id.to_string());
+        }
+        let over = self.delivered.len().saturating_sub(Self::DELIVERED_KEPT);
+        self.delivered.drain(..over);
+    }
+
+    /// Whether every command of the last applied event that targets this entity has been
+    /// delivered (so a repeat of that event has nothing left to do).
+    pub fn outbox_delivered(&self) -> bool {
+        self.last_applied.as_ref().is_some_and(|ap| {
+            ap.commands
+                .iter()
+                .filter(|c| c.entity == self.key)
+                .all(|c| self.delivered.contains(&c.id.0))
+        })
+    }
+
     pub fn new(key: EntityKey) -> Self {
         Self {
             key,
@@ -122,6 +151,7 @@ impl EntityState {
             sent: BTreeMap::new(),
             records: BTreeMap::new(),
             last_applied: None,
+            delivered: Vec::new(),
             updated_at: Utc::now(),
             stored_ids: BTreeMap::new(),
         }

@@ -10,7 +10,7 @@ use super::{audit, DeliverCtx, Disposition};
 use crate::command::{Action, Command};
 use crate::domain::{SourceRef, System};
 use crate::error::{DeliveryError, StoreError};
-use crate::ports::{AuditEntry, Claim, Delivery, EntityState, Outcome};
+use crate::ports::{AuditEntry, Delivery, EntityState, Outcome};
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -118,32 +118,21 @@ pub async fn handle_message(ctx: &DeliverCtx, d: &Delivery) -> Disposition {
 }
 
 /// Delivers one command exactly once in effect.
+///
+/// No claim is taken: the entity's state lists the commands delivered to it, and the
+/// state write after the target write is the step's one conditional write (with its audit
+/// entry). A command found in that list is a duplicate: nothing goes to the target, and
+/// only what follows a delivery (the ERP number back, parked events released) is done
+/// again, since a crash may have cut it short. A crash between the target write and the
+/// state write repeats the target write on redelivery, which the connector's upsert by
+/// natural key makes harmless.
 pub async fn deliver_command(
     ctx: &DeliverCtx,
     cmd: &Command,
 ) -> Result<DeliverOutcome, DeliverError> {
-    let key = format!("deliver#{}", cmd.id);
-    let t = ctx.timings;
-    match ctx.idem.claim(&key, t.lock_for, t.keep_for).await? {
-        Claim::Duplicate(_) => return Ok(DeliverOutcome::Duplicate),
-        Claim::InProgress { until } => {
-            return Err(DeliverError::Retryable {
-                reason: format!("command is being delivered elsewhere until {until}"),
-                retry_after: Some(super::until(until)),
-            })
-        }
-        Claim::Fresh => {}
-    }
     match apply(ctx, cmd).await {
-        Ok(outcome) => {
-            let v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-            ctx.idem.complete(&key, &v, t.keep_for).await?;
-            Ok(outcome)
-        }
+        Ok(outcome) => Ok(outcome),
         Err(e) => {
-            if let Err(re) = ctx.idem.release(&key).await {
-                tracing::warn!(error = %re, "could not release the idempotency claim");
-            }
             let outcome = if matches!(e, DeliverError::Permanent { .. }) {
                 "failed"
             } else {
@@ -165,6 +154,16 @@ pub async fn deliver_command(
 }
 
 async fn apply(ctx: &DeliverCtx, cmd: &Command) -> Result<DeliverOutcome, DeliverError> {
+    let loaded = ctx.state.load(&cmd.entity).await?;
+    if let Some(state) = loaded.as_ref().filter(|s| s.delivered.contains(&cmd.id.0)) {
+        let number = state
+            .records
+            .get(&format!("{}_number", system_tag(cmd.target)))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        after_delivery(ctx, cmd, state, number.as_deref()).await?;
+        return Ok(DeliverOutcome::Duplicate);
+    }
     let connector = ctx
         .connectors
         .get(&cmd.target)
@@ -196,10 +195,24 @@ async fn apply(ctx: &DeliverCtx, cmd: &Command) -> Result<DeliverOutcome, Delive
         None,
         Some(&cmd.rules_version),
     );
-    let state = record(ctx, cmd, &outcome, &delivered).await?;
+    let state = record(ctx, cmd, &outcome, &delivered, loaded).await?;
+    after_delivery(ctx, cmd, &state, outcome.assigned_number.as_deref()).await?;
+    Ok(DeliverOutcome::Delivered {
+        target_id: outcome.target_id,
+        created: outcome.created,
+    })
+}
 
-    // The ERP's order number goes back to the CRM order.
-    if let (Action::UpsertOrder(order), Some(number)) = (&cmd.action, &outcome.assigned_number) {
+/// What follows a delivery: the ERP's order number back to the CRM order, and the events
+/// parked on this entity released. Both are idempotent (deterministic deduplication ids;
+/// a released event is no longer parked), so a duplicate runs them again safely.
+async fn after_delivery(
+    ctx: &DeliverCtx,
+    cmd: &Command,
+    state: &EntityState,
+    assigned_number: Option<&str>,
+) -> Result<(), DeliverError> {
+    if let (Action::UpsertOrder(order), Some(number)) = (&cmd.action, assigned_number) {
         if let Some(crm) = state
             .ids
             .keys()
@@ -213,7 +226,7 @@ async fn apply(ctx: &DeliverCtx, cmd: &Command) -> Result<DeliverOutcome, Delive
                 cmd.entity.clone(),
                 Action::SetOrderErpNumber {
                     order_number: order.number.clone(),
-                    erp_number: number.clone(),
+                    erp_number: number.to_string(),
                 },
                 &cmd.rules_version,
             );
@@ -245,25 +258,27 @@ async fn apply(ctx: &DeliverCtx, cmd: &Command) -> Result<DeliverOutcome, Delive
             .await;
         }
     }
-    Ok(DeliverOutcome::Delivered {
-        target_id: outcome.target_id,
-        created: outcome.created,
-    })
+    Ok(())
 }
 
-/// Records the target's id and the written fingerprint, retrying lost races.
+/// Records the target's id, the written fingerprint and the command as delivered, in one
+/// conditional write with the step's audit entry; a lost race reloads and tries again.
 async fn record(
     ctx: &DeliverCtx,
     cmd: &Command,
     outcome: &Outcome,
     entry: &AuditEntry,
+    mut loaded: Option<EntityState>,
 ) -> Result<EntityState, DeliverError> {
     for _ in 0..8 {
-        let mut state = ctx
-            .state
-            .load(&cmd.entity)
-            .await?
-            .unwrap_or_else(|| EntityState::new(cmd.entity.clone()));
+        let mut state = match loaded.take() {
+            Some(s) => s,
+            None => ctx
+                .state
+                .load(&cmd.entity)
+                .await?
+                .unwrap_or_else(|| EntityState::new(cmd.entity.clone())),
+        };
         state.version += 1;
         state.ids.insert(cmd.target, outcome.target_id.clone());
         state
@@ -275,6 +290,7 @@ async fn record(
                 Value::String(n.clone()),
             );
         }
+        state.mark_delivered(&cmd.id.0);
         state.updated_at = chrono::Utc::now();
         match ctx.state.save(&state, entry).await {
             Ok(()) => return Ok(state),

@@ -1,12 +1,13 @@
-//! The ingest step: authenticate, parse, claim, queue — and only then answer 2xx.
+//! The ingest step: authenticate, parse, queue — and only then answer 2xx.
 //!
 //! A request that cannot be queued gets 503 (the sender retries; nothing was accepted),
-//! a bad one a 4xx with a stable code. Duplicates are answered 2xx without queueing.
+//! a bad one a 4xx with a stable code. A repeated webhook is queued again: the queue drops
+//! it inside its deduplication window, and the sync step recognises it after that.
 
 use super::sync::event_message;
 use crate::domain::System;
 use crate::inbound::{bc, dataverse, Parsed, WebhookError, WebhookRequest, WebhookResponse};
-use crate::ports::{IdempotencyStore, Publisher, QueueName};
+use crate::ports::{Publisher, QueueName};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -21,7 +22,6 @@ pub struct InboundAuth {
 /// What the ingest step needs.
 #[derive(Clone)]
 pub struct IngestCtx {
-    pub idem: Arc<dyn IdempotencyStore>,
     pub publisher: Arc<dyn Publisher>,
     pub auth: InboundAuth,
 }
@@ -30,7 +30,6 @@ pub struct IngestCtx {
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Accepted {
     pub accepted: usize,
-    pub duplicates: usize,
 }
 
 /// Handles one webhook for `system` (the path segment: `dataverse`, `bc`, …).
@@ -76,23 +75,9 @@ async fn ingest_inner(
         Parsed::Events(evs) => evs,
     };
 
-    // One write per accepted event: the queue send. A retried webhook inside the queue's
-    // deduplication window is dropped by the queue (same deduplication id); one that comes
-    // later is answered as a duplicate once sync has completed it, and caught by sync's own
-    // claim until then. Either way it has one effect.
-    let mut fresh = Vec::new();
-    let mut duplicates = 0;
-    for ev in events {
-        match ctx.idem.peek(&ev.idempotency_key("sync").0).await {
-            Ok(Some(_)) => duplicates += 1,
-            Ok(None) => fresh.push(ev),
-            Err(e) => {
-                tracing::error!(error = %e, "idempotency store unavailable");
-                return Err(WebhookError::Unavailable);
-            }
-        }
-    }
-    let messages: Vec<_> = fresh.iter().map(event_message).collect();
+    // One write per accepted event: the queue send, with the event's deterministic
+    // deduplication id. No store is read or written here.
+    let messages: Vec<_> = events.iter().map(event_message).collect();
     if let Err(e) = ctx.publisher.send(QueueName::Inbound, &messages).await {
         tracing::error!(error = %e, "could not queue inbound events");
         return Err(WebhookError::Unavailable);
@@ -100,8 +85,7 @@ async fn ingest_inner(
     Ok(WebhookResponse::json(
         202,
         &Accepted {
-            accepted: fresh.len(),
-            duplicates,
+            accepted: messages.len(),
         },
     ))
 }

@@ -1,6 +1,6 @@
 //! The three steps as plain async functions, and the batch semantics they share.
 //!
-//! - [`ingest`]: authenticate, parse, claim, queue, then answer.
+//! - [`ingest`]: authenticate, parse, queue, then answer.
 //! - [`sync`]: one inbound event → state, decisions, outbound commands.
 //! - [`deliver`]: one command → the target system, then ids and fingerprints recorded.
 //!
@@ -15,8 +15,8 @@ pub mod sync;
 
 use crate::domain::{ChangeEvent, System};
 use crate::ports::{
-    AuditEntry, AuditLog, Connector, Delivery, FiguresStore, IdempotencyStore, ParkingStore,
-    Publisher, SourceReader, StateStore,
+    AuditEntry, AuditLog, Connector, Delivery, FiguresStore, ParkingStore, Publisher, SourceReader,
+    StateStore,
 };
 use crate::rules::RuleSet;
 use std::collections::{BTreeMap, HashSet};
@@ -26,10 +26,6 @@ use std::time::Duration;
 /// Timings shared by the steps.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
-    /// How long an in-progress claim locks its key: longer than a function timeout.
-    pub lock_for: Duration,
-    /// How long a completed key keeps deduplicating.
-    pub keep_for: Duration,
     /// First retry delay; doubles per receive.
     pub retry_base: Duration,
 }
@@ -37,8 +33,6 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Self {
-            lock_for: Duration::from_secs(15 * 60),
-            keep_for: Duration::from_secs(7 * 24 * 3600),
             retry_base: Duration::from_secs(2),
         }
     }
@@ -47,7 +41,6 @@ impl Default for Timings {
 /// What the sync step needs.
 #[derive(Clone)]
 pub struct SyncCtx {
-    pub idem: Arc<dyn IdempotencyStore>,
     pub state: Arc<dyn StateStore>,
     pub parking: Arc<dyn ParkingStore>,
     pub audit: Arc<dyn AuditLog>,
@@ -61,7 +54,6 @@ pub struct SyncCtx {
 /// What the deliver step needs.
 #[derive(Clone)]
 pub struct DeliverCtx {
-    pub idem: Arc<dyn IdempotencyStore>,
     pub state: Arc<dyn StateStore>,
     pub parking: Arc<dyn ParkingStore>,
     pub audit: Arc<dyn AuditLog>,

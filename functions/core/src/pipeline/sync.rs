@@ -1,7 +1,7 @@
 //! The sync step: one inbound change event → entity state, decisions and outbound
 //! commands, with the guarantees of DESIGN.md:
 //!
-//! 1. a duplicate has one effect (idempotency claim; completion after side effects);
+//! 1. a duplicate has one effect (its key in the state; one conditional write per event);
 //! 2. a stale update never overwrites newer state (source versions per system);
 //! 3. our own writes coming back are dropped (integration user; payload fingerprint);
 //! 4. an event whose references are not synced yet is parked, released when they land;
@@ -16,7 +16,7 @@ use crate::domain::{
 };
 use crate::error::{DeliveryError, QueueError, RuleError, StoreError};
 use crate::json::fingerprint;
-use crate::ports::{Applied, Claim, Delivery, EntityState, OutMessage, ParkedEvent, QueueName};
+use crate::ports::{Applied, Delivery, EntityState, OutMessage, ParkedEvent, QueueName};
 use crate::rules::FlowKind;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -47,11 +47,6 @@ pub enum SyncError {
     /// Try again later (store or queue unavailable, lost a race, source unreachable).
     #[error("{0}")]
     Retryable(String),
-    /// Another worker holds the event until `until`: try again after that.
-    #[error("event is being processed elsewhere until {until}")]
-    Busy {
-        until: chrono::DateTime<chrono::Utc>,
-    },
     /// Will not succeed as it is: dead-letter it with this code.
     #[error("{code}: {message}")]
     Permanent { code: String, message: String },
@@ -104,11 +99,6 @@ impl SyncError {
                 delay: super::backoff(ctx.timings.retry_base, receive_count, seed),
                 reason: reason.clone(),
             },
-            SyncError::Busy { until } => Disposition::Retry {
-                delay: super::backoff(ctx.timings.retry_base, receive_count, seed)
-                    .max(super::until(*until)),
-                reason: self.to_string(),
-            },
             SyncError::Permanent { code, message } => Disposition::DeadLetter {
                 code: code.clone(),
                 reason: message.clone(),
@@ -142,27 +132,20 @@ pub async fn handle_message(ctx: &SyncCtx, d: &Delivery) -> Disposition {
     }
 }
 
-/// Syncs one event exactly once.
+/// Syncs one event exactly once in effect.
+///
+/// No claim is taken: everything up to the state write only reads, and the state write is
+/// one conditional put on the version that was read, carrying the event's idempotency key,
+/// its outbox and its audit entry. Two workers with the same event cannot both write; a
+/// repeat of the event finds its key in the state and only re-sends what is not yet
+/// delivered; a repeat of an older event is stale.
 pub async fn sync_event(ctx: &SyncCtx, ev: ChangeEvent) -> Result<SyncOutcome, SyncError> {
     let key = ev.idempotency_key("sync").0;
-    let t = ctx.timings;
-    match ctx.idem.claim(&key, t.lock_for, t.keep_for).await? {
-        Claim::Duplicate(_) => return Ok(SyncOutcome::Duplicate),
-        Claim::InProgress { until } => return Err(SyncError::Busy { until }),
-        Claim::Fresh => {}
-    }
     let subject = ev.source.group();
     let event = ev.clone();
     match process(ctx, ev, &key).await {
-        Ok(outcome) => {
-            let v = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-            ctx.idem.complete(&key, &v, t.keep_for).await?;
-            Ok(outcome)
-        }
+        Ok(outcome) => Ok(outcome),
         Err(e) => {
-            if let Err(re) = ctx.idem.release(&key).await {
-                tracing::warn!(error = %re, "could not release the idempotency claim");
-            }
             if let SyncError::Permanent { code, message } = &e {
                 audit(
                     ctx.audit.as_ref(),
@@ -336,12 +319,17 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         .await?
         .unwrap_or_else(|| EntityState::new(key.clone()));
 
-    // A crash after the state write: re-send exactly what was decided then.
+    // This event again. Its commands all delivered: a duplicate. Otherwise the process may
+    // have died after the state write: re-send exactly what was decided then (the queue's
+    // deduplication and the deliver step drop whatever did go out).
     if let Some(applied) = state
         .last_applied
         .as_ref()
         .filter(|ap| ap.idempotency_key == idem)
     {
+        if state.outbox_delivered() {
+            return Ok(SyncOutcome::Duplicate);
+        }
         let cmds = applied.commands.clone();
         send_commands(ctx.publisher.as_ref(), &cmds).await?;
         note(
@@ -449,6 +437,13 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
                 "credit".into(),
                 serde_json::to_value(&credit).unwrap_or(Value::Null),
             );
+        }
+        // The very version already applied, with the same content: this event again.
+        _ if unchanged
+            && !ev.version.is_empty()
+            && state.applied.get(&system) == Some(&ev.version) =>
+        {
+            return Ok(SyncOutcome::Duplicate);
         }
         _ if unchanged => {
             let (o, d) = quiet(&state);
@@ -1204,19 +1199,16 @@ fn period_of(date: chrono::NaiveDate, kind: &str) -> String {
 }
 
 /// Handles a batch of inbound messages with one round of sends: the messages every event
-/// queues (commands, released events) are sent together after the batch, ten per request,
-/// and only then is each event recorded as completed. If that send fails, the events that
-/// queued something give up their claims and are retried; their state holds the outbox,
-/// so the retry re-sends exactly those commands.
+/// queues (commands, released events) are sent together after the batch, ten per request.
+/// If that send fails, the events that queued something are retried; their state holds
+/// the outbox, so the retry re-sends exactly those commands.
 pub async fn handle_batch(ctx: &SyncCtx, batch: &[Delivery]) -> Vec<Disposition> {
     let deferred = Arc::new(Deferred {
         publisher: ctx.publisher.clone(),
-        idem: ctx.idem.clone(),
         inner: std::sync::Mutex::new(DeferredInner::default()),
     });
     let mut scoped = ctx.clone();
     scoped.publisher = deferred.clone();
-    scoped.idem = deferred.clone();
     let scoped = &scoped;
     let deferred_ref = &deferred;
     let mut out = super::process_batch(batch, |d| async move {
@@ -1224,7 +1216,7 @@ pub async fn handle_batch(ctx: &SyncCtx, batch: &[Delivery]) -> Vec<Disposition>
         handle_message(scoped, d).await
     })
     .await;
-    if let Err(failed) = deferred.flush(ctx.timings.keep_for).await {
+    if let Err(failed) = deferred.flush().await {
         for (d, disp) in batch.iter().zip(out.iter_mut()) {
             if *disp == Disposition::Done && failed.messages.contains(&d.message_id) {
                 *disp = Disposition::Retry {
@@ -1237,10 +1229,9 @@ pub async fn handle_batch(ctx: &SyncCtx, batch: &[Delivery]) -> Vec<Disposition>
     out
 }
 
-/// Sends and completions held back until the end of a batch.
+/// Sends held back until the end of a batch.
 struct Deferred {
     publisher: Arc<dyn crate::ports::Publisher>,
-    idem: Arc<dyn crate::ports::IdempotencyStore>,
     inner: std::sync::Mutex<DeferredInner>,
 }
 
@@ -1248,10 +1239,8 @@ struct Deferred {
 struct DeferredInner {
     /// The message being handled now.
     current: String,
-    /// Messages per queue, in the order they were sent.
+    /// Messages per queue, in the order they were sent, with the message that sent them.
     sends: Vec<(QueueName, OutMessage, String)>,
-    /// Completed keys with their outcome, and the message that completed them.
-    completions: Vec<(String, Value, String)>,
 }
 
 /// Which messages lost their effect when the batch's send failed, and why.
@@ -1269,14 +1258,8 @@ impl Deferred {
         self.lock().current = message_id.to_string();
     }
 
-    async fn flush(&self, keep_for: std::time::Duration) -> Result<(), FlushFailed> {
-        let (sends, completions) = {
-            let mut g = self.lock();
-            (
-                std::mem::take(&mut g.sends),
-                std::mem::take(&mut g.completions),
-            )
-        };
+    async fn flush(&self) -> Result<(), FlushFailed> {
+        let sends = std::mem::take(&mut self.lock().sends);
         let mut by_queue: Vec<(QueueName, Vec<OutMessage>)> = Vec::new();
         for (q, m, _) in &sends {
             match by_queue.iter_mut().find(|(x, _)| x == q) {
@@ -1284,48 +1267,17 @@ impl Deferred {
                 None => by_queue.push((*q, vec![m.clone()])),
             }
         }
-        // If the send fails, the events that queued something lose their effect; the others
-        // are done all the same.
-        let mut lost = std::collections::HashSet::new();
-        let mut reason = String::new();
+        // If the send fails, the events that queued something lose their effect (and are
+        // retried); the others are done all the same.
         for (q, messages) in &by_queue {
             if let Err(e) = self.publisher.send(*q, messages).await {
-                lost.extend(sends.iter().map(|(_, _, by)| by.clone()));
-                reason = format!("sending the batch's messages failed: {e}");
-                break;
+                return Err(FlushFailed {
+                    messages: sends.iter().map(|(_, _, by)| by.clone()).collect(),
+                    reason: format!("sending the batch's messages failed: {e}"),
+                });
             }
         }
-        for (key, outcome, by) in completions {
-            let recorded = if lost.contains(&by) {
-                // Give the claim back for the retry; the state's outbox re-sends exactly
-                // its commands.
-                false
-            } else {
-                match self.idem.complete(&key, &outcome, keep_for).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        // Sent but not recorded: the retry finds the outbox and re-sends it
-                        // (the queue and the deliver step drop the repeat).
-                        reason = format!("recording the event as completed failed: {e}");
-                        lost.insert(by);
-                        false
-                    }
-                }
-            };
-            if !recorded {
-                if let Err(re) = self.idem.release(&key).await {
-                    tracing::warn!(error = %re, "could not release the idempotency claim");
-                }
-            }
-        }
-        if lost.is_empty() {
-            Ok(())
-        } else {
-            Err(FlushFailed {
-                messages: lost,
-                reason,
-            })
-        }
+        Ok(())
     }
 }
 
@@ -1334,63 +1286,16 @@ impl crate::ports::Publisher for Deferred {
     async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
         let mut g = self.lock();
         let by = g.current.clone();
-        g.sends
-            .extend(messages.iter().map(|m| (queue, m.clone(), by.clone())));
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::ports::IdempotencyStore for Deferred {
-    async fn claim(
-        &self,
-        key: &str,
-        lock_for: std::time::Duration,
-        keep_for: std::time::Duration,
-    ) -> Result<Claim, StoreError> {
-        // Completed earlier in this batch (the same change twice): a duplicate.
-        if let Some(rec) = self.completed_here(key) {
-            return Ok(Claim::Duplicate(rec));
+        for m in messages {
+            // The same message twice in one batch (an event and its repeat): send it once.
+            if !g
+                .sends
+                .iter()
+                .any(|(q, x, _)| *q == queue && x.dedup_id == m.dedup_id)
+            {
+                g.sends.push((queue, m.clone(), by.clone()));
+            }
         }
-        self.idem.claim(key, lock_for, keep_for).await
-    }
-
-    async fn complete(
-        &self,
-        key: &str,
-        outcome: &Value,
-        _keep_for: std::time::Duration,
-    ) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        let by = g.current.clone();
-        g.completions.push((key.to_string(), outcome.clone(), by));
         Ok(())
-    }
-
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.idem.release(key).await
-    }
-
-    async fn peek(&self, key: &str) -> Result<Option<crate::ports::IdemRecord>, StoreError> {
-        match self.completed_here(key) {
-            Some(rec) => Ok(Some(rec)),
-            None => self.idem.peek(key).await,
-        }
-    }
-}
-
-impl Deferred {
-    fn completed_here(&self, key: &str) -> Option<crate::ports::IdemRecord> {
-        let g = self.lock();
-        g.completions
-            .iter()
-            .find(|(k, _, _)| k == key)
-            .map(|(k, outcome, _)| crate::ports::IdemRecord {
-                key: k.clone(),
-                status: crate::ports::IdemStatus::Completed,
-                locked_until: chrono::Utc::now(),
-                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
-                outcome: outcome.clone(),
-            })
     }
 }

@@ -807,11 +807,36 @@ pub fn numbered_account_webhook(
     n: u64,
     key: &str,
 ) -> crate::inbound::WebhookRequest {
+    numbered_account_change(sample, n, 0, key)
+}
+
+/// A later change to the `n`th account of [`numbered_account_webhook`]: revision `rev`
+/// renames it, with a newer row version and modification time and its own operation id.
+pub fn numbered_account_change(
+    sample: &Value,
+    n: u64,
+    rev: u64,
+    key: &str,
+) -> crate::inbound::WebhookRequest {
     let mut body = sample.clone();
-    body["OperationId"] = json!(format!("00000000-0000-4000-8000-{n:012x}"));
+    body["OperationId"] = json!(format!("00000000-{rev:04x}-4000-8000-{n:012x}"));
     body["PrimaryEntityId"] = json!(format!("10000000-0000-4000-8000-{n:012x}"));
-    body["InputParameters"][0]["value"]["Attributes"][0]["value"] =
-        json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    let target = &mut body["InputParameters"][0]["value"];
+    target["Attributes"][0]["value"] = json!(format!("10000000-0000-4000-8000-{n:012x}"));
+    if rev > 0 {
+        let name = format!("Fabrikam Industrial Ltd (revision {rev})");
+        target["Attributes"][1]["value"] = json!(name);
+        body["PostEntityImages"][0]["value"]["Attributes"][2]["value"] = json!(name);
+        let target = &mut body["InputParameters"][0]["value"];
+        if let Some(v) = target["RowVersion"]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            target["RowVersion"] = json!((v + rev).to_string());
+        }
+        target["Attributes"][5]["value"] =
+            json!(format!("/Date({})/", 1_778_749_965_000u64 + rev * 1000));
+    }
     body["PostEntityImages"][0]["value"]["Attributes"][1]["value"] = json!(format!("ACC-{n:08}"));
     crate::inbound::WebhookRequest {
         method: "POST".into(),
