@@ -489,10 +489,11 @@ impl DynamoStore {
         Ok(item)
     }
 
-    fn version_doc(
+    /// A version item's document: the state and the entry, or just the part asked for.
+    fn version_doc<S: serde::de::DeserializeOwned>(
         k: &str,
         item: &Item,
-    ) -> Result<VersionDoc<EntityState, AuditEntry>, StoreError> {
+    ) -> Result<VersionDoc<S, AuditEntry>, StoreError> {
         let blob = match item.get("z") {
             Some(AttributeValue::B(b)) => b.as_ref(),
             _ => return Err(corrupt(k, "version item without its document")),
@@ -508,7 +509,7 @@ impl StateStore for DynamoStore {
         let Some(item) = self.latest_version(&k).await? else {
             return Ok(None);
         };
-        let mut state = Self::version_doc(&k, &item)?.state;
+        let mut state: EntityState = Self::version_doc(&k, &item)?.state;
         state.stored_ids = state.ids.clone();
         Ok(Some(state))
     }
@@ -678,20 +679,7 @@ impl AuditLog for DynamoStore {
         if EntityKey::from_str(subject).is_ok() {
             for item in self.query(format!("entity#{subject}")).await? {
                 if get_s(&item, "sk").is_some_and(|sk| sk.starts_with("v#")) {
-                    let doc: VersionDoc<serde::de::IgnoredAny, AuditEntry> =
-                        serde_json::from_str(&unpack(
-                            subject,
-                            match item.get("z") {
-                                Some(AttributeValue::B(b)) => b.as_ref(),
-                                _ => {
-                                    return Err(corrupt(
-                                        subject,
-                                        "version item without its document",
-                                    ))
-                                }
-                            },
-                        )?)
-                        .map_err(|e| corrupt(subject, e))?;
+                    let doc = Self::version_doc::<serde::de::IgnoredAny>(subject, &item)?;
                     out.push(doc.entry);
                 }
             }
