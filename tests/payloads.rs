@@ -243,3 +243,66 @@ fn dataverse_account_sample_maps_to_a_customer() {
     assert_eq!(out["payment_terms"], json!("NET30"));
     assert_eq!(out["currency"], json!("USD"));
 }
+
+#[test]
+fn salesforce_account_change_event_sample_parses_as_a_delta_to_read_in_full() {
+    let evs = p2c_core::inbound::salesforce::parse_cdc_bytes(
+        fixture("salesforce_cdc_account_update.json").as_bytes(),
+        &[],
+        Utc::now(),
+    )
+    .expect("parses");
+    assert_eq!(evs.len(), 1);
+    let ev = &evs[0];
+    assert_eq!(ev.source.system, System::Salesforce);
+    assert_eq!(ev.source.entity_type, EntityType::Account);
+    assert_eq!(ev.source.id, "0015f00002J9YYEAA3", "ids keep their case");
+    assert_eq!(ev.operation, Operation::Update);
+    assert!(ev.needs_fetch, "an update carries only what changed");
+    assert_eq!(ev.version.sequence, Some((11_657_372_702_432, 1)));
+    assert_eq!(ev.version.modified_ms, Some(1_778_750_512_000));
+    assert_eq!(
+        ev.fields["BillingAddress"],
+        json!({"City": "Bellevue", "PostalCode": "98004"})
+    );
+    assert_eq!(ev.fields["Fax"], Value::Null, "nulled: cleared");
+    assert!(
+        !ev.fields.contains_key("Name"),
+        "null, not nulled: unchanged"
+    );
+    assert_eq!(ev.fields["ERP_Customer_Number__c"], json!("C000123"));
+    assert_eq!(ev.origin.client.as_deref(), Some("crm-erp-sync"));
+    assert_eq!(ev.origin.user_id.as_deref(), Some("0055f000007IntgAAC"));
+}
+
+#[test]
+fn salesforce_order_change_event_from_event_bridge_parses_with_its_exact_commit_number() {
+    let org = "00D5f000005KcCnEAK".to_string();
+    let body = fixture("salesforce_cdc_order_create.json");
+    let evs = p2c_core::inbound::salesforce::parse_cdc_bytes(
+        body.as_bytes(),
+        std::slice::from_ref(&org),
+        Utc::now(),
+    )
+    .expect("parses");
+    assert_eq!(evs.len(), 1);
+    let ev = &evs[0];
+    assert_eq!(ev.source.entity_type, EntityType::Order);
+    assert_eq!(ev.source.id, "8015f000000Xy1QAAS");
+    assert_eq!(ev.operation, Operation::Create);
+    assert!(!ev.needs_fetch, "a create carries the record");
+    assert_eq!(ev.natural_key.as_deref(), Some("00000123"));
+    // Above 2^53: read as an integer, never through a float.
+    assert_eq!(ev.version.sequence, Some((1_778_749_965_433_528_300, 1)));
+    assert_eq!(ev.fields["AccountId"], json!("0015f00002J9YYEAA3"));
+    assert_eq!(ev.fields["EffectiveDate"], json!(1_778_716_800_000u64));
+    assert_eq!(ev.fields["PoNumber"], json!("PO-778812"));
+    assert_eq!(ev.origin.client.as_deref(), Some("SfdcInternalAPI"));
+    let refused = p2c_core::inbound::salesforce::parse_cdc_bytes(
+        body.as_bytes(),
+        &["00D000000000001AAA".to_string()],
+        Utc::now(),
+    )
+    .expect_err("another org's relay");
+    assert_eq!(refused, WebhookError::Unauthorized);
+}

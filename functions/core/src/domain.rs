@@ -211,11 +211,18 @@ pub struct SourceRef {
 }
 
 impl SourceRef {
+    /// GUIDs (Dataverse, Business Central, F&O) are compared in lower case; Salesforce ids
+    /// are case-sensitive (two 15-character ids may differ only in case) and kept as sent.
     pub fn new(system: System, entity_type: EntityType, id: impl Into<String>) -> Self {
+        let id = id.into();
         Self {
             system,
             entity_type,
-            id: id.into().to_ascii_lowercase(),
+            id: if system == System::Salesforce {
+                id
+            } else {
+                id.to_ascii_lowercase()
+            },
         }
     }
 

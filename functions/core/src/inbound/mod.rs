@@ -6,6 +6,7 @@
 
 pub mod bc;
 pub mod dataverse;
+pub mod salesforce;
 
 use crate::domain::ChangeEvent;
 use serde::Serialize;
@@ -141,6 +142,10 @@ pub enum WebhookError {
     UnknownSystem(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    /// The change names no particular records (a Salesforce overflow event, or a wildcard
+    /// record id): the entity must be resynchronised from the source.
+    #[error("{entity} changes must be resynchronised from the source: {reason}")]
+    ResyncRequired { entity: String, reason: String },
     /// The event could not be queued: the sender should retry (nothing was accepted).
     #[error("temporarily unavailable")]
     Unavailable,
@@ -163,7 +168,8 @@ impl WebhookError {
             WebhookError::MalformedJson(_) | WebhookError::TooDeep(_) => 400,
             WebhookError::InvalidPayload { .. }
             | WebhookError::UnknownEntity(_)
-            | WebhookError::MissingKey(_) => 422,
+            | WebhookError::MissingKey(_)
+            | WebhookError::ResyncRequired { .. } => 422,
             WebhookError::UnknownSystem(_) => 404,
             WebhookError::MethodNotAllowed(_) => 405,
             WebhookError::Unavailable => 503,
@@ -183,6 +189,7 @@ impl WebhookError {
             WebhookError::MissingKey(_) => "missing_key",
             WebhookError::UnknownSystem(_) => "unknown_system",
             WebhookError::MethodNotAllowed(_) => "method_not_allowed",
+            WebhookError::ResyncRequired { .. } => "resync_required",
             WebhookError::Unavailable => "unavailable",
         }
     }
