@@ -306,3 +306,47 @@ fn salesforce_order_change_event_from_event_bridge_parses_with_its_exact_commit_
     .expect_err("another org's relay");
     assert_eq!(refused, WebhookError::Unauthorized);
 }
+
+#[test]
+fn salesforce_outbound_message_sample_parses_and_is_answered_with_its_ack() {
+    let req = request(
+        &fixture("salesforce_outbound_message.xml"),
+        &[("content-type", "text/xml; charset=utf-8")],
+    );
+    let evs = p2c_core::inbound::salesforce::parse_outbound(
+        &req,
+        &["00D5f000005KcCnEAK".to_string()],
+        Utc::now(),
+    )
+    .expect("parses");
+    assert_eq!(evs.len(), 1);
+    let ev = &evs[0];
+    assert_eq!(ev.event_id.0, "salesforce:om:04l5f00000Gx7QzAAJ");
+    assert_eq!(ev.source.system, System::Salesforce);
+    assert_eq!(ev.source.entity_type, EntityType::Order);
+    assert_eq!(ev.source.id, "8015f000000Xy1QAAS");
+    assert_eq!(ev.natural_key.as_deref(), Some("00000123"));
+    assert_eq!(ev.fields["Status"], json!("Activated"));
+    assert_eq!(
+        ev.fields["TotalAmount"],
+        json!("18400.0"),
+        "money keeps its exact text"
+    );
+    assert_eq!(ev.fields["EffectiveDate"], json!("2026-05-14"));
+    assert_eq!(ev.version.modified_ms, Some(1_778_750_403_000));
+    // Our answer says what the sample answer says.
+    let ack_of = |xml: &str| {
+        let doc = roxmltree::Document::parse(xml).expect("well-formed");
+        doc.descendants()
+            .find(|n| n.has_tag_name(("http://soap.sforce.com/2005/09/outbound", "Ack")))
+            .and_then(|n| n.text().map(str::to_string))
+    };
+    assert_eq!(
+        ack_of(&p2c_core::inbound::salesforce::outbound_ack().body),
+        ack_of(&fixture("salesforce_outbound_message_ack.xml"))
+    );
+    assert_eq!(
+        ack_of(&fixture("salesforce_outbound_message_ack.xml")).as_deref(),
+        Some("true")
+    );
+}

@@ -123,10 +123,14 @@ pub enum WebhookError {
     Unauthorized,
     #[error("body is larger than {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("content type `{0}` is not accepted; send application/json")]
+    #[error("content type `{0}` is not accepted by this endpoint")]
     UnsupportedMediaType(String),
     #[error("body is not valid JSON: {0}")]
     MalformedJson(String),
+    /// Not well-formed XML, or XML with a DTD (never processed: no entities, no external
+    /// references).
+    #[error("body is not acceptable XML: {0}")]
+    MalformedXml(String),
     #[error("JSON is nested deeper than {0} levels")]
     TooDeep(usize),
     #[error("payload is not a {format}: {message}")]
@@ -165,7 +169,9 @@ impl WebhookError {
             WebhookError::Unauthorized => 401,
             WebhookError::TooLarge { .. } => 413,
             WebhookError::UnsupportedMediaType(_) => 415,
-            WebhookError::MalformedJson(_) | WebhookError::TooDeep(_) => 400,
+            WebhookError::MalformedJson(_)
+            | WebhookError::MalformedXml(_)
+            | WebhookError::TooDeep(_) => 400,
             WebhookError::InvalidPayload { .. }
             | WebhookError::UnknownEntity(_)
             | WebhookError::MissingKey(_)
@@ -183,6 +189,7 @@ impl WebhookError {
             WebhookError::TooLarge { .. } => "payload_too_large",
             WebhookError::UnsupportedMediaType(_) => "unsupported_media_type",
             WebhookError::MalformedJson(_) => "malformed_json",
+            WebhookError::MalformedXml(_) => "malformed_xml",
             WebhookError::TooDeep(_) => "json_too_deep",
             WebhookError::InvalidPayload { .. } => "invalid_payload",
             WebhookError::UnknownEntity(_) => "unknown_entity",

@@ -366,6 +366,231 @@ pub fn parse_cdc_bytes(
     parse_cdc(&doc, allowed_orgs, received_at)
 }
 
+// ---------------------------------------------------------------- outbound messages
+
+/// The Outbound Messaging namespace.
+const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
+const SOAP_ENV_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// Salesforce sends 1 to 100 notifications per message.
+pub const MAX_NOTIFICATIONS: usize = 100;
+/// Elements, attributes and text nodes a message may have (100 notifications of a few
+/// dozen fields each fit many times over).
+const MAX_XML_NODES: u32 = 100_000;
+
+/// The SOAP answer that tells Salesforce the notifications were received. Send it only
+/// once they are durably queued: without it Salesforce retries (up to 24 hours).
+pub const OUTBOUND_ACK: &str = concat!(
+    r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+    r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">"#,
+    r#"<soapenv:Body><notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound">"#,
+    r#"<Ack>true</Ack></notificationsResponse></soapenv:Body></soapenv:Envelope>"#
+);
+
+/// The Ack as a response.
+pub fn outbound_ack() -> super::WebhookResponse {
+    super::WebhookResponse {
+        status: 200,
+        content_type: "text/xml; charset=utf-8",
+        body: OUTBOUND_ACK.to_string(),
+    }
+}
+
+fn om_invalid(message: impl Into<String>) -> WebhookError {
+    WebhookError::InvalidPayload {
+        format: "Salesforce outbound message",
+        message: message.into(),
+    }
+}
+
+fn child<'a, 'i>(
+    node: roxmltree::Node<'a, 'i>,
+    ns: &str,
+    name: &str,
+) -> Option<roxmltree::Node<'a, 'i>> {
+    node.children().find(|c| c.has_tag_name((ns, name)))
+}
+
+/// An element's value: `null` for `xsi:nil="true"`, an object for an element with element
+/// children (one level), else its text (`""` when empty).
+fn xml_value(node: roxmltree::Node<'_, '_>) -> Value {
+    if node.attribute((XSI_NS, "nil")) == Some("true") {
+        return Value::Null;
+    }
+    let elements: Vec<_> = node.children().filter(|c| c.is_element()).collect();
+    if elements.is_empty() {
+        return Value::String(node.text().unwrap_or_default().to_string());
+    }
+    Value::Object(
+        elements
+            .iter()
+            .map(|c| {
+                let v = if c.attribute((XSI_NS, "nil")) == Some("true") {
+                    Value::Null
+                } else {
+                    Value::String(c.text().unwrap_or_default().to_string())
+                };
+                (c.tag_name().name().to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+/// Parses a Salesforce Outbound Message (SOAP 1.1, `text/xml`) into one change event per
+/// notification. The message's `OrganizationId` must be one of `allowed_orgs` (an empty
+/// list admits none: the endpoint is on the internet and the message is unsigned). XML
+/// with a DTD is refused before anything in it is processed. Each event's id is the
+/// notification id, so a notification Salesforce delivers again is the same event.
+/// Field values are the text Salesforce sent (`2026-05-14`, `18400.0`); `xsi:nil` is null.
+pub fn parse_outbound(
+    req: &super::WebhookRequest,
+    allowed_orgs: &[String],
+    received_at: DateTime<Utc>,
+) -> Result<Vec<ChangeEvent>, WebhookError> {
+    if req.body.len() > super::MAX_BODY_BYTES {
+        return Err(WebhookError::TooLarge {
+            limit: super::MAX_BODY_BYTES,
+        });
+    }
+    if let Some(ct) = req.header("content-type") {
+        let ct = ct.to_ascii_lowercase();
+        if !ct.contains("xml") {
+            return Err(WebhookError::UnsupportedMediaType(
+                ct.chars().take(60).collect(),
+            ));
+        }
+    }
+    let text = std::str::from_utf8(&req.body)
+        .map_err(|e| WebhookError::MalformedXml(format!("not UTF-8: {e}")))?;
+    let doc = roxmltree::Document::parse_with_options(
+        text,
+        roxmltree::ParsingOptions {
+            allow_dtd: false,
+            nodes_limit: MAX_XML_NODES,
+        },
+    )
+    .map_err(|e| WebhookError::MalformedXml(e.to_string()))?;
+    let envelope = doc.root_element();
+    if !envelope.has_tag_name((SOAP_ENV_NS, "Envelope")) {
+        return Err(om_invalid("the root is not a SOAP 1.1 Envelope"));
+    }
+    let notifications = child(envelope, SOAP_ENV_NS, "Body")
+        .and_then(|b| child(b, OUTBOUND_NS, "notifications"))
+        .ok_or_else(|| om_invalid("no notifications element in the SOAP Body"))?;
+    let org = child(notifications, OUTBOUND_NS, "OrganizationId")
+        .and_then(|n| n.text())
+        .map(str::trim)
+        .ok_or(WebhookError::MissingKey("OrganizationId".into()))?;
+    if !allowed_orgs.iter().any(|a| a == org) {
+        return Err(WebhookError::Unauthorized);
+    }
+    let action = child(notifications, OUTBOUND_NS, "ActionId")
+        .and_then(|n| n.text())
+        .map(|t| t.trim().to_string());
+    let items: Vec<_> = notifications
+        .children()
+        .filter(|c| c.has_tag_name((OUTBOUND_NS, "Notification")))
+        .collect();
+    if items.is_empty() {
+        return Err(om_invalid("no Notification"));
+    }
+    if items.len() > MAX_NOTIFICATIONS {
+        return Err(om_invalid(format!(
+            "{} notifications; Salesforce sends at most {MAX_NOTIFICATIONS}",
+            items.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for n in items {
+        let id = child(n, OUTBOUND_NS, "Id")
+            .and_then(|i| i.text())
+            .map(str::trim)
+            .filter(|i| is_record_id(i))
+            .ok_or(WebhookError::MissingKey("Notification/Id".into()))?;
+        let object = child(n, OUTBOUND_NS, "sObject")
+            .ok_or(WebhookError::MissingKey("Notification/sObject".into()))?;
+        let entity_name = object
+            .attribute((XSI_NS, "type"))
+            .map(|t| t.rsplit(':').next().unwrap_or(t))
+            .ok_or(WebhookError::MissingKey("sObject/@xsi:type".into()))?;
+        let (entity_type, parent_field) = entity_of(entity_name)
+            .ok_or_else(|| WebhookError::UnknownEntity(entity_name.chars().take(64).collect()))?;
+        let fields: Map<String, Value> = object
+            .children()
+            .filter(|c| c.is_element())
+            .map(|c| (c.tag_name().name().to_string(), xml_value(c)))
+            .collect();
+        let record = fields
+            .get("Id")
+            .and_then(Value::as_str)
+            .filter(|i| is_record_id(i))
+            .ok_or(WebhookError::MissingKey("sObject/Id".into()))?;
+        let modified_ms = fields
+            .get("LastModifiedDate")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis());
+        let origin = Origin {
+            user_id: fields
+                .get("LastModifiedById")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            correlation_id: action.clone(),
+            client: None,
+            depth: None,
+        };
+        let (source, fields, needs_fetch, natural_key) = match parent_field {
+            // A line item: its parent, read in full (the message carries only the item).
+            Some(pf) => {
+                let Some(parent) = fields
+                    .get(pf)
+                    .and_then(Value::as_str)
+                    .filter(|p| is_record_id(p))
+                else {
+                    return Err(WebhookError::MissingKey(format!("sObject/{pf}")));
+                };
+                (
+                    SourceRef::new(System::Salesforce, entity_type, parent),
+                    Map::new(),
+                    true,
+                    None,
+                )
+            }
+            None => {
+                let key = key_field(entity_name)
+                    .and_then(|f| fields.get(f))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                (
+                    SourceRef::new(System::Salesforce, entity_type, record),
+                    fields,
+                    false,
+                    key,
+                )
+            }
+        };
+        out.push(ChangeEvent {
+            event_id: EventId(format!("salesforce:om:{id}")),
+            source,
+            natural_key,
+            operation: Operation::Update,
+            fields,
+            previous: Map::new(),
+            needs_fetch,
+            resource: None,
+            version: SourceVersion {
+                sequence: None,
+                modified_ms,
+            },
+            origin,
+            company: None,
+            received_at,
+            content_hash: Default::default(),
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,5 +784,136 @@ mod tests {
         let evs = parse_cdc(&event(h, json!({"Name": "x"})), &[], Utc::now()).expect("parses");
         assert_eq!(evs[0].origin.client.as_deref(), Some("p2c-sync"));
         assert_eq!(evs[0].origin.user_id.as_deref(), Some("0055f000007IntgAAC"));
+    }
+    fn soap(notifications: &str, org: &str) -> crate::inbound::WebhookRequest {
+        let body = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>{org}</OrganizationId><ActionId>04k5f000000CaRkAAK</ActionId>
+   {notifications}
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>"#
+        );
+        crate::inbound::WebhookRequest {
+            method: "POST".into(),
+            path: "/webhooks/salesforce".into(),
+            query: vec![],
+            headers: vec![("content-type".into(), "text/xml; charset=utf-8".into())],
+            body: body.into_bytes(),
+        }
+    }
+
+    fn notification(n: usize, object: &str) -> String {
+        format!(
+            r#"<Notification><Id>04l5f00000G{n:04}AAJ</Id>
+            <sObject xsi:type="sf:{object}" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+            <sf:Id>0015f00002J{n:04}AA3</sf:Id><sf:AccountNumber>C-{n}</sf:AccountNumber>
+            <sf:Fax xsi:nil="true"/><sf:Name>Acme &amp; Sons</sf:Name>
+            <sf:LastModifiedDate>2026-05-14T09:20:03.000Z</sf:LastModifiedDate>
+            </sObject></Notification>"#
+        )
+    }
+
+    const ORG: &str = "00D5f000005KcCnEAK";
+
+    #[test]
+    fn outbound_notifications_become_events_keyed_by_notification_id() {
+        let items: String = (0..3).map(|n| notification(n, "Account")).collect();
+        let evs = parse_outbound(&soap(&items, ORG), &[ORG.into()], Utc::now()).expect("parses");
+        assert_eq!(evs.len(), 3);
+        assert_eq!(evs[1].event_id.0, "salesforce:om:04l5f00000G0001AAJ");
+        assert_eq!(evs[1].source.id, "0015f00002J0001AA3");
+        assert_eq!(evs[1].natural_key.as_deref(), Some("C-1"));
+        assert_eq!(evs[1].fields["Name"], json!("Acme & Sons"));
+        assert_eq!(evs[1].fields["Fax"], Value::Null);
+        assert_eq!(evs[1].version.modified_ms, Some(1_778_750_403_000));
+        assert!(!evs[1].needs_fetch);
+    }
+
+    #[test]
+    fn outbound_messages_are_refused_from_other_orgs_and_with_no_orgs_configured() {
+        let req = soap(&notification(1, "Account"), ORG);
+        assert_eq!(
+            parse_outbound(&req, &[], Utc::now()).expect_err("none allowed"),
+            WebhookError::Unauthorized
+        );
+        assert_eq!(
+            parse_outbound(&req, &["00D000000000001AAA".into()], Utc::now())
+                .expect_err("other org"),
+            WebhookError::Unauthorized
+        );
+    }
+
+    #[test]
+    fn outbound_xml_with_a_dtd_or_entities_is_refused_unread() {
+        let req = |body: &str| crate::inbound::WebhookRequest {
+            headers: vec![("content-type".into(), "text/xml".into())],
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let xxe = r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>"#;
+        let laughs = r#"<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><l>&b;</l>"#;
+        for body in [xxe, laughs, "<notifications>", "not xml"] {
+            assert_eq!(
+                parse_outbound(&req(body), &[ORG.into()], Utc::now())
+                    .expect_err("refused")
+                    .code(),
+                "malformed_xml",
+                "{body}"
+            );
+        }
+        let json = crate::inbound::WebhookRequest {
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{}".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_outbound(&json, &[ORG.into()], Utc::now())
+                .expect_err("json")
+                .code(),
+            "unsupported_media_type"
+        );
+    }
+
+    #[test]
+    fn outbound_messages_over_one_hundred_notifications_or_without_ids_are_invalid() {
+        let many: String = (0..101).map(|n| notification(n, "Account")).collect();
+        assert_eq!(
+            parse_outbound(&soap(&many, ORG), &[ORG.into()], Utc::now())
+                .expect_err("too many")
+                .code(),
+            "invalid_payload"
+        );
+        let no_id = notification(1, "Account").replace("<Id>04l5f00000G0001AAJ</Id>", "");
+        assert_eq!(
+            parse_outbound(&soap(&no_id, ORG), &[ORG.into()], Utc::now())
+                .expect_err("no id")
+                .code(),
+            "missing_key"
+        );
+        assert_eq!(
+            parse_outbound(
+                &soap(&notification(1, "Lead"), ORG),
+                &[ORG.into()],
+                Utc::now()
+            )
+            .expect_err("unknown")
+            .code(),
+            "unknown_entity"
+        );
+    }
+
+    #[test]
+    fn the_ack_is_the_soap_notifications_response() {
+        let doc = roxmltree::Document::parse(OUTBOUND_ACK).expect("well-formed");
+        let ack = doc
+            .descendants()
+            .find(|n| n.has_tag_name((OUTBOUND_NS, "Ack")))
+            .expect("Ack");
+        assert_eq!(ack.text(), Some("true"));
+        assert!(outbound_ack().content_type.starts_with("text/xml"));
     }
 }
