@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use p2c_core::app::{Endpoints, Pipeline};
+use p2c_core::app::{Credentials, Endpoints, Pipeline};
 use p2c_core::domain::{EntityKey, SourceRef};
 use p2c_core::embedded::EmbeddedStore;
 use p2c_core::inbound::dataverse::DataverseAuth;
@@ -264,8 +264,25 @@ async fn run(cli: Cli) -> Result<()> {
                 .company_id
                 .unwrap_or_default();
             let endpoints = Endpoints {
-                dataverse: dataverse_url.map(|u| (u, dataverse_token.unwrap_or_default())),
-                business_central: bc_url.map(|u| (u, company, bc_token.unwrap_or_default())),
+                dataverse: match dataverse_url {
+                    Some(u) => {
+                        let c = Credentials::from_env("DATAVERSE", &u, None, dataverse_token)?;
+                        Some((u, c))
+                    }
+                    None => None,
+                },
+                business_central: match bc_url {
+                    Some(u) => {
+                        let c = Credentials::from_env(
+                            "BC",
+                            &u,
+                            Some(p2c_core::connectors::oauth::BUSINESS_CENTRAL_SCOPE),
+                            bc_token,
+                        )?;
+                        Some((u, company, c))
+                    }
+                    None => None,
+                },
             };
             let auth = InboundAuth {
                 dataverse: DataverseAuth {

@@ -5,7 +5,8 @@
 use crate::backend::Backend;
 use crate::connectors::bc::BcConnector;
 use crate::connectors::dataverse::DataverseConnector;
-use crate::connectors::http::{Http, StaticToken};
+use crate::connectors::http::Http;
+pub use crate::connectors::oauth::Credentials;
 use crate::domain::System;
 use crate::inbound::{WebhookError, WebhookRequest, WebhookResponse, MAX_BODY_BYTES};
 use crate::pipeline::ingest::{ingest, InboundAuth, IngestCtx};
@@ -27,10 +28,11 @@ use std::time::Duration;
 /// Where the paired systems are.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    /// Dataverse Web API base (`…/api/data/v9.2`) and bearer token.
-    pub dataverse: Option<(String, String)>,
-    /// Business Central environment root (`…/v2.0/<tenant>/<env>`), company id, token.
-    pub business_central: Option<(String, String, String)>,
+    /// Dataverse Web API base (`…/api/data/v9.2`) and how to authenticate.
+    pub dataverse: Option<(String, Credentials)>,
+    /// Business Central environment root (`…/v2.0/<tenant>/<env>`), company id, and how
+    /// to authenticate.
+    pub business_central: Option<(String, String, Credentials)>,
 }
 
 /// The whole pipeline, on the embedded store or on DynamoDB and SQS.
@@ -52,8 +54,8 @@ impl Pipeline {
     ) -> anyhow::Result<Self> {
         let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
         let mut readers: BTreeMap<System, Arc<dyn SourceReader>> = BTreeMap::new();
-        if let Some((base, token)) = &endpoints.dataverse {
-            let http = Http::new(System::Dataverse, Arc::new(StaticToken(token.clone())))?;
+        if let Some((base, credentials)) = &endpoints.dataverse {
+            let http = Http::new(System::Dataverse, credentials.source(System::Dataverse)?)?;
             let c = Arc::new(DataverseConnector::new(
                 http,
                 base.clone(),
@@ -62,10 +64,10 @@ impl Pipeline {
             connectors.insert(System::Dataverse, c.clone());
             readers.insert(System::Dataverse, c);
         }
-        if let Some((root, company, token)) = &endpoints.business_central {
+        if let Some((root, company, credentials)) = &endpoints.business_central {
             let http = Http::new(
                 System::BusinessCentral,
-                Arc::new(StaticToken(token.clone())),
+                credentials.source(System::BusinessCentral)?,
             )?;
             let account = rules
                 .settings(System::BusinessCentral)

@@ -3,7 +3,7 @@
 //! deliver → Web API / API v2.0). Every step checks its expected outcome in the target
 //! system; the run fails if any check fails.
 
-use crate::app::{Endpoints, Pipeline};
+use crate::app::{Credentials, Endpoints, Pipeline};
 use crate::backend::Backend;
 use crate::domain::System;
 use crate::embedded::EmbeddedStore;
@@ -141,8 +141,8 @@ impl World {
             bc_client_states: vec![bc_client_state.clone()],
         };
         let endpoints = Endpoints {
-            dataverse: Some((crm.api_base(), "sim-token".into())),
-            business_central: Some((erp.root(), company, "sim-token".into())),
+            dataverse: Some((crm.api_base(), Credentials::Bearer("sim-token".into()))),
+            business_central: Some((erp.root(), company, Credentials::Bearer("sim-token".into()))),
         };
         let pipeline = Pipeline::new(backend, rules, auth, &endpoints, timings)?;
         let (url, _task) = crate::sim::serve(pipeline.router()).await?;

@@ -9,7 +9,7 @@
 //! for the local `cargo lambda watch` / `invoke` loop, where every function shares one
 //! file system, and refused on AWS, where each has its own `/tmp`.
 
-use crate::app::{Endpoints, Pipeline};
+use crate::app::{Credentials, Endpoints, Pipeline};
 use crate::backend::{AwsBackend, Backend};
 use crate::embedded::EmbeddedStore;
 use crate::inbound::dataverse::DataverseAuth;
@@ -75,10 +75,25 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
         .company_id
         .unwrap_or_default();
     let endpoints = Endpoints {
-        dataverse: var("P2C_DATAVERSE_URL")
-            .map(|u| (u, var("P2C_DATAVERSE_TOKEN").unwrap_or_default())),
-        business_central: var("P2C_BC_URL")
-            .map(|u| (u, company, var("P2C_BC_TOKEN").unwrap_or_default())),
+        dataverse: match var("P2C_DATAVERSE_URL") {
+            Some(u) => {
+                let c = Credentials::from_env("DATAVERSE", &u, None, var("P2C_DATAVERSE_TOKEN"))?;
+                Some((u, c))
+            }
+            None => None,
+        },
+        business_central: match var("P2C_BC_URL") {
+            Some(u) => {
+                let c = Credentials::from_env(
+                    "BC",
+                    &u,
+                    Some(crate::connectors::oauth::BUSINESS_CENTRAL_SCOPE),
+                    var("P2C_BC_TOKEN"),
+                )?;
+                Some((u, company, c))
+            }
+            None => None,
+        },
     };
     let auth = InboundAuth {
         dataverse: DataverseAuth {

@@ -15,6 +15,8 @@ use std::time::Duration;
 #[async_trait]
 pub trait TokenSource: Send + Sync {
     async fn token(&self) -> Result<String, DeliveryError>;
+    /// Forgets a token the target refused (401), so the next call fetches a new one.
+    async fn invalidate(&self) {}
 }
 
 /// A fixed token (simulated counterparts, or a token supplied by the environment).
@@ -68,6 +70,27 @@ impl Http {
 
     /// Sends a request; `headers` are extra headers; `query` is encoded properly.
     pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        headers: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Reply, DeliveryError> {
+        match self
+            .send_once(method.clone(), url, query, headers, body)
+            .await
+        {
+            // The token was refused (revoked, or expired early): once more with a new one.
+            Err(DeliveryError::Permanent { status: 401, .. }) => {
+                self.token.invalidate().await;
+                self.send_once(method, url, query, headers, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         url: &str,

@@ -5,3 +5,4 @@ pub mod bc;
 pub mod dataverse;
 pub mod http;
 pub mod memory;
+pub mod oauth;
