@@ -186,6 +186,20 @@ fn classify(
 
 /// The target's own error text: OData `{"error":{"code","message"}}` or a plain string.
 pub fn target_message(body: &Value) -> Option<String> {
+    // Salesforce: `[{"message": …, "errorCode": …}, …]`.
+    if let Some(list) = body.as_array() {
+        let parts: Vec<String> = list
+            .iter()
+            .filter_map(|e| {
+                let msg = e.get("message").and_then(Value::as_str)?;
+                Some(match e.get("errorCode").and_then(Value::as_str) {
+                    Some(c) if !c.is_empty() => format!("{c}: {msg}"),
+                    _ => msg.to_string(),
+                })
+            })
+            .collect();
+        return (!parts.is_empty()).then(|| parts.join("; "));
+    }
     let err = body.get("error")?;
     let msg = err
         .get("message")

@@ -6,3 +6,4 @@ pub mod dataverse;
 pub mod http;
 pub mod memory;
 pub mod oauth;
+pub mod salesforce;

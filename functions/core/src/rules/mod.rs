@@ -123,7 +123,7 @@ pub struct Pairing {
 pub struct SystemSettings {
     /// The user p2c writes as: changes made by it are our own echoes.
     pub integration_user: Option<String>,
-    /// Dataverse: the price list products are priced in.
+    /// Dataverse: the price list products are priced in; Salesforce: the price book.
     pub price_list_id: Option<String>,
     /// Dataverse: the column holding the p2c processing status on orders.
     pub order_status_column: Option<String>,
@@ -131,6 +131,9 @@ pub struct SystemSettings {
     pub company_id: Option<String>,
     /// Business Central: the G/L account rebate credit-memo lines are posted to.
     pub rebate_gl_account: Option<String>,
+    /// Salesforce: the client id p2c names in `Sforce-Call-Options`, which change events
+    /// carry back in `changeOrigin` (how p2c knows its own writes). Default `p2c`.
+    pub api_client: Option<String>,
 }
 
 /// One flow's configuration.

@@ -9,6 +9,7 @@
 
 pub mod bc;
 pub mod dataverse;
+pub mod salesforce;
 
 use serde_json::Value;
 use std::collections::VecDeque;

@@ -1,0 +1,498 @@
+//! A simulated Salesforce org's REST API on loopback HTTP, as much of it as p2c uses:
+//!
+//! - `PATCH /services/data/<v>/sobjects/<Object>/<ExternalIdField>/<value>`: upsert by
+//!   external id — `201 {"id","success","errors","created":true}` for a new record; for an
+//!   existing one `200 {…,"created":false}`, or `204` with no body as older API versions
+//!   answer ([`SimSalesforce::answer_updates_with_204`]); `300` with the matching records'
+//!   URLs when several match; `?updateOnly=true` makes a missing record a `404`.
+//!   Parent references by external id (`"Account__r": {"ERP_Customer_Number__c": "C-1"}`)
+//!   resolve to the parent's id (`Account__c`), or fail with `400 INVALID_FIELD`.
+//! - `PATCH /services/data/<v>/sobjects/<Object>/<Id>`: update by id (`204`).
+//! - `GET /services/data/<v>/sobjects/<Object>/<Id>`: one record.
+//! - `GET /services/data/<v>/query?q=SELECT Id FROM <Object> WHERE <Field> = '<value>'`:
+//!   the one query shape p2c sends, nothing more.
+//!
+//! Errors have Salesforce's shape, `[{"message": …, "errorCode": …}]`. Each write records
+//! the caller's `Sforce-Call-Options: client=<id>` as the record's `LastModifiedByClient`
+//! (what a change event's `changeOrigin` would carry), and requests without a bearer token
+//! are refused with `401 INVALID_SESSION_ID`. Faults can be injected as for the others.
+
+use super::{take_fault, Fault};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+/// Salesforce's error shape.
+fn sf_error(status: u16, code: &str, message: &str) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        axum::Json(json!([{ "message": message, "errorCode": code, "fields": [] }])),
+    )
+        .into_response()
+}
+
+#[derive(Default)]
+struct Org {
+    /// Records by object, in creation order.
+    objects: BTreeMap<String, Vec<Map<String, Value>>>,
+    next_id: u64,
+    log: Vec<String>,
+    updates_204: bool,
+}
+
+struct Inner {
+    org: Mutex<Org>,
+    faults: Mutex<VecDeque<Fault>>,
+    api_version: String,
+}
+
+/// The simulated org. Cheap to clone.
+#[derive(Clone)]
+pub struct SimSalesforce {
+    inner: Arc<Inner>,
+    url: String,
+}
+
+/// Key prefixes of the objects p2c writes (the first three characters of an id).
+fn prefix_of(object: &str) -> &'static str {
+    match object {
+        "Account" => "001",
+        "Contact" => "003",
+        "Product2" => "01t",
+        "PricebookEntry" => "01u",
+        "Order" => "801",
+        "Quote" => "0Q0",
+        _ => "a0X",
+    }
+}
+
+impl SimSalesforce {
+    /// Starts the org's API on a loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        let inner = Arc::new(Inner {
+            org: Mutex::new(Org::default()),
+            faults: Mutex::new(VecDeque::new()),
+            api_version: "v62.0".into(),
+        });
+        let router = axum::Router::new()
+            .route(
+                "/services/data/{version}/sobjects/{object}/{field}/{value}",
+                axum::routing::patch(upsert).get(get_by_external_id),
+            )
+            .route(
+                "/services/data/{version}/sobjects/{object}/{id}",
+                axum::routing::patch(update_by_id).get(get_by_id),
+            )
+            .route("/services/data/{version}/query", axum::routing::get(query))
+            .with_state(inner.clone());
+        let (url, _task) = super::serve(router).await?;
+        Ok(Self { inner, url })
+    }
+
+    /// The instance URL (`https://<domain>.my.salesforce.com` in a real org).
+    pub fn instance_url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.inner.api_version
+    }
+
+    /// Answer updates by external id with `204` and no body, as API versions before 46.0.
+    pub fn answer_updates_with_204(&self, yes: bool) {
+        if let Ok(mut o) = self.inner.org.lock() {
+            o.updates_204 = yes;
+        }
+    }
+
+    /// Fails the next request matching `fault.matching` (e.g. `PATCH Account`).
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut f) = self.inner.faults.lock() {
+            f.push_back(fault);
+        }
+    }
+
+    /// Adds a record as if a user had created it (returns its id).
+    pub fn insert(&self, object: &str, fields: Value) -> String {
+        let mut org = self.inner.org.lock().unwrap_or_else(|p| p.into_inner());
+        let id = org.new_id(object);
+        let mut rec = fields.as_object().cloned().unwrap_or_default();
+        rec.insert("Id".into(), json!(id));
+        org.objects.entry(object.into()).or_default().push(rec);
+        id
+    }
+
+    /// The records of an object whose `field` is `value`.
+    pub fn find(&self, object: &str, field: &str, value: &str) -> Vec<Map<String, Value>> {
+        let org = self.inner.org.lock().unwrap_or_else(|p| p.into_inner());
+        org.objects
+            .get(object)
+            .map(|recs| {
+                recs.iter()
+                    .filter(|r| r.get(field).and_then(Value::as_str) == Some(value))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every write, as `METHOD Object status`.
+    pub fn log(&self) -> Vec<String> {
+        self.inner
+            .org
+            .lock()
+            .map(|o| o.log.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Org {
+    fn new_id(&mut self, object: &str) -> String {
+        self.next_id += 1;
+        // 18 characters, like a real id: prefix, pod, counter, checksum-like suffix.
+        format!("{}5f{:010}AAA", prefix_of(object), self.next_id)
+    }
+
+    /// Replaces `<Rel>__r: {<ExtField>: v}` (and standard `<Rel>: {…}`) by the parent's id.
+    fn resolve_parents(&self, body: &mut Map<String, Value>) -> Result<(), Box<Response>> {
+        let refs: Vec<(String, Map<String, Value>)> = body
+            .iter()
+            .filter_map(|(k, v)| v.as_object().map(|o| (k.clone(), o.clone())))
+            .collect();
+        for (rel, key) in refs {
+            let Some((field, value)) = key.iter().next() else {
+                continue;
+            };
+            let (object, id_field) = match rel.strip_suffix("__r") {
+                Some(custom) => (custom_parent(custom), format!("{custom}__c")),
+                None => (rel.clone(), format!("{rel}Id")),
+            };
+            let value = value.as_str().unwrap_or_default();
+            let matches: Vec<&Map<String, Value>> = self
+                .objects
+                .get(&object)
+                .map(|recs| {
+                    recs.iter()
+                        .filter(|r| r.get(field).and_then(Value::as_str) == Some(value))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match matches.as_slice() {
+                [one] => {
+                    let id = one.get("Id").cloned().unwrap_or(Value::Null);
+                    body.remove(&rel);
+                    body.insert(id_field, id);
+                }
+                [] => {
+                    return Err(Box::new(sf_error(
+                        400,
+                        "INVALID_FIELD",
+                        &format!("Foreign key external ID: {value} not found for field {field} in entity {object}"),
+                    )))
+                }
+                _ => {
+                    return Err(Box::new(sf_error(
+                        400,
+                        "DUPLICATE_EXTERNAL_ID",
+                        &format!("Foreign key external ID: {value} matches more than one {object}"),
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The parent object of a custom relationship (`Account__r` → `Account`).
+fn custom_parent(rel: &str) -> String {
+    match rel {
+        "Account" | "Order" | "Product2" => rel.to_string(),
+        other => format!("{other}__c"),
+    }
+}
+
+fn caller_client(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("sforce-call-options")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("client=")))
+        .map(str::to_string)
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7)
+}
+
+/// Common checks: token, injected faults.
+fn gate(inner: &Inner, headers: &HeaderMap, method: &Method, path: &str) -> Option<Response> {
+    if !authorized(headers) {
+        return Some(sf_error(
+            401,
+            "INVALID_SESSION_ID",
+            "Session expired or invalid",
+        ));
+    }
+    take_fault(&inner.faults, method.as_str(), path).map(|f| {
+        let mut r = sf_error(f.status, "REQUEST_LIMIT_EXCEEDED", &f.message);
+        if let Some(s) = f.retry_after {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert("retry-after", v);
+            }
+        }
+        r
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct UpsertParams {
+    #[serde(default, rename = "updateOnly")]
+    update_only: Option<String>,
+}
+
+async fn upsert(
+    State(inner): State<Arc<Inner>>,
+    Path((_version, object, field, value)): Path<(String, String, String, String)>,
+    Query(params): Query<UpsertParams>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Some(r) = gate(
+        &inner,
+        &headers,
+        &Method::PATCH,
+        &format!("{object}/{field}"),
+    ) {
+        return r;
+    }
+    let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&body) else {
+        return sf_error(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body is not a JSON object",
+        );
+    };
+    let mut org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(r) = org.resolve_parents(&mut fields) {
+        return *r;
+    }
+    if let Some(c) = caller_client(&headers) {
+        fields.insert("LastModifiedByClient".into(), json!(c));
+    }
+    let version = inner.api_version.clone();
+    let updates_204 = org.updates_204;
+    let positions: Vec<usize> = org
+        .objects
+        .get(&object)
+        .map(|recs| {
+            recs.iter()
+                .enumerate()
+                .filter(|(_, r)| r.get(&field).and_then(Value::as_str) == Some(value.as_str()))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .unwrap_or_default();
+    match positions.as_slice() {
+        [] if params.update_only.as_deref() == Some("true") => {
+            org.log.push(format!("PATCH {object} 404"));
+            sf_error(
+                404,
+                "NOT_FOUND",
+                &format!("Provided external ID field does not exist or is not accessible: {value}"),
+            )
+        }
+        [] => {
+            let id = org.new_id(&object);
+            fields.insert(field.clone(), json!(value));
+            fields.insert("Id".into(), json!(id));
+            org.objects.entry(object.clone()).or_default().push(fields);
+            org.log.push(format!("PATCH {object} 201"));
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({"id": id, "success": true, "errors": [], "created": true})),
+            )
+                .into_response()
+        }
+        [i] => {
+            let i = *i;
+            let recs = org.objects.entry(object.clone()).or_default();
+            let rec = &mut recs[i];
+            for (k, v) in fields {
+                rec.insert(k, v);
+            }
+            let id = rec.get("Id").cloned().unwrap_or(Value::Null);
+            if updates_204 {
+                org.log.push(format!("PATCH {object} 204"));
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                org.log.push(format!("PATCH {object} 200"));
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({"id": id, "success": true, "errors": [], "created": false})),
+                )
+                    .into_response()
+            }
+        }
+        many => {
+            let urls: Vec<Value> = many
+                .iter()
+                .filter_map(|i| org.objects.get(&object).and_then(|r| r.get(*i)))
+                .filter_map(|r| r.get("Id").and_then(Value::as_str))
+                .map(|id| json!(format!("/services/data/{version}/sobjects/{object}/{id}")))
+                .collect();
+            org.log.push(format!("PATCH {object} 300"));
+            (StatusCode::MULTIPLE_CHOICES, axum::Json(Value::Array(urls))).into_response()
+        }
+    }
+}
+
+async fn update_by_id(
+    State(inner): State<Arc<Inner>>,
+    Path((_version, object, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, &Method::PATCH, &format!("{object}/{id}")) {
+        return r;
+    }
+    let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&body) else {
+        return sf_error(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body is not a JSON object",
+        );
+    };
+    let mut org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(r) = org.resolve_parents(&mut fields) {
+        return *r;
+    }
+    if let Some(c) = caller_client(&headers) {
+        fields.insert("LastModifiedByClient".into(), json!(c));
+    }
+    let Some(rec) = org.objects.get_mut(&object).and_then(|recs| {
+        recs.iter_mut()
+            .find(|r| r.get("Id").and_then(Value::as_str) == Some(id.as_str()))
+    }) else {
+        org.log.push(format!("PATCH {object} 404"));
+        return sf_error(404, "NOT_FOUND", "The requested resource does not exist");
+    };
+    for (k, v) in fields {
+        rec.insert(k, v);
+    }
+    org.log.push(format!("PATCH {object} 204"));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_by_id(
+    State(inner): State<Arc<Inner>>,
+    Path((_version, object, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, &Method::GET, &format!("{object}/{id}")) {
+        return r;
+    }
+    let org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
+    match org.objects.get(&object).and_then(|recs| {
+        recs.iter()
+            .find(|r| r.get("Id").and_then(Value::as_str) == Some(id.as_str()))
+    }) {
+        Some(r) => axum::Json(Value::Object(r.clone())).into_response(),
+        None => sf_error(404, "NOT_FOUND", "The requested resource does not exist"),
+    }
+}
+
+async fn get_by_external_id(
+    State(inner): State<Arc<Inner>>,
+    Path((_version, object, field, value)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, &Method::GET, &format!("{object}/{field}")) {
+        return r;
+    }
+    let org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
+    let matches: Vec<&Map<String, Value>> = org
+        .objects
+        .get(&object)
+        .map(|recs| {
+            recs.iter()
+                .filter(|r| r.get(&field).and_then(Value::as_str) == Some(value.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    match matches.as_slice() {
+        [one] => axum::Json(Value::Object((*one).clone())).into_response(),
+        [] => sf_error(404, "NOT_FOUND", "The requested resource does not exist"),
+        _ => sf_error(300, "MULTIPLE_CHOICES", "More than one record matches"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct QueryParams {
+    q: String,
+}
+
+/// `SELECT Id FROM <Object> WHERE <Field> = '<value>'` (backslash escapes as SOQL has them).
+fn parse_soql(q: &str) -> Option<(String, String, String)> {
+    let rest = q.trim().strip_prefix("SELECT Id FROM ")?;
+    let (object, rest) = rest.split_once(" WHERE ")?;
+    let (field, literal) = rest.split_once(" = ")?;
+    let literal = literal.trim().strip_prefix('\'')?.strip_suffix('\'')?;
+    let mut value = String::new();
+    let mut chars = literal.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => value.push(chars.next()?),
+            '\'' => return None,
+            c => value.push(c),
+        }
+    }
+    Some((object.trim().into(), field.trim().into(), value))
+}
+
+async fn query(
+    State(inner): State<Arc<Inner>>,
+    Query(params): Query<QueryParams>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers, &Method::GET, "query") {
+        return r;
+    }
+    let Some((object, field, value)) = parse_soql(&params.q) else {
+        return sf_error(400, "MALFORMED_QUERY", "unexpected token in the query");
+    };
+    let org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
+    let records: Vec<Value> = org
+        .objects
+        .get(&object)
+        .map(|recs| {
+            recs.iter()
+                .filter(|r| r.get(&field).and_then(Value::as_str) == Some(value.as_str()))
+                .map(|r| {
+                    json!({"attributes": {"type": object}, "Id": r.get("Id").cloned().unwrap_or(Value::Null)})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    axum::Json(json!({"totalSize": records.len(), "done": true, "records": records}))
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_query_shape_parses_with_escapes() {
+        assert_eq!(
+            parse_soql("SELECT Id FROM Order WHERE OrderNumber = 'O\\'1'"),
+            Some(("Order".into(), "OrderNumber".into(), "O'1".into()))
+        );
+        assert_eq!(parse_soql("SELECT Name FROM Order WHERE X = 'y'"), None);
+        assert_eq!(parse_soql("SELECT Id FROM Order WHERE X = 'a'b'"), None);
+    }
+}
