@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
             secrets: vec!["k".into()],
         },
         bc_client_states: vec![],
+        salesforce: Default::default(),
     };
     let rules = Arc::new(RuleSet::load(&EmbeddedLoader)?);
     let p = Pipeline::with_connectors(

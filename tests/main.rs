@@ -11,4 +11,5 @@ mod guarantees;
 mod moto;
 mod payloads;
 mod rules_cases;
+mod salesforce;
 mod store_contract;

@@ -76,6 +76,17 @@ enum Command {
             value_delimiter = ','
         )]
         bc_client_states: Vec<String>,
+        /// Secrets Salesforce Outbound Messages carry in the endpoint URL (`?key=`, comma-separated).
+        #[arg(
+            long,
+            env = "P2C_SALESFORCE_KEYS",
+            hide_env_values = true,
+            value_delimiter = ','
+        )]
+        salesforce_keys: Vec<String>,
+        /// Salesforce org ids whose Outbound Messages are accepted (comma-separated).
+        #[arg(long, env = "P2C_SALESFORCE_ORG_IDS", value_delimiter = ',')]
+        salesforce_org_ids: Vec<String>,
     },
     /// Print the audit trail of an entity (`account:ACC-1`) or a source record (`dataverse/account/<id>`).
     Trace {
@@ -254,6 +265,8 @@ async fn run(cli: Cli) -> Result<()> {
             dataverse_key_header,
             dataverse_keys,
             bc_client_states,
+            salesforce_keys,
+            salesforce_org_ids,
         } => {
             let rules = Arc::new(load_rules(&cli.rules)?);
             if dataverse_keys.is_empty() || bc_client_states.is_empty() {
@@ -291,6 +304,10 @@ async fn run(cli: Cli) -> Result<()> {
                     secrets: dataverse_keys,
                 },
                 bc_client_states,
+                salesforce: p2c_core::inbound::salesforce::SalesforceAuth {
+                    secrets: salesforce_keys,
+                    org_ids: salesforce_org_ids,
+                },
             };
             let store = EmbeddedStore::open(&store)?;
             let pipeline =

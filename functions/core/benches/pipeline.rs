@@ -106,6 +106,7 @@ fn pipeline(store: EmbeddedStore) -> Pipeline {
             secrets: vec!["k".into()],
         },
         bc_client_states: vec![],
+        salesforce: Default::default(),
     };
     Pipeline::with_connectors(
         store,

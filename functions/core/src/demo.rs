@@ -139,6 +139,7 @@ impl World {
                 secrets: vec![dataverse_secret.clone()],
             },
             bc_client_states: vec![bc_client_state.clone()],
+            salesforce: Default::default(),
         };
         let endpoints = Endpoints {
             dataverse: Some((crm.api_base(), Credentials::Bearer("sim-token".into()))),

@@ -102,6 +102,10 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
             secrets: list("P2C_DATAVERSE_KEYS"),
         },
         bc_client_states: list("P2C_BC_CLIENT_STATES"),
+        salesforce: crate::inbound::salesforce::SalesforceAuth {
+            secrets: list("P2C_SALESFORCE_KEYS"),
+            org_ids: list("P2C_SALESFORCE_ORG_IDS"),
+        },
     };
     let backend = backend_from_env().await?;
     Pipeline::new(backend, rules, auth, &endpoints, Timings::default())

@@ -396,6 +396,28 @@ pub fn outbound_ack() -> super::WebhookResponse {
     }
 }
 
+/// How Outbound Messages are authenticated: they are unsigned, so the endpoint URL
+/// configured in Salesforce carries a secret (`?key=…`; several may be active while one is
+/// rotated), and the message's `OrganizationId` must be one of `org_ids`. Empty lists admit
+/// nothing.
+#[derive(Debug, Clone, Default)]
+pub struct SalesforceAuth {
+    pub secrets: Vec<String>,
+    pub org_ids: Vec<String>,
+}
+
+impl SalesforceAuth {
+    /// The URL secret (`key` query parameter, or the `x-p2c-key` header from a proxy),
+    /// compared in constant time.
+    pub fn check(&self, req: &super::WebhookRequest) -> Result<(), WebhookError> {
+        let presented = req.query_param("key").or_else(|| req.header("x-p2c-key"));
+        match presented {
+            Some(p) if super::secret_matches(p, &self.secrets) => Ok(()),
+            _ => Err(WebhookError::Unauthorized),
+        }
+    }
+}
+
 fn om_invalid(message: impl Into<String>) -> WebhookError {
     WebhookError::InvalidPayload {
         format: "Salesforce outbound message",

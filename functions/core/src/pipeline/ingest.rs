@@ -6,7 +6,9 @@
 
 use super::sync::event_message;
 use crate::domain::System;
-use crate::inbound::{bc, dataverse, Parsed, WebhookError, WebhookRequest, WebhookResponse};
+use crate::inbound::{
+    bc, dataverse, salesforce, Parsed, WebhookError, WebhookRequest, WebhookResponse,
+};
 use crate::ports::{Publisher, QueueName};
 use serde::Serialize;
 use std::sync::Arc;
@@ -17,6 +19,8 @@ pub struct InboundAuth {
     pub dataverse: dataverse::DataverseAuth,
     /// Business Central `clientState` values of our subscriptions (several while rotating).
     pub bc_client_states: Vec<String>,
+    /// Salesforce Outbound Messages: the endpoint secret and the orgs allowed.
+    pub salesforce: salesforce::SalesforceAuth,
 }
 
 /// What the ingest step needs.
@@ -68,13 +72,32 @@ async fn ingest_inner(
             }
             bc::parse(req, &ctx.auth.bc_client_states, now)?
         }
+        System::Salesforce => {
+            // Outbound Messages: unsigned SOAP, so a secret in the endpoint URL and the
+            // org allow-list; answered with the SOAP Ack once queued.
+            if !req.method.eq_ignore_ascii_case("POST") {
+                return Err(WebhookError::MethodNotAllowed(req.method.clone()));
+            }
+            ctx.auth.salesforce.check(req)?;
+            let events = salesforce::parse_outbound(req, &ctx.auth.salesforce.org_ids, now)?;
+            queue(ctx, &events).await?;
+            return Ok(salesforce::outbound_ack());
+        }
         other => return Err(WebhookError::UnknownSystem(other.to_string())),
     };
     let events = match parsed {
         Parsed::Handshake(token) => return Ok(WebhookResponse::text(200, token)),
         Parsed::Events(evs) => evs,
     };
+    let accepted = queue(ctx, &events).await?;
+    Ok(WebhookResponse::json(202, &Accepted { accepted }))
+}
 
+/// Queues accepted events before anything is answered.
+async fn queue(
+    ctx: &IngestCtx,
+    events: &[crate::domain::ChangeEvent],
+) -> Result<usize, WebhookError> {
     // One write per accepted event: the queue send, with the event's deterministic
     // deduplication id. No store is read or written here.
     let messages: Vec<_> = events.iter().map(event_message).collect();
@@ -82,10 +105,5 @@ async fn ingest_inner(
         tracing::error!(error = %e, "could not queue inbound events");
         return Err(WebhookError::Unavailable);
     }
-    Ok(WebhookResponse::json(
-        202,
-        &Accepted {
-            accepted: messages.len(),
-        },
-    ))
+    Ok(messages.len())
 }

@@ -179,6 +179,24 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         return Ok(SyncOutcome::Ignored { reason });
     }
 
+    // A system this deployment does not pair (a webhook registered by mistake, or left
+    // over from another pairing): its changes have nowhere to go.
+    if rules.paired(side) != system {
+        let reason = format!(
+            "{} is not this deployment's {} (rules/flows.toml pairs {} with {})",
+            system.label(),
+            if side == crate::domain::Side::Crm {
+                "CRM"
+            } else {
+                "ERP"
+            },
+            rules.paired(crate::domain::Side::Crm).label(),
+            rules.paired(crate::domain::Side::Erp).label()
+        );
+        note(ctx, &ev.source.group(), "ignored", &reason, &ev).await;
+        return Ok(SyncOutcome::Ignored { reason });
+    }
+
     let Some((kind, flow)) = rules.flow_for(side, ev.source.entity_type) else {
         let reason = format!(
             "no enabled flow reads {} changes from the {:?}",

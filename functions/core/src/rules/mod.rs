@@ -332,6 +332,14 @@ impl RuleSet {
             .map(|(k, c)| (*k, c))
     }
 
+    /// The system this deployment pairs on `side`.
+    pub fn paired(&self, side: Side) -> System {
+        match side {
+            Side::Crm => self.catalogue.pairing.crm,
+            Side::Erp => self.catalogue.pairing.erp,
+        }
+    }
+
     /// The system on the other side of the pairing.
     pub fn counterpart(&self, side: Side) -> System {
         match side {
