@@ -57,6 +57,11 @@ enum Command {
         bc_url: Option<String>,
         #[arg(long, env = "P2C_BC_TOKEN", hide_env_values = true)]
         bc_token: Option<String>,
+        /// Salesforce My Domain URL, e.g. https://contoso.my.salesforce.com
+        #[arg(long, env = "P2C_SALESFORCE_URL")]
+        salesforce_url: Option<String>,
+        #[arg(long, env = "P2C_SALESFORCE_TOKEN", hide_env_values = true)]
+        salesforce_token: Option<String>,
         /// Header Dataverse sends the webhook key in (service endpoint `HttpHeader` auth).
         #[arg(long, default_value = "x-p2c-key")]
         dataverse_key_header: String,
@@ -262,6 +267,8 @@ async fn run(cli: Cli) -> Result<()> {
             dataverse_token,
             bc_url,
             bc_token,
+            salesforce_url,
+            salesforce_token,
             dataverse_key_header,
             dataverse_keys,
             bc_client_states,
@@ -293,6 +300,13 @@ async fn run(cli: Cli) -> Result<()> {
                             bc_token,
                         )?;
                         Some((u, company, c))
+                    }
+                    None => None,
+                },
+                salesforce: match salesforce_url {
+                    Some(u) => {
+                        let c = Credentials::salesforce_from_env(&u, salesforce_token)?;
+                        Some((u, c))
                     }
                     None => None,
                 },

@@ -33,6 +33,9 @@ pub struct Endpoints {
     /// Business Central environment root (`…/v2.0/<tenant>/<env>`), company id, and how
     /// to authenticate.
     pub business_central: Option<(String, String, Credentials)>,
+    /// Salesforce My Domain URL (`https://<domain>.my.salesforce.com`) and how to
+    /// authenticate.
+    pub salesforce: Option<(String, Credentials)>,
 }
 
 /// The whole pipeline, on the embedded store or on DynamoDB and SQS.
@@ -81,6 +84,16 @@ impl Pipeline {
             ));
             connectors.insert(System::BusinessCentral, c.clone());
             readers.insert(System::BusinessCentral, c);
+        }
+        if let Some((url, credentials)) = &endpoints.salesforce {
+            let http = Http::new(System::Salesforce, credentials.source(System::Salesforce)?)?;
+            let c = Arc::new(crate::connectors::salesforce::SalesforceConnector::new(
+                http,
+                url,
+                rules.settings(System::Salesforce),
+            ));
+            connectors.insert(System::Salesforce, c.clone());
+            readers.insert(System::Salesforce, c);
         }
         Ok(Self::with_connectors(
             store, rules, auth, connectors, readers, timings,

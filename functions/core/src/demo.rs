@@ -144,6 +144,7 @@ impl World {
         let endpoints = Endpoints {
             dataverse: Some((crm.api_base(), Credentials::Bearer("sim-token".into()))),
             business_central: Some((erp.root(), company, Credentials::Bearer("sim-token".into()))),
+            salesforce: None,
         };
         let pipeline = Pipeline::new(backend, rules, auth, &endpoints, timings)?;
         let (url, _task) = crate::sim::serve(pipeline.router()).await?;

@@ -94,6 +94,13 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
             }
             None => None,
         },
+        salesforce: match var("P2C_SALESFORCE_URL") {
+            Some(u) => {
+                let c = Credentials::salesforce_from_env(&u, var("P2C_SALESFORCE_TOKEN"))?;
+                Some((u, c))
+            }
+            None => None,
+        },
     };
     let auth = InboundAuth {
         dataverse: DataverseAuth {

@@ -162,6 +162,30 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// A Salesforce org's credentials from the environment: `P2C_SALESFORCE_CLIENT_ID` and
+    /// `P2C_SALESFORCE_CLIENT_SECRET` (the connected app's client credentials flow, on the
+    /// org's My Domain `instance_url`), otherwise the bearer `token` given.
+    pub fn salesforce_from_env(instance_url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match var("P2C_SALESFORCE_CLIENT_ID") {
+            Some(id) => {
+                let secret = var("P2C_SALESFORCE_CLIENT_SECRET").ok_or_else(|| {
+                    anyhow::anyhow!("P2C_SALESFORCE_CLIENT_ID is set but P2C_SALESFORCE_CLIENT_SECRET is not")
+                })?;
+                Ok(Credentials::ClientCredentials(ClientCredentialsConfig::salesforce(
+                    instance_url,
+                    id,
+                    secret,
+                )))
+            }
+            None => token.map(Credentials::Bearer).ok_or_else(|| {
+                anyhow::anyhow!("set P2C_SALESFORCE_CLIENT_ID and P2C_SALESFORCE_CLIENT_SECRET, or P2C_SALESFORCE_TOKEN")
+            }),
+        }
+    }
+}
+
 /// Renew this long before the token's stated expiry.
 const MARGIN: Duration = Duration::from_secs(5 * 60);
 

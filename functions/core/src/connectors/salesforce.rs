@@ -424,6 +424,136 @@ impl Connector for SalesforceConnector {
     }
 }
 
+/// The object behind each entity type, and the line items read with it.
+fn object_of(
+    entity_type: crate::domain::EntityType,
+) -> Option<(&'static str, Option<(&'static str, &'static str)>)> {
+    use crate::domain::EntityType;
+    // (object, (line object, its parent field))
+    Some(match entity_type {
+        EntityType::Account => ("Account", None),
+        EntityType::Contact => ("Contact", None),
+        EntityType::Item => ("Product2", None),
+        EntityType::Quote => ("Quote", Some(("QuoteLineItem", "QuoteId"))),
+        EntityType::Order => ("Order", Some(("OrderItem", "OrderId"))),
+        _ => return None,
+    })
+}
+
+/// The line item fields read with an order or quote.
+const LINE_FIELDS: &str = "Id, Product2Id, Quantity, UnitPrice, Discount, Description";
+
+/// Salesforce's date-time form (`2026-05-14T09:20:03.000+0000`) in epoch milliseconds.
+pub fn salesforce_time_ms(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(s))
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[async_trait]
+impl crate::ports::SourceReader for SalesforceConnector {
+    fn system(&self) -> System {
+        System::Salesforce
+    }
+
+    /// Reads the record in full (update and gap events carry only part of it, or nothing),
+    /// with an order's or quote's line items under `OrderItems` / `QuoteLineItems`. A record
+    /// that no longer exists reads as nothing.
+    async fn read(
+        &self,
+        event: &crate::domain::ChangeEvent,
+    ) -> Result<Vec<crate::domain::ChangeEvent>, DeliveryError> {
+        let (object, lines) = object_of(event.source.entity_type).ok_or_else(|| {
+            permanent(
+                400,
+                format!(
+                    "p2c does not read {} records from Salesforce",
+                    event.source.entity_type
+                ),
+            )
+        })?;
+        let id = &event.source.id;
+        let reply = match self
+            .send(
+                Method::GET,
+                &format!("sobjects/{object}/{}", segment(id)?),
+                &[],
+                None,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(DeliveryError::Permanent { status: 404, .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut fields = reply.body.as_object().cloned().unwrap_or_default();
+        fields.remove("attributes");
+        if let Some((line_object, parent)) = lines {
+            let q = format!(
+                "SELECT {LINE_FIELDS} FROM {line_object} WHERE {parent} = {}",
+                soql_literal(id)
+            );
+            let r = self.send(Method::GET, "query", &[("q", q)], None).await?;
+            let items: Vec<Value> = r
+                .body
+                .get("records")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|x| {
+                            let mut x = x.clone();
+                            if let Some(o) = x.as_object_mut() {
+                                o.remove("attributes");
+                            }
+                            x
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            fields.insert(format!("{line_object}s"), Value::Array(items));
+        }
+        let natural_key = match object {
+            "Account" => fields
+                .get("ERP_Customer_Number__c")
+                .or_else(|| fields.get("AccountNumber")),
+            "Product2" => fields.get("ProductCode"),
+            "Order" => fields.get("OrderNumber"),
+            "Quote" => fields.get("QuoteNumber"),
+            _ => None,
+        }
+        .and_then(Value::as_str)
+        .map(str::to_string);
+        let read_version = crate::domain::SourceVersion {
+            sequence: None,
+            modified_ms: fields
+                .get("LastModifiedDate")
+                .and_then(Value::as_str)
+                .and_then(salesforce_time_ms),
+        };
+        Ok(vec![crate::domain::ChangeEvent {
+            event_id: event.event_id.clone(),
+            source: event.source.clone(),
+            natural_key,
+            operation: event.operation,
+            fields,
+            previous: event.previous.clone(),
+            needs_fetch: false,
+            resource: None,
+            // A change event's commit number orders changes; a read has only a time.
+            version: if event.version.is_empty() {
+                read_version
+            } else {
+                event.version
+            },
+            origin: event.origin.clone(),
+            company: event.company.clone(),
+            received_at: event.received_at,
+            content_hash: Default::default(),
+        }])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,6 +783,61 @@ mod tests {
                 "PATCH PricebookEntry 200"
             ],
             "the entry's price book and product are sent only when it is created"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_update_event_reads_the_order_with_its_items_and_keeps_the_commit_number() {
+        use crate::ports::SourceReader;
+        let (sim, c) = org().await;
+        let order = sim.insert(
+            "Order",
+            json!({"OrderNumber": "00000123", "AccountId": "0015f00002J9YYEAA3",
+                   "LastModifiedDate": "2026-05-14T09:20:03.000+0000"}),
+        );
+        sim.insert("OrderItem", json!({"OrderId": order, "Product2Id": "01t5f0000001AAA", "Quantity": 40, "UnitPrice": 460.0}));
+        sim.insert(
+            "OrderItem",
+            json!({"OrderId": "8015f0000099999AAA", "Quantity": 1}),
+        );
+        let body = json!({
+            "ChangeEventHeader": {"entityName": "Order", "recordIds": [order], "changeType": "UPDATE",
+                "changeOrigin": "", "transactionKey": "t", "sequenceNumber": 1,
+                "commitTimestamp": 1778750403000u64, "commitNumber": 42, "commitUser": "005",
+                "nulledFields": [], "diffFields": [], "changedFields": ["Description"]},
+            "Description": "rush"
+        });
+        let ev = crate::inbound::salesforce::parse_cdc(&body, &[], chrono::Utc::now())
+            .expect("parses")
+            .remove(0);
+        assert!(ev.needs_fetch);
+        let read = c.read(&ev).await.expect("reads").remove(0);
+        assert!(!read.needs_fetch);
+        assert_eq!(read.natural_key.as_deref(), Some("00000123"));
+        assert_eq!(read.fields["AccountId"], json!("0015f00002J9YYEAA3"));
+        let items = read.fields["OrderItems"].as_array().expect("items");
+        assert_eq!(items.len(), 1, "only this order's items");
+        assert_eq!(items[0]["Quantity"], json!(40));
+        assert_eq!(
+            read.version.sequence,
+            Some((42, 1)),
+            "the change event orders it"
+        );
+        let gone = crate::domain::ChangeEvent {
+            source: crate::domain::SourceRef::new(
+                System::Salesforce,
+                EntityType::Order,
+                "8015f0000000000AAA",
+            ),
+            ..ev
+        };
+        assert!(
+            c.read(&gone).await.expect("reads").is_empty(),
+            "a deleted record reads as nothing"
+        );
+        assert_eq!(
+            salesforce_time_ms("2026-05-14T09:20:03.000+0000"),
+            Some(1_778_750_403_000)
         );
     }
 

@@ -436,9 +436,18 @@ struct QueryParams {
     q: String,
 }
 
-/// `SELECT Id FROM <Object> WHERE <Field> = '<value>'` (backslash escapes as SOQL has them).
-fn parse_soql(q: &str) -> Option<(String, String, String)> {
-    let rest = q.trim().strip_prefix("SELECT Id FROM ")?;
+/// `SELECT <fields> FROM <Object> WHERE <Field> = '<value>'` (backslash escapes as SOQL
+/// has them): the fields, the object, the field and the value.
+fn parse_soql(q: &str) -> Option<(Vec<String>, String, String, String)> {
+    let rest = q.trim().strip_prefix("SELECT ")?;
+    let (fields, rest) = rest.split_once(" FROM ")?;
+    let fields: Vec<String> = fields.split(',').map(|f| f.trim().to_string()).collect();
+    if fields
+        .iter()
+        .any(|f| f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return None;
+    }
     let (object, rest) = rest.split_once(" WHERE ")?;
     let (field, literal) = rest.split_once(" = ")?;
     let literal = literal.trim().strip_prefix('\'')?.strip_suffix('\'')?;
@@ -451,7 +460,7 @@ fn parse_soql(q: &str) -> Option<(String, String, String)> {
             c => value.push(c),
         }
     }
-    Some((object.trim().into(), field.trim().into(), value))
+    Some((fields, object.trim().into(), field.trim().into(), value))
 }
 
 async fn query(
@@ -462,7 +471,7 @@ async fn query(
     if let Some(r) = gate(&inner, &headers, &Method::GET, "query") {
         return r;
     }
-    let Some((object, field, value)) = parse_soql(&params.q) else {
+    let Some((wanted, object, field, value)) = parse_soql(&params.q) else {
         return sf_error(400, "MALFORMED_QUERY", "unexpected token in the query");
     };
     let org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
@@ -473,7 +482,12 @@ async fn query(
             recs.iter()
                 .filter(|r| r.get(&field).and_then(Value::as_str) == Some(value.as_str()))
                 .map(|r| {
-                    json!({"attributes": {"type": object}, "Id": r.get("Id").cloned().unwrap_or(Value::Null)})
+                    let mut out = Map::new();
+                    out.insert("attributes".into(), json!({"type": object}));
+                    for f in &wanted {
+                        out.insert(f.clone(), r.get(f).cloned().unwrap_or(Value::Null));
+                    }
+                    Value::Object(out)
                 })
                 .collect()
         })
@@ -490,9 +504,14 @@ mod tests {
     fn the_one_query_shape_parses_with_escapes() {
         assert_eq!(
             parse_soql("SELECT Id FROM Order WHERE OrderNumber = 'O\\'1'"),
-            Some(("Order".into(), "OrderNumber".into(), "O'1".into()))
+            Some((
+                vec!["Id".into()],
+                "Order".into(),
+                "OrderNumber".into(),
+                "O'1".into()
+            ))
         );
-        assert_eq!(parse_soql("SELECT Name FROM Order WHERE X = 'y'"), None);
+        assert_eq!(parse_soql("SELECT Id, ; FROM Order WHERE X = 'y'"), None);
         assert_eq!(parse_soql("SELECT Id FROM Order WHERE X = 'a'b'"), None);
     }
 }
