@@ -42,57 +42,7 @@ enum Command {
         aws_endpoint: Option<String>,
     },
     /// Serve the webhook endpoints and run the pipeline on the embedded store.
-    Serve {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
-        store: PathBuf,
-        /// Dataverse Web API base, e.g. https://org.crm.dynamics.com/api/data/v9.2
-        #[arg(long, env = "P2C_DATAVERSE_URL")]
-        dataverse_url: Option<String>,
-        #[arg(long, env = "P2C_DATAVERSE_TOKEN", hide_env_values = true)]
-        dataverse_token: Option<String>,
-        /// Business Central environment root, e.g. https://api.businesscentral.dynamics.com/v2.0/<tenant>/<env>
-        #[arg(long, env = "P2C_BC_URL")]
-        bc_url: Option<String>,
-        #[arg(long, env = "P2C_BC_TOKEN", hide_env_values = true)]
-        bc_token: Option<String>,
-        /// Salesforce My Domain URL, e.g. https://contoso.my.salesforce.com
-        #[arg(long, env = "P2C_SALESFORCE_URL")]
-        salesforce_url: Option<String>,
-        #[arg(long, env = "P2C_SALESFORCE_TOKEN", hide_env_values = true)]
-        salesforce_token: Option<String>,
-        /// Header Dataverse sends the webhook key in (service endpoint `HttpHeader` auth).
-        #[arg(long, default_value = "x-p2c-key")]
-        dataverse_key_header: String,
-        /// Webhook keys Dataverse may present (comma-separated, for rotation).
-        #[arg(
-            long,
-            env = "P2C_DATAVERSE_KEYS",
-            hide_env_values = true,
-            value_delimiter = ','
-        )]
-        dataverse_keys: Vec<String>,
-        /// Business Central subscription clientState values (comma-separated).
-        #[arg(
-            long,
-            env = "P2C_BC_CLIENT_STATES",
-            hide_env_values = true,
-            value_delimiter = ','
-        )]
-        bc_client_states: Vec<String>,
-        /// Secrets Salesforce Outbound Messages carry in the endpoint URL (`?key=`, comma-separated).
-        #[arg(
-            long,
-            env = "P2C_SALESFORCE_KEYS",
-            hide_env_values = true,
-            value_delimiter = ','
-        )]
-        salesforce_keys: Vec<String>,
-        /// Salesforce org ids whose Outbound Messages are accepted (comma-separated).
-        #[arg(long, env = "P2C_SALESFORCE_ORG_IDS", value_delimiter = ',')]
-        salesforce_org_ids: Vec<String>,
-    },
+    Serve(Box<ServeArgs>),
     /// Print the audit trail of an entity (`account:ACC-1`) or a source record (`dataverse/account/<id>`).
     Trace {
         subject: String,
@@ -109,6 +59,60 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+}
+
+/// `p2c serve`'s options.
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
+    store: PathBuf,
+    /// Dataverse Web API base, e.g. https://org.crm.dynamics.com/api/data/v9.2
+    #[arg(long, env = "P2C_DATAVERSE_URL")]
+    dataverse_url: Option<String>,
+    #[arg(long, env = "P2C_DATAVERSE_TOKEN", hide_env_values = true)]
+    dataverse_token: Option<String>,
+    /// Business Central environment root, e.g. https://api.businesscentral.dynamics.com/v2.0/<tenant>/<env>
+    #[arg(long, env = "P2C_BC_URL")]
+    bc_url: Option<String>,
+    #[arg(long, env = "P2C_BC_TOKEN", hide_env_values = true)]
+    bc_token: Option<String>,
+    /// Salesforce My Domain URL, e.g. https://contoso.my.salesforce.com
+    #[arg(long, env = "P2C_SALESFORCE_URL")]
+    salesforce_url: Option<String>,
+    #[arg(long, env = "P2C_SALESFORCE_TOKEN", hide_env_values = true)]
+    salesforce_token: Option<String>,
+    /// Header Dataverse sends the webhook key in (service endpoint `HttpHeader` auth).
+    #[arg(long, default_value = "x-p2c-key")]
+    dataverse_key_header: String,
+    /// Webhook keys Dataverse may present (comma-separated, for rotation).
+    #[arg(
+        long,
+        env = "P2C_DATAVERSE_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    dataverse_keys: Vec<String>,
+    /// Business Central subscription clientState values (comma-separated).
+    #[arg(
+        long,
+        env = "P2C_BC_CLIENT_STATES",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    bc_client_states: Vec<String>,
+    /// Secrets Salesforce Outbound Messages carry in the endpoint URL (`?key=`, comma-separated).
+    #[arg(
+        long,
+        env = "P2C_SALESFORCE_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    salesforce_keys: Vec<String>,
+    /// Salesforce org ids whose Outbound Messages are accepted (comma-separated).
+    #[arg(long, env = "P2C_SALESFORCE_ORG_IDS", value_delimiter = ',')]
+    salesforce_org_ids: Vec<String>,
 }
 
 /// Where the dead letters are.
@@ -260,21 +264,22 @@ async fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Serve {
-            listen,
-            store,
-            dataverse_url,
-            dataverse_token,
-            bc_url,
-            bc_token,
-            salesforce_url,
-            salesforce_token,
-            dataverse_key_header,
-            dataverse_keys,
-            bc_client_states,
-            salesforce_keys,
-            salesforce_org_ids,
-        } => {
+        Command::Serve(args) => {
+            let ServeArgs {
+                listen,
+                store,
+                dataverse_url,
+                dataverse_token,
+                bc_url,
+                bc_token,
+                salesforce_url,
+                salesforce_token,
+                dataverse_key_header,
+                dataverse_keys,
+                bc_client_states,
+                salesforce_keys,
+                salesforce_org_ids,
+            } = *args;
             let rules = Arc::new(load_rules(&cli.rules)?);
             if dataverse_keys.is_empty() || bc_client_states.is_empty() {
                 bail!("set P2C_DATAVERSE_KEYS and P2C_BC_CLIENT_STATES: webhooks are always authenticated");
