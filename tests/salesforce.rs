@@ -154,3 +154,146 @@ async fn changes_from_a_system_outside_the_pairing_are_ignored_with_the_reason()
         trail[0].detail
     );
 }
+
+/// A deployment that pairs Salesforce with Business Central: the repository's rules with
+/// `pairing.crm = "salesforce"`, the ERP in process.
+fn salesforce_pipeline() -> (
+    p2c_core::app::Pipeline,
+    std::sync::Arc<p2c_core::connectors::memory::MemoryConnector>,
+) {
+    use p2c_core::domain::System;
+    let mut files = crate::common::rule_files();
+    let flows = files.get_mut("flows.toml").expect("flows.toml");
+    *flows = flows.replace("crm = \"dataverse\"", "crm = \"salesforce\"");
+    let rules = std::sync::Arc::new(p2c_core::rules::RuleSet::from_files(files).expect("rules"));
+    let erp = std::sync::Arc::new(p2c_core::connectors::memory::MemoryConnector::new(
+        System::BusinessCentral,
+    ));
+    let mut connectors: std::collections::BTreeMap<
+        System,
+        std::sync::Arc<dyn p2c_core::ports::Connector>,
+    > = std::collections::BTreeMap::new();
+    connectors.insert(System::BusinessCentral, erp.clone());
+    let auth = p2c_core::pipeline::ingest::InboundAuth {
+        salesforce: SalesforceAuth {
+            secrets: vec!["k".into()],
+            org_ids: vec![ORG.into()],
+        },
+        ..Default::default()
+    };
+    let p = p2c_core::app::Pipeline::with_connectors(
+        p2c_core::embedded::EmbeddedStore::in_memory().expect("store"),
+        rules,
+        auth,
+        connectors,
+        std::collections::BTreeMap::new(),
+        crate::common::fast(),
+    );
+    (p, erp)
+}
+
+/// An Outbound Message for one account, as Salesforce would send it.
+fn account_message(notification: &str, client_fields: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>{ORG}</OrganizationId>
+   <ActionId>04k5f000000CaRkAAK</ActionId>
+   <Notification>
+    <Id>{notification}</Id>
+    <sObject xsi:type="sf:Account" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+     <sf:Id>0015f00002J9YYEAA3</sf:Id>
+     <sf:ERP_Customer_Number__c>C000123</sf:ERP_Customer_Number__c>
+     <sf:Name>Contoso Pharmaceuticals</sf:Name>
+     <sf:BillingCity>Redmond</sf:BillingCity>
+     <sf:Fax xsi:nil="true"/>
+     {client_fields}
+    </sObject>
+   </Notification>
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>"#
+    )
+}
+
+#[tokio::test]
+async fn a_salesforce_account_becomes_an_erp_customer_when_salesforce_is_the_paired_crm() {
+    let (p, erp) = salesforce_pipeline();
+    let body = account_message(
+        "04l5f00000Gx7R0AAJ",
+        "<sf:LastModifiedDate>2026-05-14T09:20:03.000Z</sf:LastModifiedDate>",
+    );
+    let r = ingest(&p.ingest, "salesforce", &outbound(Some("k"), body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    let customer = erp
+        .record("upsert_customer", "C000123")
+        .expect("the ERP got the customer");
+    assert_eq!(
+        customer["record"]["name"],
+        serde_json::json!("Contoso Pharmaceuticals")
+    );
+    assert_eq!(
+        customer["record"]["address"]["city"],
+        serde_json::json!("Redmond")
+    );
+    assert_eq!(customer["record"]["currency"], serde_json::json!("USD"));
+    let trail = p2c_core::ports::AuditLog::trail(&p.store, "account:C000123")
+        .await
+        .expect("trail");
+    let outcomes: Vec<_> = trail
+        .iter()
+        .map(|e| format!("{}:{}", e.step, e.outcome))
+        .collect();
+    assert_eq!(outcomes, ["sync:applied", "deliver:delivered"], "{trail:?}");
+}
+
+#[tokio::test]
+async fn a_change_made_by_p2c_s_own_api_client_is_an_echo() {
+    let (p, erp) = salesforce_pipeline();
+    let event = |client: &str| {
+        serde_json::json!({
+            "ChangeEventHeader": {
+                "entityName": "Account", "recordIds": ["0015f00002J9YYEAA3"], "changeType": "CREATE",
+                "changeOrigin": format!("com/salesforce/api/rest/62.0;client={client}"),
+                "transactionKey": format!("t-{client}"), "sequenceNumber": 1,
+                "commitTimestamp": 1778750512000u64, "commitNumber": 11657372702432u64,
+                "commitUser": "0055f000007IntgAAC", "nulledFields": [], "diffFields": [], "changedFields": []
+            },
+            "ERP_Customer_Number__c": "C000777", "Name": "Echo Ltd"
+        })
+    };
+    let ev = p2c_core::inbound::salesforce::parse_cdc(&event("p2c"), &[], chrono::Utc::now())
+        .expect("parses")
+        .remove(0);
+    let out = p2c_core::pipeline::sync::sync_event(&p.sync, ev)
+        .await
+        .expect("syncs");
+    assert!(
+        matches!(out, p2c_core::pipeline::sync::SyncOutcome::Echo { .. }),
+        "{out:?}"
+    );
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    assert!(erp.record("upsert_customer", "C000777").is_none());
+    // The same change made by someone else's client is synced.
+    let ev = p2c_core::inbound::salesforce::parse_cdc(
+        &event("SfdcInternalAPI"),
+        &[],
+        chrono::Utc::now(),
+    )
+    .expect("parses")
+    .remove(0);
+    let out = p2c_core::pipeline::sync::sync_event(&p.sync, ev)
+        .await
+        .expect("syncs");
+    assert!(
+        matches!(out, p2c_core::pipeline::sync::SyncOutcome::Applied { .. }),
+        "{out:?}"
+    );
+}

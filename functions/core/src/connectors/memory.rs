@@ -33,6 +33,15 @@ impl MemoryConnector {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What was last written by `action` (`upsert_customer`, …) for the entity `key`.
+    pub fn record(&self, action: &str, key: &str) -> Option<Value> {
+        self.records
+            .lock()
+            .ok()?
+            .get(&(action.to_string(), key.to_string()))
+            .cloned()
+    }
 }
 
 #[async_trait]

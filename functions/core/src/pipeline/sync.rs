@@ -205,10 +205,25 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         note(ctx, &ev.source.group(), "ignored", &reason, &ev).await;
         return Ok(SyncOutcome::Ignored { reason });
     };
-    let flow = flow.clone();
+    let flow = flow.for_system(system);
 
-    if let (Some(author), Some(me)) = (&ev.origin.user_id, rules.settings(system).integration_user)
-    {
+    // Salesforce names the API client that made a change (`changeOrigin`): p2c's own.
+    let settings = rules.settings(system);
+    let own_client = settings.api_client.clone().unwrap_or_else(|| "p2c".into());
+    if system == System::Salesforce && ev.origin.client.as_deref() == Some(own_client.as_str()) {
+        let subject = subject_of(ctx, &ev.source).await?;
+        note(
+            ctx,
+            &subject,
+            "echo",
+            format!("written by p2c (API client `{own_client}`); dropped"),
+            &ev,
+        )
+        .await;
+        return Ok(SyncOutcome::Echo { entity: subject });
+    }
+
+    if let (Some(author), Some(me)) = (&ev.origin.user_id, settings.integration_user) {
         if author.eq_ignore_ascii_case(&me) {
             let subject = subject_of(ctx, &ev.source).await?;
             note(

@@ -152,6 +152,37 @@ pub struct FlowConfig {
     /// the event, the record is read from the source first.
     #[serde(default)]
     pub expand: Option<String>,
+    /// What differs when the change comes from a given system (its own field names, so its
+    /// own script): `[flows.<flow>.from.salesforce]`.
+    #[serde(default)]
+    pub from: BTreeMap<System, SourceFlow>,
+}
+
+/// A flow's script, requirements and expansion for changes from one system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFlow {
+    pub script: String,
+    #[serde(default)]
+    pub requires: Vec<String>,
+    #[serde(default)]
+    pub expand: Option<String>,
+}
+
+impl FlowConfig {
+    /// The flow as it runs for a change from `system`.
+    pub fn for_system(&self, system: System) -> FlowConfig {
+        match self.from.get(&system) {
+            Some(s) => FlowConfig {
+                enabled: self.enabled,
+                script: s.script.clone(),
+                requires: s.requires.clone(),
+                expand: s.expand.clone(),
+                from: BTreeMap::new(),
+            },
+            None => self.clone(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -301,7 +332,7 @@ impl RuleSet {
         let referenced = catalogue
             .flows
             .values()
-            .map(|f| &f.script)
+            .flat_map(|f| std::iter::once(&f.script).chain(f.from.values().map(|s| &s.script)))
             .chain([&catalogue.credit.script, &catalogue.rebate.script]);
         for s in referenced {
             if !scripts.contains_key(s) {
