@@ -294,7 +294,11 @@ fn salesforce_order_change_event_from_event_bridge_parses_with_its_exact_commit_
     assert_eq!(ev.natural_key.as_deref(), Some("00000123"));
     // Above 2^53: read as an integer, never through a float.
     assert_eq!(ev.version.sequence, Some((1_778_749_965_433_528_300, 1)));
-    assert_eq!(ev.fields["AccountId"], json!("0015f00002J9YYEAA3"));
+    assert_eq!(
+        ev.fields["AccountId"],
+        json!({"id": "0015f00002J9YYEAA3", "logical_name": "account"}),
+        "references become lookups the sync step resolves"
+    );
     assert_eq!(ev.fields["EffectiveDate"], json!(1_778_716_800_000u64));
     assert_eq!(ev.fields["PoNumber"], json!("PO-778812"));
     assert_eq!(ev.origin.client.as_deref(), Some("SfdcInternalAPI"));

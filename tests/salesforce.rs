@@ -297,3 +297,162 @@ async fn a_change_made_by_p2c_s_own_api_client_is_an_echo() {
         "{out:?}"
     );
 }
+
+/// An Outbound Message with one notification of `object` carrying `fields` (`sf:` elements).
+fn message(notification: &str, object: &str, fields: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>{ORG}</OrganizationId>
+   <Notification><Id>{notification}</Id>
+    <sObject xsi:type="sf:{object}" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">{fields}</sObject>
+   </Notification>
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>"#
+    )
+}
+
+#[tokio::test]
+async fn a_salesforce_order_waits_for_its_account_then_is_read_with_its_items_and_decided() {
+    use p2c_core::connectors::salesforce::SalesforceConnector;
+    use p2c_core::domain::{EntityType, System};
+    use p2c_core::ports::StateStore;
+    use p2c_core::sim::salesforce::SimSalesforce;
+    use std::sync::Arc;
+
+    let sim = SimSalesforce::start().await.expect("org");
+    let account = sim.insert(
+        "Account",
+        serde_json::json!({"ERP_Customer_Number__c": "C000123", "Name": "Contoso"}),
+    );
+    let product = sim.insert(
+        "Product2",
+        serde_json::json!({"ERP_Item_Number__c": "P-200"}),
+    );
+    let order = sim.insert(
+        "Order",
+        serde_json::json!({"OrderNumber": "00000123", "AccountId": account, "Status": "Activated", "PoNumber": "PO-1"}),
+    );
+    sim.insert(
+        "OrderItem",
+        serde_json::json!({"OrderId": order, "Product2Id": product, "Quantity": 40, "UnitPrice": 460.0}),
+    );
+
+    let (mut p, erp) = salesforce_pipeline();
+    let http = p2c_core::connectors::http::Http::new(
+        System::Salesforce,
+        Arc::new(p2c_core::connectors::http::StaticToken("t".into())),
+    )
+    .expect("http");
+    let crm = Arc::new(SalesforceConnector::new(
+        http,
+        sim.instance_url(),
+        Default::default(),
+    ));
+    p.sync.readers.insert(System::Salesforce, crm.clone());
+    p.deliver.connectors.insert(System::Salesforce, crm);
+
+    // The product was synced from the ERP earlier.
+    let mut item = p2c_core::ports::EntityState::new(
+        p2c_core::domain::EntityKey::new(EntityType::Item, "P-200").expect("key"),
+    );
+    item.version = 1;
+    item.ids.insert(System::Salesforce, product.clone());
+    item.ids.insert(System::BusinessCentral, "bc-item-1".into());
+    let entry = p2c_core::ports::AuditEntry {
+        at: chrono::Utc::now(),
+        subject: "item:P-200".into(),
+        step: "deliver".into(),
+        outcome: "delivered".into(),
+        detail: "synced earlier".into(),
+        event_id: None,
+        rules_version: None,
+    };
+    p.store.save(&item, &entry).await.expect("item state");
+
+    // The order comes first: it waits for its account.
+    let order_fields = format!(
+        "<sf:Id>{order}</sf:Id><sf:OrderNumber>00000123</sf:OrderNumber><sf:AccountId>{account}</sf:AccountId><sf:Status>Activated</sf:Status>"
+    );
+    let r = ingest(
+        &p.ingest,
+        "salesforce",
+        &outbound(
+            Some("k"),
+            message("04l5f00000G0001AAJ", "Order", &order_fields),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    let group = format!("salesforce/order/{order}");
+    let trail = p2c_core::ports::AuditLog::trail(&p.store, &group)
+        .await
+        .expect("trail");
+    assert_eq!(
+        trail.last().map(|e| e.outcome.as_str()),
+        Some("parked"),
+        "{trail:?}"
+    );
+    assert!(sim.find("Order", "OrderNumber", "00000123")[0]
+        .get("P2C_Credit_Status__c")
+        .is_none());
+
+    // The account lands in the ERP; the order is released, read with its items, decided,
+    // and the decision written back to the Salesforce order.
+    let account_fields = format!(
+        "<sf:Id>{account}</sf:Id><sf:ERP_Customer_Number__c>C000123</sf:ERP_Customer_Number__c><sf:Name>Contoso</sf:Name>"
+    );
+    let r = ingest(
+        &p.ingest,
+        "salesforce",
+        &outbound(
+            Some("k"),
+            message("04l5f00000G0002AAJ", "Account", &account_fields),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    assert!(erp.record("upsert_customer", "C000123").is_some());
+    let o = &sim.find("Order", "OrderNumber", "00000123")[0];
+    assert_eq!(
+        o["P2C_Credit_Status__c"],
+        serde_json::json!("On hold"),
+        "{o:?}"
+    );
+    assert!(
+        o["P2C_Credit_Message__c"]
+            .as_str()
+            .is_some_and(|m| m.contains("No credit limit is known yet for C000123")),
+        "{o:?}"
+    );
+    let state = p
+        .store
+        .load(&"order:00000123".parse().expect("key"))
+        .await
+        .expect("load")
+        .expect("order state");
+    let mapped = &state.records["order"];
+    assert_eq!(mapped["account_number"], serde_json::json!("C000123"));
+    assert_eq!(
+        mapped["lines"][0]["item_number"],
+        serde_json::json!("P-200")
+    );
+    assert_eq!(
+        mapped["lines"][0]["quantity"],
+        serde_json::json!("40"),
+        "exact decimal text"
+    );
+    assert!(
+        erp.record("upsert_order", "00000123").is_none(),
+        "held, not sent"
+    );
+}

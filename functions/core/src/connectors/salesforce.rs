@@ -524,6 +524,7 @@ impl crate::ports::SourceReader for SalesforceConnector {
         }
         .and_then(Value::as_str)
         .map(str::to_string);
+        crate::inbound::salesforce::as_lookups(&mut fields);
         let read_version = crate::domain::SourceVersion {
             sequence: None,
             modified_ms: fields
@@ -814,10 +815,15 @@ mod tests {
         let read = c.read(&ev).await.expect("reads").remove(0);
         assert!(!read.needs_fetch);
         assert_eq!(read.natural_key.as_deref(), Some("00000123"));
-        assert_eq!(read.fields["AccountId"], json!("0015f00002J9YYEAA3"));
+        assert_eq!(
+            read.fields["AccountId"],
+            json!({"id": "0015f00002J9YYEAA3", "logical_name": "account"}),
+            "a reference becomes a lookup"
+        );
         let items = read.fields["OrderItems"].as_array().expect("items");
         assert_eq!(items.len(), 1, "only this order's items");
         assert_eq!(items[0]["Quantity"], json!(40));
+        assert_eq!(items[0]["Product2Id"]["logical_name"], json!("product"));
         assert_eq!(
             read.version.sequence,
             Some((42, 1)),

@@ -66,6 +66,42 @@ fn key_field(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Reference fields p2c follows, and the entity each points at (by the table name the
+/// lookups share with Dataverse's).
+const REFERENCES: [(&str, &str); 8] = [
+    ("AccountId", "account"),
+    ("ParentId", "account"),
+    ("ContactId", "contact"),
+    ("BillToContactId", "contact"),
+    ("ShipToContactId", "contact"),
+    ("Product2Id", "product"),
+    ("QuoteId", "quote"),
+    ("OrderId", "salesorder"),
+];
+
+/// Turns reference fields (plain record ids in Salesforce) into lookups,
+/// `{"id": …, "logical_name": …}`, the shape the sync step resolves to the entity's business
+/// key (and parks on while it is not synced), in line items too.
+pub fn as_lookups(fields: &mut Map<String, Value>) {
+    for (name, value) in fields.iter_mut() {
+        match value {
+            Value::String(id) if is_record_id(id) => {
+                if let Some((_, logical)) = REFERENCES.iter().find(|(f, _)| f == name) {
+                    *value = serde_json::json!({ "id": id.clone(), "logical_name": logical });
+                }
+            }
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    if let Value::Object(o) = item {
+                        as_lookups(o);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A record id: 15 or 18 characters, letters and digits.
 fn is_record_id(s: &str) -> bool {
     (s.len() == 15 || s.len() == 18) && s.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -312,6 +348,8 @@ pub fn parse_cdc(
         .and_then(|f| fields.get(f))
         .and_then(Value::as_str)
         .map(str::to_string);
+    let mut fields = fields;
+    as_lookups(&mut fields);
     Ok(record_ids
         .iter()
         .map(|id| ChangeEvent {
@@ -546,7 +584,8 @@ pub fn parse_outbound(
             .get("Id")
             .and_then(Value::as_str)
             .filter(|i| is_record_id(i))
-            .ok_or(WebhookError::MissingKey("sObject/Id".into()))?;
+            .ok_or(WebhookError::MissingKey("sObject/Id".into()))?
+            .to_string();
         let modified_ms = fields
             .get("LastModifiedDate")
             .and_then(Value::as_str)
@@ -583,6 +622,8 @@ pub fn parse_outbound(
                     .and_then(|f| fields.get(f))
                     .and_then(Value::as_str)
                     .map(str::to_string);
+                let mut fields = fields;
+                as_lookups(&mut fields);
                 (
                     SourceRef::new(System::Salesforce, entity_type, record),
                     fields,
