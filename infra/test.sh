@@ -24,7 +24,7 @@ SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECR
     AWS_EC2_METADATA_DISABLED=true sam validate --lint --template template.yaml
 
 # The Lambda build, as the README shows it: cargo-lambda (PyPI, with zig) cross-compiles the
-# three functions for arm64 (`provided.al2023`) in release mode; rustup adds the target if
+# functions for arm64 (`provided.al2023`) in release mode; rustup adds the target if
 # the toolchain lacks it.
 if ! command -v cargo-lambda >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'cargo-lambda>=1.8,<2'
@@ -35,13 +35,13 @@ cargo lambda build --release --arm64
 # Each bootstrap must be an ELF executable for aarch64 (e_machine 183).
 python3 - <<'PY'
 import struct, sys
-for f in ("ingest", "sync", "deliver"):
+for f in ("ingest", "sync", "deliver", "relay"):
     with open(f"target/lambda/{f}/bootstrap", "rb") as h:
         head = h.read(20)
     if head[:4] != b"\x7fELF" or struct.unpack("<H", head[18:20])[0] != 183:
         sys.exit(f"target/lambda/{f}/bootstrap is not an arm64 executable")
 PY
-echo "cargo lambda build --release --arm64: ingest, sync, deliver built"
+echo "cargo lambda build --release --arm64: ingest, sync, deliver, relay built"
 
 # moto server: DynamoDB and SQS on loopback for the AWS-adapter tests (dummy credentials;
 # nothing but 127.0.0.1 is ever targeted). Started here, stopped when the script exits.

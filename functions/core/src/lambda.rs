@@ -164,6 +164,55 @@ pub async fn http(
     resp
 }
 
+/// A Salesforce change event from Amazon EventBridge (Event Relay) → the inbound queue.
+///
+/// EventBridge and the relay authenticate the delivery (only the partner event bus's rule
+/// invokes the function); the org id in `source` is still checked against
+/// `P2C_SALESFORCE_ORG_IDS` when it is set. An event that can never be processed (not a
+/// change event, an entity p2c does not sync, an overflow that needs a resync) goes to the
+/// inbound dead-letter queue with its code and reason, where `p2c dlq list` shows it, and
+/// the invocation succeeds; a queue that cannot be reached fails the invocation, so
+/// EventBridge retries it.
+pub async fn change_event(
+    ctx: &IngestCtx,
+    sink: &dyn DeadLetterSink,
+    event: &serde_json::Value,
+) -> Result<usize, crate::error::QueueError> {
+    let events = match crate::inbound::salesforce::parse_cdc(
+        event,
+        &ctx.auth.salesforce.org_ids,
+        chrono::Utc::now(),
+    ) {
+        Ok(evs) => evs,
+        Err(e) => {
+            let id = event
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("salesforce-change-event")
+                .to_string();
+            tracing::warn!(code = e.code(), event = %id, "change event refused");
+            let body = event.to_string();
+            let delivery = Delivery {
+                message_id: id.clone(),
+                receipt: String::new(),
+                group: "salesforce/change-events".into(),
+                dedup_id: crate::json::hash_parts(&[&id, &body]),
+                body,
+                receive_count: 1,
+            };
+            sink.bury(QueueName::Inbound, &delivery, e.code(), &e.to_string())
+                .await?;
+            return Ok(0);
+        }
+    };
+    let messages: Vec<_> = events
+        .iter()
+        .map(crate::pipeline::sync::event_message)
+        .collect();
+    ctx.publisher.send(QueueName::Inbound, &messages).await?;
+    Ok(messages.len())
+}
+
 /// An SQS event → deliveries → dispositions → `batchItemFailures`. A permanent failure is
 /// buried in the dead-letter queue (and reported as processed); a retryable one is
 /// reported failed, as is the rest of its message group in the batch.
@@ -253,6 +302,76 @@ mod tests {
             })
         };
         serde_json::from_value(serde_json::json!({"Records": [record("1", "a"), record("2", "a"), record("3", "b"), record("4", "c")]})).expect("an SQS event")
+    }
+
+    fn ingest_ctx(store: &EmbeddedStore, orgs: &[&str]) -> IngestCtx {
+        IngestCtx {
+            publisher: Arc::new(store.clone()),
+            auth: InboundAuth {
+                salesforce: crate::inbound::salesforce::SalesforceAuth {
+                    secrets: vec![],
+                    org_ids: orgs.iter().map(|o| o.to_string()).collect(),
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relayed_change_event_is_queued_and_a_hopeless_one_dead_lettered_with_its_reason() {
+        use crate::ports::{Consumer, DeadLetters};
+        let store = EmbeddedStore::in_memory().expect("store");
+        let ctx = ingest_ctx(&store, &["00D5f000005KcCnEAK"]);
+        let sample: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/salesforce_cdc_order_create.json"
+        ))
+        .expect("sample");
+        assert_eq!(
+            change_event(&ctx, &store, &sample).await.expect("queued"),
+            1
+        );
+        // EventBridge delivers at least once: the repeat is the same message.
+        assert_eq!(
+            change_event(&ctx, &store, &sample).await.expect("queued"),
+            1
+        );
+        assert_eq!(store.depth(QueueName::Inbound).await.expect("depth"), 1);
+
+        let mut overflow = sample.clone();
+        overflow["detail"]["payload"]["ChangeEventHeader"]["changeType"] =
+            serde_json::json!("GAP_OVERFLOW");
+        assert_eq!(
+            change_event(&ctx, &store, &overflow)
+                .await
+                .expect("handled"),
+            0
+        );
+        let dead = store.list(QueueName::Inbound).await.expect("dlq");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].code, "resync_required");
+        assert!(dead[0].reason.contains("Order"), "{}", dead[0].reason);
+
+        // Dead letters are kept once per EventBridge event id.
+        assert_eq!(
+            change_event(&ctx, &store, &overflow)
+                .await
+                .expect("handled"),
+            0
+        );
+        assert_eq!(store.list(QueueName::Inbound).await.expect("dlq").len(), 1);
+
+        let other = ingest_ctx(&store, &["00D000000000001AAA"]);
+        let mut another = sample.clone();
+        another["id"] = serde_json::json!("8c4f1d3b-02a5-4e6f-91b2-4d0a7e3f9b58");
+        assert_eq!(
+            change_event(&other, &store, &another)
+                .await
+                .expect("handled"),
+            0
+        );
+        let dead = store.list(QueueName::Inbound).await.expect("dlq");
+        assert_eq!(dead.last().map(|d| d.code.as_str()), Some("unauthorized"));
+        assert_eq!(store.depth(QueueName::Inbound).await.expect("depth"), 1);
     }
 
     #[test]
