@@ -225,11 +225,7 @@ async fn a_salesforce_account_becomes_an_erp_customer_when_salesforce_is_the_pai
         "04l5f00000Gx7R0AAJ",
         "<sf:LastModifiedDate>2026-05-14T09:20:03.000Z</sf:LastModifiedDate>",
     );
-    let r = ingest(&p.ingest, "salesforce", &outbound(Some("k"), body)).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    p.run_until_idle(std::time::Duration::from_secs(30))
-        .await
-        .expect("runs");
+    send_and_run(&p, body).await;
     let customer = erp
         .record("upsert_customer", "C000123")
         .expect("the ERP got the customer");
@@ -315,6 +311,15 @@ fn message(notification: &str, object: &str, fields: &str) -> String {
     )
 }
 
+/// Sends an Outbound Message to the pipeline and runs it until idle.
+async fn send_and_run(p: &p2c_core::app::Pipeline, body: String) {
+    let r = ingest(&p.ingest, "salesforce", &outbound(Some("k"), body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+}
+
 #[tokio::test]
 async fn a_salesforce_order_waits_for_its_account_then_is_read_with_its_items_and_decided() {
     use p2c_core::connectors::salesforce::SalesforceConnector;
@@ -377,19 +382,7 @@ async fn a_salesforce_order_waits_for_its_account_then_is_read_with_its_items_an
     let order_fields = format!(
         "<sf:Id>{order}</sf:Id><sf:OrderNumber>00000123</sf:OrderNumber><sf:AccountId>{account}</sf:AccountId><sf:Status>Activated</sf:Status>"
     );
-    let r = ingest(
-        &p.ingest,
-        "salesforce",
-        &outbound(
-            Some("k"),
-            message("04l5f00000G0001AAJ", "Order", &order_fields),
-        ),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    p.run_until_idle(std::time::Duration::from_secs(30))
-        .await
-        .expect("runs");
+    send_and_run(&p, message("04l5f00000G0001AAJ", "Order", &order_fields)).await;
     let group = format!("salesforce/order/{order}");
     let trail = p2c_core::ports::AuditLog::trail(&p.store, &group)
         .await
@@ -408,19 +401,11 @@ async fn a_salesforce_order_waits_for_its_account_then_is_read_with_its_items_an
     let account_fields = format!(
         "<sf:Id>{account}</sf:Id><sf:ERP_Customer_Number__c>C000123</sf:ERP_Customer_Number__c><sf:Name>Contoso</sf:Name>"
     );
-    let r = ingest(
-        &p.ingest,
-        "salesforce",
-        &outbound(
-            Some("k"),
-            message("04l5f00000G0002AAJ", "Account", &account_fields),
-        ),
+    send_and_run(
+        &p,
+        message("04l5f00000G0002AAJ", "Account", &account_fields),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    p.run_until_idle(std::time::Duration::from_secs(30))
-        .await
-        .expect("runs");
     assert!(erp.record("upsert_customer", "C000123").is_some());
     let o = &sim.find("Order", "OrderNumber", "00000123")[0];
     assert_eq!(

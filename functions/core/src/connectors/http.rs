@@ -45,18 +45,24 @@ pub struct Http {
     token: Arc<dyn TokenSource>,
 }
 
+/// An HTTP client for calls to `system`: p2c's user agent, a connect timeout of 5 s and
+/// `timeout` for the whole request.
+pub(crate) fn client(system: System, timeout: Duration) -> Result<reqwest::Client, DeliveryError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("p2c/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| DeliveryError::Permanent {
+            system: system.to_string(),
+            status: 0,
+            message: format!("cannot build the HTTP client: {e}"),
+        })
+}
+
 impl Http {
     pub fn new(system: System, token: Arc<dyn TokenSource>) -> Result<Self, DeliveryError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("p2c/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DeliveryError::Permanent {
-                system: system.to_string(),
-                status: 0,
-                message: format!("cannot build the HTTP client: {e}"),
-            })?;
+        let client = client(system, Duration::from_secs(30))?;
         Ok(Self {
             client,
             system,

@@ -222,16 +222,7 @@ struct TokenError {
 
 impl ClientCredentials {
     pub fn new(system: System, config: ClientCredentialsConfig) -> Result<Self, DeliveryError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("p2c/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DeliveryError::Permanent {
-                system: system.to_string(),
-                status: 0,
-                message: format!("cannot build the token client: {e}"),
-            })?;
+        let client = super::http::client(system, Duration::from_secs(15))?;
         Ok(Self {
             system,
             config,

@@ -249,6 +249,35 @@ fn gate(inner: &Inner, headers: &HeaderMap, method: &Method, path: &str) -> Opti
     })
 }
 
+/// The org, locked, and the body of a write, ready to apply.
+type Write<'a> = (std::sync::MutexGuard<'a, Org>, Map<String, Value>);
+
+/// What every write does first: the token and injected faults, the JSON body, parents by
+/// external id, and the caller's client id recorded on the record.
+fn write<'a>(
+    inner: &'a Inner,
+    headers: &HeaderMap,
+    path: &str,
+    body: &str,
+) -> Result<Write<'a>, Box<Response>> {
+    if let Some(r) = gate(inner, headers, &Method::PATCH, path) {
+        return Err(Box::new(r));
+    }
+    let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(body) else {
+        return Err(Box::new(sf_error(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body is not a JSON object",
+        )));
+    };
+    let org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
+    org.resolve_parents(&mut fields)?;
+    if let Some(c) = caller_client(headers) {
+        fields.insert("LastModifiedByClient".into(), json!(c));
+    }
+    Ok((org, fields))
+}
+
 #[derive(serde::Deserialize)]
 struct UpsertParams {
     #[serde(default, rename = "updateOnly")]
@@ -262,28 +291,10 @@ async fn upsert(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Some(r) = gate(
-        &inner,
-        &headers,
-        &Method::PATCH,
-        &format!("{object}/{field}"),
-    ) {
-        return r;
-    }
-    let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&body) else {
-        return sf_error(
-            400,
-            "JSON_PARSER_ERROR",
-            "The request body is not a JSON object",
-        );
+    let (mut org, mut fields) = match write(&inner, &headers, &format!("{object}/{field}"), &body) {
+        Ok(w) => w,
+        Err(r) => return *r,
     };
-    let mut org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(r) = org.resolve_parents(&mut fields) {
-        return *r;
-    }
-    if let Some(c) = caller_client(&headers) {
-        fields.insert("LastModifiedByClient".into(), json!(c));
-    }
     let version = inner.api_version.clone();
     let updates_204 = org.updates_204;
     let positions: Vec<usize> = org
@@ -357,23 +368,10 @@ async fn update_by_id(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Some(r) = gate(&inner, &headers, &Method::PATCH, &format!("{object}/{id}")) {
-        return r;
-    }
-    let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&body) else {
-        return sf_error(
-            400,
-            "JSON_PARSER_ERROR",
-            "The request body is not a JSON object",
-        );
+    let (mut org, fields) = match write(&inner, &headers, &format!("{object}/{id}"), &body) {
+        Ok(w) => w,
+        Err(r) => return *r,
     };
-    let mut org = inner.org.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(r) = org.resolve_parents(&mut fields) {
-        return *r;
-    }
-    if let Some(c) = caller_client(&headers) {
-        fields.insert("LastModifiedByClient".into(), json!(c));
-    }
     let Some(rec) = org.objects.get_mut(&object).and_then(|recs| {
         recs.iter_mut()
             .find(|r| r.get("Id").and_then(Value::as_str) == Some(id.as_str()))
