@@ -121,6 +121,17 @@ impl EntityState {
     /// delivered again is still harmless, as every target write is an upsert by key.
     pub const DELIVERED_KEPT: usize = 16;
 
+    /// The ids a save must record cross-references for: the CRM-side ids not stored yet.
+    /// Only CRM records point at other records by id (lookups such as an order's customer
+    /// or an order line's product, resolved through these); ERP records name what they
+    /// point at by number, so an ERP id is never looked up and costs no write.
+    pub fn new_references(&self) -> impl Iterator<Item = (System, &String)> + '_ {
+        self.ids.iter().filter_map(move |(system, id)| {
+            (system.side() == crate::domain::Side::Crm && self.stored_ids.get(system) != Some(id))
+                .then_some((*system, id))
+        })
+    }
+
     /// Records a command as delivered to this entity.
     pub fn mark_delivered(&mut self, command_id: &str) {
         if !self.delivered.iter().any(|c| c == command_id) {
@@ -166,12 +177,12 @@ pub trait StateStore: Send + Sync {
     /// `state.version == 1`); otherwise [`StoreError::Conflict`]. The step's audit entry
     /// goes with it, in the same write: a step's effect and its record land together or
     /// not at all ([`AuditLog::trail`] returns it with the subject's other entries). Also
-    /// records a
-    /// cross-reference for every id in `state.ids` that is not in `state.stored_ids`, with
-    /// the state or just before it (a cross-reference only ever points at the entity's own
-    /// key, so one left by a save that then lost is harmless; the next save writes it again).
+    /// records a cross-reference for each of [`EntityState::new_references`] (new CRM ids),
+    /// with the state or just before it (a cross-reference only ever points at the entity's
+    /// own key, so one left by a save that then lost is harmless; the next save writes it
+    /// again).
     async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError>;
-    /// The entity a system's record id belongs to.
+    /// The entity a CRM record id belongs to (ERP ids are not cross-referenced).
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError>;
 }
 

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | idempotency record | `idem#<key>` | `idem` |
 //! | entity state, one item per version, with the audit entry of the step that wrote it (deflated JSON in `z`) | `entity#<type:key>` | `v#<version, 12 digits>` |
-//! | cross-reference | `xref#<system/type/id>` | `xref` |
+//! | cross-reference (CRM ids) | `xref#<system/type/id>` | `xref` |
 //! | parked event | `parked#<dependency>` | `<event id>` |
 //! | audit entry | `audit#<subject>` | `<ms, 13 digits>#<counter, 12 digits>#<token>` |
 //! | open order | `open#<account>` | `<order number>` |
@@ -535,11 +535,8 @@ impl StateStore for DynamoStore {
         // before a state write that then loses (or never happens) points at the entity's
         // own deterministic key, which resolves to nothing newer than the store holds.
         // A transaction would double the write units of both items.
-        for (system, id) in &state.ids {
-            if state.stored_ids.get(system) == Some(id) {
-                continue;
-            }
-            let source = SourceRef::new(*system, state.key.entity_type, id.clone());
+        for (system, id) in state.new_references() {
+            let source = SourceRef::new(system, state.key.entity_type, id.clone());
             self.put(HashMap::from([
                 ("pk".to_string(), s(format!("xref#{}", source.group()))),
                 ("sk".to_string(), s("xref")),

@@ -147,11 +147,7 @@ impl StateStore for EmbeddedStore {
         let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
         let entry_body = serde_json::to_string(entry).map_err(|e| corrupt(&k, e))?;
         let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
-        let new_ids: Vec<_> = state
-            .ids
-            .iter()
-            .filter(|(system, id)| state.stored_ids.get(system) != Some(id))
-            .collect();
+        let new_ids: Vec<_> = state.new_references().collect();
         let conn = self.lock()?;
         // The state, its audit entry and any new cross-references: all or nothing.
         let tx = Tx::begin(&conn).map_err(StoreError::backend)?;
@@ -172,7 +168,7 @@ impl StateStore for EmbeddedStore {
             return Err(StoreError::Conflict { key: k });
         }
         for (system, id) in new_ids {
-            let source = SourceRef::new(*system, state.key.entity_type, id.clone());
+            let source = SourceRef::new(system, state.key.entity_type, id.clone());
             conn.exec(
                 "INSERT INTO xref (source, entity_key) VALUES (?1, ?2)
                  ON CONFLICT(source) DO UPDATE SET entity_key = ?2",

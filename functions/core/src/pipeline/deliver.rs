@@ -234,9 +234,14 @@ async fn after_delivery(
         }
     }
 
-    // Anything parked on this entity (under any of its ids) can go now.
+    // Anything parked on this entity can go now. Events wait on the CRM records they look
+    // up (only CRM records point at others by id), so only the CRM ids are checked.
     let cause = format!("{}@{}", state.key, state.version);
-    for (system, id) in &state.ids {
+    for (system, id) in state
+        .ids
+        .iter()
+        .filter(|(s, _)| s.side() == crate::domain::Side::Crm)
+    {
         let dep = SourceRef::new(*system, state.key.entity_type, id.clone()).group();
         let n = super::sync::release_waiters(
             ctx.parking.as_ref(),
