@@ -441,3 +441,21 @@ async fn a_salesforce_order_waits_for_its_account_then_is_read_with_its_items_an
         "held, not sent"
     );
 }
+
+#[tokio::test]
+async fn a_salesforce_contact_follows_its_account_to_the_erp() {
+    let (p, erp) = salesforce_pipeline();
+    let contact = "<sf:Id>0035f00000AbCdEAAZ</sf:Id><sf:FirstName>Robert</sf:FirstName><sf:LastName>Townes</sf:LastName><sf:AccountId>0015f00002J9YYEAA3</sf:AccountId>";
+    send_and_run(&p, message("04l5f00000G0011AAJ", "Contact", contact)).await;
+    assert!(
+        erp.record("upsert_contact", "0035f00000AbCdEAAZ").is_none(),
+        "waits for its account"
+    );
+    let account = "<sf:Id>0015f00002J9YYEAA3</sf:Id><sf:ERP_Customer_Number__c>C000123</sf:ERP_Customer_Number__c><sf:Name>Contoso</sf:Name>";
+    send_and_run(&p, message("04l5f00000G0012AAJ", "Account", account)).await;
+    let c = erp
+        .record("upsert_contact", "0035f00000AbCdEAAZ")
+        .expect("released with its account");
+    assert_eq!(c["record"]["account_number"], serde_json::json!("C000123"));
+    assert_eq!(c["record"]["last_name"], serde_json::json!("Townes"));
+}
