@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use p2c_core::app::{Credentials, Endpoints, Pipeline};
+use p2c_core::app::{Endpoints, Pipeline};
 use p2c_core::domain::{EntityKey, SourceRef};
 use p2c_core::embedded::EmbeddedStore;
 use p2c_core::inbound::dataverse::DataverseAuth;
@@ -288,34 +288,12 @@ async fn run(cli: Cli) -> Result<()> {
                 .settings(p2c_core::domain::System::BusinessCentral)
                 .company_id
                 .unwrap_or_default();
-            let endpoints = Endpoints {
-                dataverse: match dataverse_url {
-                    Some(u) => {
-                        let c = Credentials::from_env("DATAVERSE", &u, None, dataverse_token)?;
-                        Some((u, c))
-                    }
-                    None => None,
-                },
-                business_central: match bc_url {
-                    Some(u) => {
-                        let c = Credentials::from_env(
-                            "BC",
-                            &u,
-                            Some(p2c_core::connectors::oauth::BUSINESS_CENTRAL_SCOPE),
-                            bc_token,
-                        )?;
-                        Some((u, company, c))
-                    }
-                    None => None,
-                },
-                salesforce: match salesforce_url {
-                    Some(u) => {
-                        let c = Credentials::salesforce_from_env(&u, salesforce_token)?;
-                        Some((u, c))
-                    }
-                    None => None,
-                },
-            };
+            let endpoints = Endpoints::from_urls(
+                (dataverse_url, dataverse_token),
+                (bc_url, bc_token),
+                company,
+                (salesforce_url, salesforce_token),
+            )?;
             let auth = InboundAuth {
                 dataverse: DataverseAuth {
                     header: Some(dataverse_key_header),

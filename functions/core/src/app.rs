@@ -38,6 +38,50 @@ pub struct Endpoints {
     pub salesforce: Option<(String, Credentials)>,
 }
 
+/// A system's URL and, optionally, a fixed bearer token to use instead of OAuth2.
+pub type UrlAndToken = (Option<String>, Option<String>);
+
+impl Endpoints {
+    /// The endpoints of the systems whose URL is given, each signing in with client
+    /// credentials from the environment ([`Credentials::from_env`],
+    /// [`Credentials::salesforce_from_env`]) or with the fixed token given beside it.
+    pub fn from_urls(
+        dataverse: UrlAndToken,
+        business_central: UrlAndToken,
+        bc_company: String,
+        salesforce: UrlAndToken,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            dataverse: dataverse
+                .0
+                .map(|u| {
+                    let c = Credentials::from_env("DATAVERSE", &u, None, dataverse.1)?;
+                    Ok::<_, anyhow::Error>((u, c))
+                })
+                .transpose()?,
+            business_central: business_central
+                .0
+                .map(|u| {
+                    let c = Credentials::from_env(
+                        "BC",
+                        &u,
+                        Some(crate::connectors::oauth::BUSINESS_CENTRAL_SCOPE),
+                        business_central.1,
+                    )?;
+                    Ok::<_, anyhow::Error>((u, bc_company, c))
+                })
+                .transpose()?,
+            salesforce: salesforce
+                .0
+                .map(|u| {
+                    let c = Credentials::salesforce_from_env(&u, salesforce.1)?;
+                    Ok::<_, anyhow::Error>((u, c))
+                })
+                .transpose()?,
+        })
+    }
+}
+
 /// The whole pipeline, on the embedded store or on DynamoDB and SQS.
 #[derive(Clone)]
 pub struct Pipeline {

@@ -9,7 +9,7 @@
 //! for the local `cargo lambda watch` / `invoke` loop, where every function shares one
 //! file system, and refused on AWS, where each has its own `/tmp`.
 
-use crate::app::{Credentials, Endpoints, Pipeline};
+use crate::app::{Endpoints, Pipeline};
 use crate::backend::{AwsBackend, Backend};
 use crate::embedded::EmbeddedStore;
 use crate::inbound::dataverse::DataverseAuth;
@@ -74,34 +74,12 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
         .settings(crate::domain::System::BusinessCentral)
         .company_id
         .unwrap_or_default();
-    let endpoints = Endpoints {
-        dataverse: match var("P2C_DATAVERSE_URL") {
-            Some(u) => {
-                let c = Credentials::from_env("DATAVERSE", &u, None, var("P2C_DATAVERSE_TOKEN"))?;
-                Some((u, c))
-            }
-            None => None,
-        },
-        business_central: match var("P2C_BC_URL") {
-            Some(u) => {
-                let c = Credentials::from_env(
-                    "BC",
-                    &u,
-                    Some(crate::connectors::oauth::BUSINESS_CENTRAL_SCOPE),
-                    var("P2C_BC_TOKEN"),
-                )?;
-                Some((u, company, c))
-            }
-            None => None,
-        },
-        salesforce: match var("P2C_SALESFORCE_URL") {
-            Some(u) => {
-                let c = Credentials::salesforce_from_env(&u, var("P2C_SALESFORCE_TOKEN"))?;
-                Some((u, c))
-            }
-            None => None,
-        },
-    };
+    let endpoints = Endpoints::from_urls(
+        (var("P2C_DATAVERSE_URL"), var("P2C_DATAVERSE_TOKEN")),
+        (var("P2C_BC_URL"), var("P2C_BC_TOKEN")),
+        company,
+        (var("P2C_SALESFORCE_URL"), var("P2C_SALESFORCE_TOKEN")),
+    )?;
     let auth = InboundAuth {
         dataverse: DataverseAuth {
             header: Some(var("P2C_DATAVERSE_KEY_HEADER").unwrap_or_else(|| "x-p2c-key".into())),
@@ -205,12 +183,8 @@ pub async fn change_event(
             return Ok(0);
         }
     };
-    let messages: Vec<_> = events
-        .iter()
-        .map(crate::pipeline::sync::event_message)
-        .collect();
-    ctx.publisher.send(QueueName::Inbound, &messages).await?;
-    Ok(messages.len())
+    crate::pipeline::sync::send_events(ctx.publisher.as_ref(), &events).await?;
+    Ok(events.len())
 }
 
 /// An SQS event → deliveries → dispositions → `batchItemFailures`. A permanent failure is

@@ -102,15 +102,14 @@ fn credit_text(credit: &Credit) -> (String, &'static str) {
 impl SalesforceConnector {
     /// `instance_url` is the org's My Domain URL.
     pub fn new(http: Http, instance_url: &str, settings: SystemSettings) -> Self {
-        let client = settings.api_client.clone().unwrap_or_else(|| "p2c".into());
         Self {
             http,
             base: format!(
                 "{}/services/data/{API_VERSION}",
                 instance_url.trim_end_matches('/')
             ),
+            call_options: format!("client={}", settings.client_id()),
             settings,
-            call_options: format!("client={client}"),
         }
     }
 

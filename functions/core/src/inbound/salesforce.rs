@@ -102,6 +102,28 @@ pub fn as_lookups(fields: &mut Map<String, Value>) {
     }
 }
 
+/// The parent a line item names in `parent_field` (`OrderId`, `QuoteId`), if it does.
+fn parent_of<'a>(fields: &'a Map<String, Value>, parent_field: &str) -> Option<&'a str> {
+    fields
+        .get(parent_field)
+        .and_then(Value::as_str)
+        .filter(|p| is_record_id(p))
+}
+
+/// A record's fields as an event carries them: its business key, and its references
+/// turned into lookups.
+fn record_fields(
+    entity_name: &str,
+    mut fields: Map<String, Value>,
+) -> (Option<String>, Map<String, Value>) {
+    let natural_key = key_field(entity_name)
+        .and_then(|f| fields.get(f))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    as_lookups(&mut fields);
+    (natural_key, fields)
+}
+
 /// A record id: 15 or 18 characters, letters and digits.
 fn is_record_id(s: &str) -> bool {
     (s.len() == 15 || s.len() == 18) && s.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -318,11 +340,7 @@ pub fn parse_cdc(
 
     // A line item changes its parent: the parent is read in full.
     if let Some(parent_field) = parent_field {
-        let Some(parent) = fields
-            .get(parent_field)
-            .and_then(Value::as_str)
-            .filter(|p| is_record_id(p))
-        else {
+        let Some(parent) = parent_of(&fields, parent_field) else {
             return Ok(Vec::new());
         };
         return Ok(vec![ChangeEvent {
@@ -344,12 +362,7 @@ pub fn parse_cdc(
         }]);
     }
 
-    let natural_key = key_field(entity_name)
-        .and_then(|f| fields.get(f))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let mut fields = fields;
-    as_lookups(&mut fields);
+    let (natural_key, fields) = record_fields(entity_name, fields);
     Ok(record_ids
         .iter()
         .map(|id| ChangeEvent {
@@ -603,11 +616,7 @@ pub fn parse_outbound(
         let (source, fields, needs_fetch, natural_key) = match parent_field {
             // A line item: its parent, read in full (the message carries only the item).
             Some(pf) => {
-                let Some(parent) = fields
-                    .get(pf)
-                    .and_then(Value::as_str)
-                    .filter(|p| is_record_id(p))
-                else {
+                let Some(parent) = parent_of(&fields, pf) else {
                     return Err(WebhookError::MissingKey(format!("sObject/{pf}")));
                 };
                 (
@@ -618,12 +627,7 @@ pub fn parse_outbound(
                 )
             }
             None => {
-                let key = key_field(entity_name)
-                    .and_then(|f| fields.get(f))
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                let mut fields = fields;
-                as_lookups(&mut fields);
+                let (key, fields) = record_fields(entity_name, fields);
                 (
                     SourceRef::new(System::Salesforce, entity_type, record),
                     fields,

@@ -4,12 +4,12 @@
 //! a bad one a 4xx with a stable code. A repeated webhook is queued again: the queue drops
 //! it inside its deduplication window, and the sync step recognises it after that.
 
-use super::sync::event_message;
+use super::sync::send_events;
 use crate::domain::System;
 use crate::inbound::{
     bc, dataverse, salesforce, Parsed, WebhookError, WebhookRequest, WebhookResponse,
 };
-use crate::ports::{Publisher, QueueName};
+use crate::ports::Publisher;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -100,10 +100,9 @@ async fn queue(
 ) -> Result<usize, WebhookError> {
     // One write per accepted event: the queue send, with the event's deterministic
     // deduplication id. No store is read or written here.
-    let messages: Vec<_> = events.iter().map(event_message).collect();
-    if let Err(e) = ctx.publisher.send(QueueName::Inbound, &messages).await {
+    if let Err(e) = send_events(ctx.publisher.as_ref(), events).await {
         tracing::error!(error = %e, "could not queue inbound events");
         return Err(WebhookError::Unavailable);
     }
-    Ok(messages.len())
+    Ok(events.len())
 }

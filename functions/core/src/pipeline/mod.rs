@@ -108,11 +108,6 @@ pub fn backoff(base: Duration, receive_count: u32, seed: &str) -> Duration {
     capped.mul_f64(0.5 + frac / 2.0)
 }
 
-/// Time left until `t` (zero if past).
-pub fn until(t: chrono::DateTime<chrono::Utc>) -> Duration {
-    (t - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO)
-}
-
 /// An audit entry of a step, stamped now.
 pub(crate) fn entry(
     subject: &str,

@@ -207,35 +207,29 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
     };
     let flow = flow.for_system(system);
 
-    // Salesforce names the API client that made a change (`changeOrigin`): p2c's own.
+    // p2c's own writes coming back: by the API client Salesforce names (`changeOrigin`),
+    // or by the integration user the change was made as.
     let settings = rules.settings(system);
-    let own_client = settings.api_client.clone().unwrap_or_else(|| "p2c".into());
-    if system == System::Salesforce && ev.origin.client.as_deref() == Some(own_client.as_str()) {
-        let subject = subject_of(ctx, &ev.source).await?;
-        note(
-            ctx,
-            &subject,
-            "echo",
-            format!("written by p2c (API client `{own_client}`); dropped"),
-            &ev,
-        )
-        .await;
-        return Ok(SyncOutcome::Echo { entity: subject });
-    }
-
-    if let (Some(author), Some(me)) = (&ev.origin.user_id, settings.integration_user) {
-        if author.eq_ignore_ascii_case(&me) {
-            let subject = subject_of(ctx, &ev.source).await?;
-            note(
-                ctx,
-                &subject,
-                "echo",
-                format!("written by p2c's own {} user; dropped", system.label()),
-                &ev,
-            )
-            .await;
-            return Ok(SyncOutcome::Echo { entity: subject });
+    let echo = if system == System::Salesforce
+        && ev.origin.client.as_deref() == Some(settings.client_id())
+    {
+        Some(format!(
+            "written by p2c (API client `{}`); dropped",
+            settings.client_id()
+        ))
+    } else {
+        match (&ev.origin.user_id, &settings.integration_user) {
+            (Some(author), Some(me)) if author.eq_ignore_ascii_case(me) => Some(format!(
+                "written by p2c's own {} user; dropped",
+                system.label()
+            )),
+            _ => None,
         }
+    };
+    if let Some(detail) = echo {
+        let subject = subject_of(ctx, &ev.source).await?;
+        note(ctx, &subject, "echo", detail, &ev).await;
+        return Ok(SyncOutcome::Echo { entity: subject });
     }
 
     // Notifications without data, oversized payloads, and records whose lines come only

@@ -136,6 +136,13 @@ pub struct SystemSettings {
     pub api_client: Option<String>,
 }
 
+impl SystemSettings {
+    /// The client id p2c's Salesforce writes carry: `api_client`, or `p2c`.
+    pub fn client_id(&self) -> &str {
+        self.api_client.as_deref().unwrap_or("p2c")
+    }
+}
+
 /// One flow's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
