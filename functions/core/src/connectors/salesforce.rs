@@ -512,17 +512,7 @@ impl crate::ports::SourceReader for SalesforceConnector {
                 .unwrap_or_default();
             fields.insert(format!("{line_object}s"), Value::Array(items));
         }
-        let natural_key = match object {
-            "Account" => fields
-                .get("ERP_Customer_Number__c")
-                .or_else(|| fields.get("AccountNumber")),
-            "Product2" => fields.get("ProductCode"),
-            "Order" => fields.get("OrderNumber"),
-            "Quote" => fields.get("QuoteNumber"),
-            _ => None,
-        }
-        .and_then(Value::as_str)
-        .map(str::to_string);
+        let natural_key = crate::inbound::salesforce::natural_key(object, &fields);
         crate::inbound::salesforce::as_lookups(&mut fields);
         let read_version = crate::domain::SourceVersion {
             sequence: None,

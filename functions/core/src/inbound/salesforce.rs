@@ -56,14 +56,21 @@ fn entity_of(name: &str) -> Option<(EntityType, Option<&'static str>)> {
 }
 
 /// The business key's field of an entity, when Salesforce carries one.
-fn key_field(name: &str) -> Option<&'static str> {
-    match name {
-        "Account" => Some("AccountNumber"),
-        "Product2" => Some("ProductCode"),
-        "Quote" => Some("QuoteNumber"),
-        "Order" => Some("OrderNumber"),
-        _ => None,
-    }
+/// The business key a record carries, as its mapping keys the entity: an account by its
+/// ERP customer number, else its account number; a product by its code; orders and quotes
+/// by their Salesforce number.
+pub fn natural_key(entity_name: &str, fields: &Map<String, Value>) -> Option<String> {
+    let candidates: &[&str] = match entity_name {
+        "Account" => &["ERP_Customer_Number__c", "AccountNumber"],
+        "Product2" => &["ProductCode"],
+        "Quote" => &["QuoteNumber"],
+        "Order" => &["OrderNumber"],
+        _ => &[],
+    };
+    candidates
+        .iter()
+        .find_map(|f| fields.get(*f).and_then(Value::as_str))
+        .map(str::to_string)
 }
 
 /// Reference fields p2c follows, and the entity each points at (by the table name the
@@ -116,10 +123,7 @@ fn record_fields(
     entity_name: &str,
     mut fields: Map<String, Value>,
 ) -> (Option<String>, Map<String, Value>) {
-    let natural_key = key_field(entity_name)
-        .and_then(|f| fields.get(f))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let natural_key = natural_key(entity_name, &fields);
     as_lookups(&mut fields);
     (natural_key, fields)
 }
@@ -704,6 +708,17 @@ mod tests {
         assert_ne!(evs[0].event_id, evs[1].event_id);
         assert_eq!(evs[1].fields["Name"], json!("Contoso"));
         assert_eq!(evs[1].natural_key.as_deref(), Some("C-1"));
+        // With the ERP customer number, the key the account mapping uses for the entity.
+        let with_erp = parse_cdc(
+            &event(
+                header("CREATE", &[A]),
+                json!({"AccountNumber": "C-1", "ERP_Customer_Number__c": "C000123"}),
+            ),
+            &[],
+            Utc::now(),
+        )
+        .expect("parses");
+        assert_eq!(with_erp[0].natural_key.as_deref(), Some("C000123"));
         assert!(!evs[0].needs_fetch, "a create carries the record");
     }
 
@@ -894,6 +909,17 @@ mod tests {
         assert_eq!(evs[1].event_id.0, "salesforce:om:04l5f00000G0001AAJ");
         assert_eq!(evs[1].source.id, "0015f00002J0001AA3");
         assert_eq!(evs[1].natural_key.as_deref(), Some("C-1"));
+        // With the ERP customer number, the key the account mapping uses for the entity.
+        let with_erp = parse_cdc(
+            &event(
+                header("CREATE", &[A]),
+                json!({"AccountNumber": "C-1", "ERP_Customer_Number__c": "C000123"}),
+            ),
+            &[],
+            Utc::now(),
+        )
+        .expect("parses");
+        assert_eq!(with_erp[0].natural_key.as_deref(), Some("C000123"));
         assert_eq!(evs[1].fields["Name"], json!("Acme & Sons"));
         assert_eq!(evs[1].fields["Fax"], Value::Null);
         assert_eq!(evs[1].version.modified_ms, Some(1_778_750_403_000));
