@@ -109,6 +109,23 @@ impl ClientCredentialsConfig {
     }
 }
 
+/// A non-empty environment variable.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `<prefix>_CLIENT_ID` and `<prefix>_CLIENT_SECRET`, when the id is set (the secret must
+/// then be too).
+fn client_pair(prefix: &str) -> anyhow::Result<Option<(String, String)>> {
+    let Some(id) = env_var(&format!("{prefix}_CLIENT_ID")) else {
+        return Ok(None);
+    };
+    let secret = env_var(&format!("{prefix}_CLIENT_SECRET")).ok_or_else(|| {
+        anyhow::anyhow!("{prefix}_CLIENT_ID is set but {prefix}_CLIENT_SECRET is not")
+    })?;
+    Ok(Some((id, secret)))
+}
+
 impl Credentials {
     /// The token source for `system` (one per connector, built once per process).
     pub fn source(&self, system: System) -> Result<std::sync::Arc<dyn TokenSource>, DeliveryError> {
@@ -119,9 +136,7 @@ impl Credentials {
             }
         })
     }
-}
 
-impl Credentials {
     /// How a connector to the API at `api_url` authenticates, from the environment:
     /// `P2C_<SYSTEM>_CLIENT_ID` and `P2C_<SYSTEM>_CLIENT_SECRET` with `P2C_ENTRA_TENANT_ID`
     /// (and `P2C_ENTRA_AUTHORITY` outside the public cloud) for client credentials, asking
@@ -132,14 +147,10 @@ impl Credentials {
         scope: Option<&str>,
         token: Option<String>,
     ) -> anyhow::Result<Self> {
-        let var = |name: String| std::env::var(&name).ok().filter(|v| !v.is_empty());
         let prefix = format!("P2C_{system}");
-        match var(format!("{prefix}_CLIENT_ID")) {
-            Some(client_id) => {
-                let secret = var(format!("{prefix}_CLIENT_SECRET")).ok_or_else(|| {
-                    anyhow::anyhow!("{prefix}_CLIENT_ID is set but {prefix}_CLIENT_SECRET is not")
-                })?;
-                let tenant = var("P2C_ENTRA_TENANT_ID".into()).ok_or_else(|| {
+        match client_pair(&prefix)? {
+            Some((client_id, secret)) => {
+                let tenant = env_var("P2C_ENTRA_TENANT_ID").ok_or_else(|| {
                     anyhow::anyhow!("{prefix}_CLIENT_ID is set but P2C_ENTRA_TENANT_ID is not")
                 })?;
                 let scope = match scope {
@@ -148,7 +159,8 @@ impl Credentials {
                         anyhow::anyhow!("cannot tell the token scope from the URL `{api_url}`")
                     })?,
                 };
-                let authority = var("P2C_ENTRA_AUTHORITY".into()).unwrap_or_else(|| ENTRA_AUTHORITY.into());
+                let authority =
+                    env_var("P2C_ENTRA_AUTHORITY").unwrap_or_else(|| ENTRA_AUTHORITY.into());
                 Ok(Credentials::ClientCredentials(ClientCredentialsConfig::entra(
                     &authority, &tenant, client_id, secret, scope,
                 )))
@@ -160,25 +172,15 @@ impl Credentials {
             }),
         }
     }
-}
 
-impl Credentials {
     /// A Salesforce org's credentials from the environment: `P2C_SALESFORCE_CLIENT_ID` and
     /// `P2C_SALESFORCE_CLIENT_SECRET` (the connected app's client credentials flow, on the
     /// org's My Domain `instance_url`), otherwise the bearer `token` given.
     pub fn salesforce_from_env(instance_url: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        match var("P2C_SALESFORCE_CLIENT_ID") {
-            Some(id) => {
-                let secret = var("P2C_SALESFORCE_CLIENT_SECRET").ok_or_else(|| {
-                    anyhow::anyhow!("P2C_SALESFORCE_CLIENT_ID is set but P2C_SALESFORCE_CLIENT_SECRET is not")
-                })?;
-                Ok(Credentials::ClientCredentials(ClientCredentialsConfig::salesforce(
-                    instance_url,
-                    id,
-                    secret,
-                )))
-            }
+        match client_pair("P2C_SALESFORCE")? {
+            Some((id, secret)) => Ok(Credentials::ClientCredentials(
+                ClientCredentialsConfig::salesforce(instance_url, id, secret),
+            )),
             None => token.map(Credentials::Bearer).ok_or_else(|| {
                 anyhow::anyhow!("set P2C_SALESFORCE_CLIENT_ID and P2C_SALESFORCE_CLIENT_SECRET, or P2C_SALESFORCE_TOKEN")
             }),
