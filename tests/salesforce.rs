@@ -263,12 +263,13 @@ async fn a_change_made_by_p2c_s_own_api_client_is_an_echo() {
             "ERP_Customer_Number__c": "C000777", "Name": "Echo Ltd"
         })
     };
-    let ev = p2c_core::inbound::salesforce::parse_cdc(&event("p2c"), &[], chrono::Utc::now())
-        .expect("parses")
-        .remove(0);
-    let out = p2c_core::pipeline::sync::sync_event(&p.sync, ev)
-        .await
-        .expect("syncs");
+    let sync = |client: &str| {
+        let ev = p2c_core::inbound::salesforce::parse_cdc(&event(client), &[], chrono::Utc::now())
+            .expect("parses")
+            .remove(0);
+        p2c_core::pipeline::sync::sync_event(&p.sync, ev)
+    };
+    let out = sync("p2c").await.expect("syncs");
     assert!(
         matches!(out, p2c_core::pipeline::sync::SyncOutcome::Echo { .. }),
         "{out:?}"
@@ -278,16 +279,7 @@ async fn a_change_made_by_p2c_s_own_api_client_is_an_echo() {
         .expect("runs");
     assert!(erp.record("upsert_customer", "C000777").is_none());
     // The same change made by someone else's client is synced.
-    let ev = p2c_core::inbound::salesforce::parse_cdc(
-        &event("SfdcInternalAPI"),
-        &[],
-        chrono::Utc::now(),
-    )
-    .expect("parses")
-    .remove(0);
-    let out = p2c_core::pipeline::sync::sync_event(&p.sync, ev)
-        .await
-        .expect("syncs");
+    let out = sync("SfdcInternalAPI").await.expect("syncs");
     assert!(
         matches!(out, p2c_core::pipeline::sync::SyncOutcome::Applied { .. }),
         "{out:?}"

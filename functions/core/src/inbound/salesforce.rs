@@ -909,17 +909,6 @@ mod tests {
         assert_eq!(evs[1].event_id.0, "salesforce:om:04l5f00000G0001AAJ");
         assert_eq!(evs[1].source.id, "0015f00002J0001AA3");
         assert_eq!(evs[1].natural_key.as_deref(), Some("C-1"));
-        // With the ERP customer number, the key the account mapping uses for the entity.
-        let with_erp = parse_cdc(
-            &event(
-                header("CREATE", &[A]),
-                json!({"AccountNumber": "C-1", "ERP_Customer_Number__c": "C000123"}),
-            ),
-            &[],
-            Utc::now(),
-        )
-        .expect("parses");
-        assert_eq!(with_erp[0].natural_key.as_deref(), Some("C000123"));
         assert_eq!(evs[1].fields["Name"], json!("Acme & Sons"));
         assert_eq!(evs[1].fields["Fax"], Value::Null);
         assert_eq!(evs[1].version.modified_ms, Some(1_778_750_403_000));
