@@ -391,18 +391,39 @@ impl PartialEq for Memo {
 impl ChangeEvent {
     /// The idempotency key of this event for a given step: the business event id plus a
     /// hash of the event's canonical content (never raw bytes, never a function name).
+    /// SHA-256 of the canonical form of `{fields, natural_key, operation, resource,
+    /// source, version}` (keys in that, sorted, order), streamed into the hash: the fields
+    /// are not copied into a document first.
+    fn content_fingerprint(&self) -> String {
+        use crate::json::{write_canonical, write_canonical_map, Sink};
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        fn small<T: Serialize>(v: &T) -> Value {
+            serde_json::to_value(v).unwrap_or(Value::Null)
+        }
+        h.put(b"{\"fields\":");
+        write_canonical_map(&self.fields, &mut h);
+        for (name, value) in [
+            ("natural_key", small(&self.natural_key)),
+            ("operation", small(&self.operation)),
+            ("resource", small(&self.resource)),
+            ("source", small(&self.source)),
+            ("version", small(&self.version)),
+        ] {
+            h.put(b",\"");
+            h.put(name.as_bytes());
+            h.put(b"\":");
+            write_canonical(&value, &mut h);
+        }
+        h.put(b"}");
+        hex::encode(h.finalize())
+    }
+
     pub fn idempotency_key(&self, step: &str) -> IdempotencyKey {
-        let h = self.content_hash.0.get_or_init(|| {
-            let content = serde_json::json!({
-                "source": self.source,
-                "operation": self.operation,
-                "fields": self.fields,
-                "version": self.version,
-                "resource": self.resource,
-                "natural_key": self.natural_key,
-            });
-            crate::json::fingerprint(&content)[..32].to_string()
-        });
+        let h = self
+            .content_hash
+            .0
+            .get_or_init(|| self.content_fingerprint()[..32].to_string());
         IdempotencyKey(format!("{step}#{}#{h}", self.event_id))
     }
 }
@@ -681,6 +702,37 @@ pub struct Payment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_content_hash_is_the_hash_of_the_event_document() {
+        let sample: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/dataverse_account_update.json"
+        ))
+        .expect("sample");
+        let req = crate::sim::dataverse::numbered_account_webhook(&sample, 7, "k");
+        let crate::inbound::Parsed::Events(mut events) =
+            crate::inbound::dataverse::parse(&req, Utc::now()).expect("parses")
+        else {
+            panic!("not a handshake")
+        };
+        let mut ev = events.remove(0);
+        ev.natural_key = Some("ACC-7".into());
+        ev.resource = Some("accounts(1)".into());
+        // The document the hash was first defined over, hashed the straightforward way.
+        let document = serde_json::json!({
+            "source": ev.source,
+            "operation": ev.operation,
+            "fields": ev.fields,
+            "version": ev.version,
+            "resource": ev.resource,
+            "natural_key": ev.natural_key,
+        });
+        let expected = &crate::json::fingerprint(&document)[..32];
+        assert_eq!(
+            ev.idempotency_key("sync").0,
+            format!("sync#{}#{expected}", ev.event_id)
+        );
+    }
 
     #[test]
     fn entity_keys_round_trip_through_text() {

@@ -37,50 +37,111 @@ fn parse_decimal_text(s: &str) -> Option<Decimal> {
 /// Canonical JSON text: object keys sorted at every level, numbers normalised so that
 /// `50000.0` and `50000` compare equal.
 pub fn canonical(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(v, &mut out);
-    out
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Where canonical text goes: a buffer, or straight into a hash.
+pub trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// `io::Write` over a [`Sink`], for serde_json's string escaping.
+struct Writer<'a, S: Sink>(&'a mut S);
+
+impl<S: Sink> std::io::Write for Writer<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.put(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A JSON string, escaped exactly as serde_json writes it.
+fn write_str(s: &str, out: &mut impl Sink) {
+    // Plain text (no quote, backslash or control character) needs no escaping.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.put(b"\"");
+        out.put(s.as_bytes());
+        out.put(b"\"");
+    } else {
+        let _ = serde_json::to_writer(Writer(out), s);
+    }
+}
+
+/// Writes the canonical form of `v` into `out`, without building it as a string first.
+pub fn write_canonical(v: &Value, out: &mut impl Sink) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(val) = m.get(k) {
-                    write_canonical(val, out);
-                }
-            }
-            out.push('}');
-        }
+        // serde_json's map (without `preserve_order`) iterates its keys sorted.
+        Value::Object(m) => write_canonical_map(m, out),
         Value::Array(a) => {
-            out.push('[');
+            out.put(b"[");
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.put(b",");
                 }
                 write_canonical(x, out);
             }
-            out.push(']');
+            out.put(b"]");
         }
-        Value::Number(n) => match parse_decimal_text(&n.to_string()) {
-            Some(d) => out.push_str(&d.normalize().to_string()),
-            None => out.push_str(&n.to_string()),
-        },
-        other => out.push_str(&other.to_string()),
+        Value::Number(n) => {
+            let text = n.as_str();
+            // An integer's text is already its normal form; only a fraction or an exponent
+            // (or a leading `-0`) needs the decimal round trip.
+            let plain = !text.is_empty()
+                && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                && !text.starts_with("-0")
+                && (text == "0" || !text.starts_with('0'));
+            if plain {
+                out.put(text.as_bytes());
+            } else {
+                match parse_decimal_text(text) {
+                    Some(d) => out.put(d.normalize().to_string().as_bytes()),
+                    None => out.put(text.as_bytes()),
+                }
+            }
+        }
+        Value::String(s) => write_str(s, out),
+        Value::Bool(true) => out.put(b"true"),
+        Value::Bool(false) => out.put(b"false"),
+        Value::Null => out.put(b"null"),
     }
+}
+
+/// The canonical form of an object given as a map (keys sorted by the map itself).
+pub fn write_canonical_map(m: &serde_json::Map<String, Value>, out: &mut impl Sink) {
+    out.put(b"{");
+    for (i, (k, val)) in m.iter().enumerate() {
+        if i > 0 {
+            out.put(b",");
+        }
+        write_str(k, out);
+        out.put(b":");
+        write_canonical(val, out);
+    }
+    out.put(b"}");
 }
 
 /// SHA-256 (hex) of the canonical form.
 pub fn fingerprint(v: &Value) -> String {
-    hex::encode(Sha256::digest(canonical(v).as_bytes()))
+    let mut h = Sha256::new();
+    write_canonical(v, &mut h);
+    hex::encode(h.finalize())
 }
 
 /// SHA-256 (hex) of several parts joined unambiguously.
@@ -116,6 +177,62 @@ mod tests {
         let b = json!({"a": [1, {"x": 2, "y": 1}], "b": 50000});
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&json!({"a": [1], "b": 50000})));
+    }
+
+    /// The canonical form as it was first written (keys collected and sorted, every
+    /// number through a decimal): stored idempotency keys depend on it staying the same.
+    fn reference(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    reference(&m[k.as_str()], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    reference(x, out);
+                }
+                out.push(']');
+            }
+            Value::Number(n) => match parse_decimal_text(&n.to_string()) {
+                Some(d) => out.push_str(&d.normalize().to_string()),
+                None => out.push_str(&n.to_string()),
+            },
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_streamed_canonical_form_is_the_original_one() {
+        let samples = [
+            include_str!("../../../tests/fixtures/dataverse_account_update.json"),
+            r#"{"z": "tab\there \"quoted\" \\ back", "a": [0, -0, -0.0, 10, 7.5e1, 1e3, -12.50, 0.000,
+                 123456789012345678901234567890, -5, 1.5E-3], "ü": {"b": null, "a": true, "c": false},
+                 "ctl": "\u0001\u001f\u007f", "emoji": "😀"}"#,
+        ];
+        for text in samples {
+            let v: Value = match serde_json::from_str(text) {
+                Ok(v) => v,
+                Err(e) => panic!("{e}: {text}"),
+            };
+            let mut old = String::new();
+            reference(&v, &mut old);
+            assert_eq!(canonical(&v), old);
+            assert_eq!(fingerprint(&v), hex::encode(Sha256::digest(old.as_bytes())));
+        }
     }
 
     #[test]
