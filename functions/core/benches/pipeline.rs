@@ -171,9 +171,14 @@ fn bench_pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline_throughput");
     g.throughput(Throughput::Elements(100));
     g.sample_size(10);
-    for (name, durable) in [
-        ("100 account events (SQLite file)", true),
-        ("100 account events (SQLite in memory)", false),
+    for (name, durable, together) in [
+        ("100 account events (SQLite file)", true, false),
+        ("100 account events (SQLite in memory)", false, false),
+        (
+            "100 account events arriving together (SQLite file)",
+            true,
+            true,
+        ),
     ] {
         let dir = tempfile::tempdir().expect("dir");
         let store = if durable {
@@ -196,9 +201,23 @@ fn bench_pipeline(c: &mut Criterion) {
                 },
                 |requests| {
                     rt.block_on(async {
-                        for req in &requests {
-                            let r = ingest(&p.ingest, "dataverse", req).await;
-                            assert_eq!(r.status, 202, "{}", r.body);
+                        if together {
+                            // Concurrent webhooks, as `p2c serve` receives them: their
+                            // queue writes share commits.
+                            let mut set = tokio::task::JoinSet::new();
+                            for req in requests {
+                                let ctx = p.ingest.clone();
+                                set.spawn(async move { ingest(&ctx, "dataverse", &req).await });
+                            }
+                            while let Some(r) = set.join_next().await {
+                                let r = r.expect("joins");
+                                assert_eq!(r.status, 202, "{}", r.body);
+                            }
+                        } else {
+                            for req in &requests {
+                                let r = ingest(&p.ingest, "dataverse", req).await;
+                                assert_eq!(r.status, 202, "{}", r.body);
+                            }
                         }
                         let done = p
                             .run_until_idle(Duration::from_secs(30))

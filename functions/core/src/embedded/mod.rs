@@ -153,6 +153,10 @@ pub struct EmbeddedStore {
     queue: QueueSettings,
     /// When the queue's deduplication entries are next swept for expiry.
     next_sweep: Arc<std::sync::atomic::AtomicI64>,
+    /// Sends waiting for the next group commit.
+    pending_sends: Arc<Mutex<Vec<queue::PendingSend>>>,
+    /// Group commits made (for tests and the benchmark's report).
+    group_commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EmbeddedStore {
@@ -207,6 +211,8 @@ impl EmbeddedStore {
             path,
             queue: QueueSettings::default(),
             next_sweep: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            pending_sends: Arc::new(Mutex::new(Vec::new())),
+            group_commits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -239,11 +245,22 @@ impl EmbeddedStore {
         Ok(out)
     }
 
+    /// How many group commits of webhook sends this store has made.
+    pub fn commits(&self) -> u64 {
+        self.group_commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the running task is inside one of this store's units of work.
+    fn in_unit(&self) -> bool {
+        UNIT.try_with(|id| *id == self.id).unwrap_or(false)
+    }
+
     /// The connection, with the unit transaction opened for a caller inside the unit and
     /// committed for any other caller.
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
         let mut inner = self.conn.lock().map_err(|_| poisoned())?;
-        let in_unit = UNIT.try_with(|id| *id == self.id).unwrap_or(false);
+        let in_unit = self.in_unit();
         if in_unit && !inner.unit_open {
             inner
                 .conn
@@ -541,6 +558,66 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
         drop(c);
         EmbeddedStore::open(&path).expect("reopened");
+    }
+
+    #[test]
+    fn sends_that_arrive_together_share_a_commit_and_are_durable_when_answered() {
+        use crate::ports::{OutMessage, Publisher};
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("group.db");
+        let s = EmbeddedStore::open(&path).expect("store");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        // 60 webhooks at once, every third one a redelivery of an earlier one.
+        let commits_before = s.commits();
+        let answered = rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..60 {
+                let s = s.clone();
+                let id = if i % 3 == 2 { i - 1 } else { i };
+                set.spawn(async move {
+                    let m = OutMessage {
+                        group: format!("g{}", id % 7),
+                        dedup_id: format!("d{id}"),
+                        body: format!("event {id}"),
+                    };
+                    s.send(QueueName::Inbound, &[m]).await
+                });
+            }
+            let mut n = 0;
+            while let Some(r) = set.join_next().await {
+                r.expect("joins").expect("queued");
+                n += 1;
+            }
+            n
+        });
+        assert_eq!(answered, 60);
+        let commits = s.commits() - commits_before;
+        assert!(commits < 5, "{commits} commits for 60 sends made together");
+        drop(s);
+        // Another process opening the file finds every distinct message, once.
+        let reopened = EmbeddedStore::open(&path).expect("reopened");
+        let depth = rt
+            .block_on(reopened.depth(QueueName::Inbound))
+            .expect("depth");
+        assert_eq!(depth, 40, "60 sends, 20 of them redeliveries");
+        // A send with nothing to group with still commits on its own.
+        rt.block_on(reopened.send(
+            QueueName::Inbound,
+            &[OutMessage {
+                group: "g".into(),
+                dedup_id: "alone".into(),
+                body: "alone".into(),
+            }],
+        ))
+        .expect("queued");
+        drop(reopened);
+        let again = EmbeddedStore::open(&path).expect("reopened");
+        assert_eq!(
+            rt.block_on(again.depth(QueueName::Inbound)).expect("depth"),
+            41
+        );
     }
 
     #[test]

@@ -74,23 +74,25 @@ fn move_to_dlq(
     Ok(())
 }
 
-#[async_trait]
-impl Publisher for EmbeddedStore {
-    async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let now = now_ms();
+/// A send waiting for the next group commit.
+pub(crate) struct PendingSend {
+    queue: QueueName,
+    messages: Vec<OutMessage>,
+    done: tokio::sync::oneshot::Sender<Result<(), QueueError>>,
+}
+
+impl EmbeddedStore {
+    /// Writes `messages` in the open transaction: each is new unless its deduplication id
+    /// was seen inside the window.
+    fn write_messages(
+        &self,
+        tx: &Connection,
+        queue: QueueName,
+        messages: &[OutMessage],
+        now: i64,
+    ) -> Result<(), QueueError> {
         let window = i64::try_from(self.queue.dedup_window.as_millis()).unwrap_or(i64::MAX);
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
         for m in messages {
-            if m.group.is_empty() || m.dedup_id.is_empty() {
-                return Err(QueueError::Rejected {
-                    queue: queue.to_string(),
-                    message: "a FIFO message needs a group and a deduplication id".into(),
-                });
-            }
             // Fresh if never seen, or seen longer ago than the window: one conditional write.
             let fresh = tx
                 .exec(
@@ -122,7 +124,84 @@ impl Publisher for EmbeddedStore {
             )
             .map_err(|e| backend(queue, e))?;
         }
-        tx.commit().map_err(|e| backend(queue, e))
+        Ok(())
+    }
+
+    /// Writes every send waiting for a group commit in one transaction and answers each.
+    /// Nothing here awaits, so a caller dropped half-way cannot strand the others.
+    fn flush_sends(&self) {
+        let batch: Vec<PendingSend> = match self.pending_sends.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return,
+        };
+        let Some(first) = batch.first() else { return };
+        let first_queue = first.queue;
+        // The failure's text, for every sender in the group (the write is all or nothing).
+        let result: Result<(), String> = (|| {
+            let conn = self.lock().map_err(|e| backend(first_queue, e))?;
+            let tx = Tx::begin(&conn).map_err(|e| backend(first_queue, e))?;
+            let now = now_ms();
+            for p in &batch {
+                self.write_messages(&tx, p.queue, &p.messages, now)?;
+            }
+            self.group_commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tx.commit().map_err(|e| backend(first_queue, e))
+        })()
+        .map_err(|e| match e {
+            QueueError::Backend { message, .. } => message,
+            other => other.to_string(),
+        });
+        for p in batch {
+            let answer = result.clone().map_err(|message| QueueError::Backend {
+                queue: p.queue.to_string(),
+                message,
+            });
+            // A sender that went away (its request dropped) is not waiting for the answer.
+            let _ = p.done.send(answer);
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for EmbeddedStore {
+    /// Inside a unit of work the messages join the unit's transaction. Otherwise (a
+    /// webhook being answered) the send is durable when it returns, and sends that arrive
+    /// together share one commit: each adds itself to the waiting list and lets the other
+    /// ready tasks run once, then the first to come back writes the whole list.
+    async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if messages
+            .iter()
+            .any(|m| m.group.is_empty() || m.dedup_id.is_empty())
+        {
+            return Err(QueueError::Rejected {
+                queue: queue.to_string(),
+                message: "a FIFO message needs a group and a deduplication id".into(),
+            });
+        }
+        if self.in_unit() {
+            let conn = self.lock().map_err(|e| backend(queue, e))?;
+            let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
+            self.write_messages(&tx, queue, messages, now_ms())?;
+            return tx.commit().map_err(|e| backend(queue, e));
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.pending_sends
+            .lock()
+            .map_err(|e| backend(queue, e))?
+            .push(PendingSend {
+                queue,
+                messages: messages.to_vec(),
+                done,
+            });
+        tokio::task::yield_now().await;
+        self.flush_sends();
+        answer
+            .await
+            .unwrap_or_else(|_| Err(backend(queue, "the group commit ended without an answer")))
     }
 }
 
