@@ -29,10 +29,13 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
+    let dir_path = std::env::var("P2C_DRAIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| dir.path().to_path_buf());
     let store = if memory {
         EmbeddedStore::in_memory()
     } else {
-        EmbeddedStore::open(dir.path().join("drain.db"))
+        EmbeddedStore::open(dir_path.join("drain.db"))
     }
     .expect("store");
     let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();

@@ -62,19 +62,110 @@ pub fn entity_type_of(logical_name: &str) -> Option<EntityType> {
         .find(|t| table_of(*t).0 == logical_name)
 }
 
-fn invalid(message: impl Into<String>) -> WebhookError {
-    WebhookError::InvalidPayload {
-        format: "Dataverse RemoteExecutionContext",
-        message: message.into(),
-    }
-}
-
-/// A key/value pair of a RemoteExecutionContext collection.
+/// A key/value pair of a RemoteExecutionContext parameter or image collection, its value
+/// read as an entity (other kinds of value are skipped: p2c reads only entities there).
 #[derive(Debug, serde::Deserialize)]
 struct KeyValue {
     key: String,
     #[serde(default)]
-    value: Value,
+    value: EntityValue,
+}
+
+/// An `Entity` (or `EntityReference`) value: its attributes, normalised as they are read,
+/// and its row version. `FormattedValues`, `KeyAttributes` and the rest are skipped
+/// without being built.
+#[derive(Debug, Default)]
+struct EntityValue {
+    attributes: Option<Map<String, Value>>,
+    row_version: Option<Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for EntityValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntityValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an entity or any other parameter value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EntityValue, A::Error> {
+                let mut out = EntityValue::default();
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "Attributes" => {
+                            out.attributes = map.next_value::<Option<Attributes>>()?.map(|a| a.0)
+                        }
+                        "RowVersion" => out.row_version = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EntityValue, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(EntityValue::default())
+            }
+            fn visit_unit<E>(self) -> Result<EntityValue, E> {
+                Ok(EntityValue::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<EntityValue, E> {
+                Ok(EntityValue::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<EntityValue, E> {
+                Ok(EntityValue::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<EntityValue, E> {
+                Ok(EntityValue::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<EntityValue, E> {
+                Ok(EntityValue::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<EntityValue, E> {
+                Ok(EntityValue::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An entity's `Attributes` key/value list, normalised into a map as it is read.
+struct Attributes(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Attribute {
+            key: String,
+            #[serde(default)]
+            value: Value,
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Attributes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of {key, value} attributes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Attributes, A::Error> {
+                let mut out = Map::new();
+                while let Some(a) = seq.next_element::<Attribute>()? {
+                    out.insert(a.key, normalize_owned(a.value));
+                }
+                Ok(Attributes(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 /// The parts of a RemoteExecutionContext p2c reads. Everything else — notably the
@@ -124,14 +215,14 @@ pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed,
     };
     let size_exceeded = req.header("x-ms-dynamics-msg-size-exceeded").is_some();
 
-    let target = find(&ctx.input_parameters, "Target");
-    let target_attrs = target
-        .and_then(|t| t.get("Attributes"))
-        .map(attributes)
-        .transpose()?
-        .unwrap_or_default();
-    let post = first_image(&ctx.post_entity_images, "PostImage")?;
-    let pre = first_image(&ctx.pre_entity_images, "PreImage")?;
+    let mut input = ctx.input_parameters.unwrap_or_default();
+    let target = take(&mut input, "Target");
+    let (target_attrs, row_version) = match target {
+        Some(t) => (t.attributes.unwrap_or_default(), t.row_version),
+        None => (Map::new(), None),
+    };
+    let post = first_image(ctx.post_entity_images, "PostImage");
+    let pre = first_image(ctx.pre_entity_images, "PreImage");
 
     let mut fields = post.unwrap_or_default();
     for (k, v) in target_attrs {
@@ -149,13 +240,11 @@ pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed,
         })
         .map(str::to_string);
 
-    let row_version = target
-        .and_then(|t| t.get("RowVersion"))
-        .and_then(|v| match v {
-            Value::String(s) => s.parse::<u64>().ok(),
-            Value::Number(n) => n.as_u64(),
-            _ => None,
-        });
+    let row_version = row_version.as_ref().and_then(|v| match v {
+        Value::String(s) => s.parse::<u64>().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    });
     let modified_ms = fields
         .get("modifiedon")
         .and_then(Value::as_str)
@@ -215,61 +304,32 @@ fn is_guid(s: &str) -> bool {
         })
 }
 
-/// The value of `key` in a key/value collection.
-fn find<'a>(coll: &'a Option<Vec<KeyValue>>, key: &str) -> Option<&'a Value> {
-    coll.as_ref()?
-        .iter()
-        .find(|kv| kv.key == key)
-        .map(|kv| &kv.value)
+/// The entity under `key` in a key/value collection, taken out of it.
+fn take(coll: &mut Vec<KeyValue>, key: &str) -> Option<EntityValue> {
+    let i = coll.iter().position(|kv| kv.key == key)?;
+    Some(coll.swap_remove(i).value)
 }
 
-/// The image named `preferred`, else the first image that has attributes.
-fn first_image(
-    coll: &Option<Vec<KeyValue>>,
-    preferred: &str,
-) -> Result<Option<Map<String, Value>>, WebhookError> {
-    let Some(list) = coll else {
-        return Ok(None);
-    };
-    let chosen = find(coll, preferred).or_else(|| {
-        list.iter()
-            .filter(|kv| kv.key != "AsynchronousStepPrimaryName")
-            .map(|kv| &kv.value)
-            .next()
-    });
-    chosen
-        .and_then(|e| e.get("Attributes"))
-        .map(attributes)
-        .transpose()
-}
-
-/// An entity's `Attributes` key/value list → a normalised map.
-fn attributes(list: &Value) -> Result<Map<String, Value>, WebhookError> {
-    let items = list
-        .as_array()
-        .ok_or_else(|| invalid("Attributes is not a list"))?;
-    let mut out = Map::new();
-    for kv in items {
-        let key = kv
-            .get("key")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("an attribute has no key"))?;
-        out.insert(
-            key.to_string(),
-            normalize_value(kv.get("value").unwrap_or(&Value::Null)),
-        );
+/// The attributes of the image named `preferred`, else of the first image.
+fn first_image(coll: Option<Vec<KeyValue>>, preferred: &str) -> Option<Map<String, Value>> {
+    let mut list = coll?;
+    match take(&mut list, preferred) {
+        Some(image) => image.attributes,
+        None => list
+            .into_iter()
+            .find(|kv| kv.key != "AsynchronousStepPrimaryName")
+            .and_then(|kv| kv.value.attributes),
     }
-    Ok(out)
 }
 
-/// One typed webhook value → its plain form.
-pub fn normalize_value(v: &Value) -> Value {
+/// One typed webhook value → its plain form (taken apart, not copied).
+pub fn normalize_owned(v: Value) -> Value {
     match v {
-        Value::String(s) => match parse_wcf_date(s) {
+        Value::String(s) => match parse_wcf_date(&s) {
             Some(iso) => Value::String(iso),
-            None => v.clone(),
+            None => Value::String(s),
         },
-        Value::Object(o) => {
+        Value::Object(mut o) => {
             let ty = o.get("__type").and_then(Value::as_str).unwrap_or("");
             if ty.starts_with("EntityReference")
                 || (o.contains_key("LogicalName")
@@ -286,29 +346,49 @@ pub fn normalize_value(v: &Value) -> Value {
                 );
                 r.insert(
                     "logical_name".into(),
-                    o.get("LogicalName").cloned().unwrap_or(Value::Null),
+                    o.remove("LogicalName").unwrap_or(Value::Null),
                 );
-                r.insert("name".into(), o.get("Name").cloned().unwrap_or(Value::Null));
+                r.insert("name".into(), o.remove("Name").unwrap_or(Value::Null));
                 Value::Object(r)
             } else if ty.starts_with("Entity:") || o.contains_key("Attributes") {
-                o.get("Attributes")
-                    .and_then(|a| attributes(a).ok())
-                    .map(Value::Object)
-                    .unwrap_or(Value::Null)
-            } else if let Some(inner) = o.get("Value") {
+                match o.remove("Attributes") {
+                    Some(Value::Array(items)) => attributes_owned(items)
+                        .map(Value::Object)
+                        .unwrap_or(Value::Null),
+                    _ => Value::Null,
+                }
+            } else if let Some(inner) = o.remove("Value") {
                 // Money, OptionSetValue (and their untyped image forms).
-                normalize_value(inner)
+                normalize_owned(inner)
             } else {
                 Value::Object(
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), normalize_value(v)))
+                    o.into_iter()
+                        .map(|(k, v)| (k, normalize_owned(v)))
                         .collect(),
                 )
             }
         }
-        Value::Array(a) => Value::Array(a.iter().map(normalize_value).collect()),
-        other => other.clone(),
+        Value::Array(a) => Value::Array(a.into_iter().map(normalize_owned).collect()),
+        other => other,
     }
+}
+
+/// A nested entity's attribute list (already read as JSON) → a normalised map.
+fn attributes_owned(items: Vec<Value>) -> Option<Map<String, Value>> {
+    let mut out = Map::new();
+    for kv in items {
+        let Value::Object(mut kv) = kv else {
+            return None;
+        };
+        let Some(Value::String(key)) = kv.remove("key") else {
+            return None;
+        };
+        out.insert(
+            key,
+            normalize_owned(kv.remove("value").unwrap_or(Value::Null)),
+        );
+    }
+    Some(out)
 }
 
 /// `/Date(1506384247000)/` or `/Date(1506384247000+0000)/` → ISO-8601 UTC.
