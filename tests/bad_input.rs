@@ -37,14 +37,14 @@ async fn malformed_unknown_and_unauthenticated_webhooks_get_documented_4xx_and_l
     let (w, _d) = world().await;
     let client = reqwest::Client::new();
     // Something valid is accepted first…
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-SAFE", "Safe Ltd"))
         .expect("account");
     let good = w.crm.outbox().take();
     assert_eq!(good[0].send(&client).await.expect("sent").0, 202);
 
     let dv = format!("{}/webhooks/dataverse", w.webhook_url);
-    let key = w.dataverse_secret.clone();
+    let key = w.crm_secret.clone();
     let json_ct = ("content-type", "application/json");
     let sample = fixture("dataverse_account_update.json");
     let mut unknown: Value = serde_json::from_str(&sample).expect("json");
@@ -211,7 +211,7 @@ async fn a_failing_rule_dead_letters_its_event_with_rule_line_and_column_and_oth
     let rules =
         Arc::new(p2c_core::rules::RuleSet::from_files(files).expect("compiles; fails when run"));
     let (w, _d) = world_with(rules).await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-BROKEN", "Broken Ltd"))
         .expect("account");
     w.erp
@@ -234,7 +234,9 @@ async fn a_failing_rule_dead_letters_its_event_with_rule_line_and_column_and_oth
     );
     assert!(w.erp.find("customers", "number", "ACC-BROKEN").is_none());
     assert!(
-        w.crm.find("products", "productnumber", "P-9").is_some(),
+        w.dataverse()
+            .find("products", "productnumber", "P-9")
+            .is_some(),
         "other events kept flowing"
     );
 }
@@ -248,7 +250,7 @@ async fn a_target_refusal_is_dead_lettered_with_the_targets_own_message_and_can_
         retry_after: None,
         message: "Name must not be blank".into(),
     });
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-REFUSED", "Refused Ltd"))
         .expect("account");
     w.settle().await.expect("settles");
@@ -283,7 +285,7 @@ async fn rate_limits_are_retried_after_the_time_the_target_asks_for() {
         retry_after: Some(1),
         message: "Too many requests".into(),
     });
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-429", "Busy Ltd"))
         .expect("account");
     let start = std::time::Instant::now();

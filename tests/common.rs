@@ -89,7 +89,7 @@ pub async fn outcomes(w: &World, subject: &str) -> Vec<String> {
 
 /// Account, credit limit and item synced: the set-up most order tests need.
 pub async fn customer_with_item(w: &World, account_no: &str, limit: &str) {
-    w.crm
+    w.dataverse()
         .create("accounts", account(account_no, "Contoso Pumps"))
         .expect("account");
     w.settle().await.expect("settles");

@@ -100,7 +100,7 @@ async fn a_crash_after_the_state_write_before_any_send_re_sends_exactly_once(mut
         queue: QueueName::ToErp,
         n: AtomicUsize::new(1),
     });
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-CRASH-1", "Crash One"))
         .expect("account");
     w.settle().await.expect("settles");
@@ -120,7 +120,7 @@ async fn a_crash_after_some_but_not_all_sends_writes_each_target_once(mut w: Wor
         queue: QueueName::ToErp,
         n: AtomicUsize::new(1),
     });
-    w.crm
+    w.dataverse()
         .create_document(
             "salesorders",
             order_header("ORD-CRASH-2", "ACC-CRASH-2"),
@@ -130,12 +130,12 @@ async fn a_crash_after_some_but_not_all_sends_writes_each_target_once(mut w: Wor
     w.settle().await.expect("settles");
     assert_eq!(w.erp.creates("salesOrders"), 1);
     let o = w
-        .crm
+        .dataverse()
         .find("salesorders", "ordernumber", "ORD-CRASH-2")
         .expect("order");
     assert_eq!(o["submitstatusdescription"], json!("Released to the ERP"));
     let credit_writes = w
-        .crm
+        .dataverse()
         .log()
         .iter()
         .filter(|l| l.contains("ORD-CRASH-2"))
@@ -144,14 +144,14 @@ async fn a_crash_after_some_but_not_all_sends_writes_each_target_once(mut w: Wor
         credit_writes,
         3,
         "credit decision, ERP number, processing status: each once; {:?}",
-        w.crm.log()
+        w.dataverse().log()
     );
 }
 
 on_both_backends!(a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice: a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice_embedded, a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice_on_aws);
 
 async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_twice(w: World) {
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-CRASH-3", "Crash Three"))
         .expect("account");
     let client = reqwest::Client::new();
@@ -195,7 +195,7 @@ on_both_backends!(two_workers_with_the_same_event_apply_it_once: two_workers_wit
 /// first still runs: both read the same state version, only one write can win, and the
 /// loser finds the event applied when it retries.
 async fn two_workers_with_the_same_event_apply_it_once(w: World) {
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-CRASH-4", "Crash Four"))
         .expect("account");
     let client = reqwest::Client::new();
@@ -246,7 +246,7 @@ async fn a_crash_after_the_target_write_before_recording_it_leaves_one_record(mu
         inner: w.pipeline.store.clone(),
         n: AtomicUsize::new(1),
     });
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-CRASH-5", "Crash Five"))
         .expect("account");
     w.settle().await.expect("settles");
@@ -282,7 +282,7 @@ on_both_backends!(a_change_delivered_twice_in_one_batch_applies_once: a_change_d
 /// window): the batch's sends are held back until its end, and the second copy is a
 /// duplicate of the first all the same.
 async fn a_change_delivered_twice_in_one_batch_applies_once(w: World) {
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-TWICE", "Twice Ltd"))
         .expect("account");
     let client = reqwest::Client::new();

@@ -2,14 +2,25 @@
 //! store and on DynamoDB and SQS FIFO (moto server).
 
 use crate::common::repo_rules;
+use p2c_core::domain::System;
 
 async fn story(store: Option<std::path::PathBuf>, aws_endpoint: Option<String>) -> String {
+    pairing_story(System::Dataverse, store, aws_endpoint).await
+}
+
+async fn pairing_story(
+    crm: System,
+    store: Option<std::path::PathBuf>,
+    aws_endpoint: Option<String>,
+) -> String {
     let mut out = Vec::new();
     let report = p2c_core::demo::run(
         p2c_core::demo::DemoOptions {
             rules: repo_rules(),
             store,
             aws_endpoint,
+            crm,
+            erp: System::BusinessCentral,
         },
         &mut out,
     )
@@ -35,6 +46,23 @@ async fn the_demo_story_passes_every_step() {
     assert!(text.contains("on the embedded store"), "{text}");
 }
 
+/// Salesforce as the CRM: change events (Event Relay's EventBridge envelope, posted by an
+/// API destination) in, REST upserts by external id out, p2c's own writes coming back as
+/// change events and dropped as echoes.
+#[tokio::test]
+async fn the_demo_story_passes_every_step_with_salesforce_as_the_crm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let text = pairing_story(System::Salesforce, Some(dir.path().join("sf.db")), None).await;
+    assert!(
+        text.contains("Salesforce (CRM) ⇄ Business Central (ERP)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OrderChangeEvent UPDATE (by p2c) → 202"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn the_demo_story_passes_every_step_on_dynamodb_and_sqs() {
     let text = story(None, Some(crate::moto::endpoint())).await;
@@ -48,6 +76,8 @@ async fn the_aws_path_demo_refuses_an_endpoint_off_this_machine() {
             rules: repo_rules(),
             store: None,
             aws_endpoint: Some("https://dynamodb.us-east-1.amazonaws.com".into()),
+            crm: System::Dataverse,
+            erp: System::BusinessCentral,
         },
         &mut Vec::new(),
     )

@@ -29,7 +29,7 @@ async fn stuck_then_replayed(w: World) {
             retry_after: None,
             message: refusal.into(),
         });
-        w.crm
+        w.dataverse()
             .create("accounts", account(number, "Stuck Ltd"))
             .expect("account");
         w.settle().await.expect("settles");

@@ -28,7 +28,7 @@ async fn a_business_central_collection_notification_expands_into_one_event_per_r
     w.settle().await.expect("settles");
     for n in ["C-1", "C-2", "C-3"] {
         assert!(
-            w.crm.find("products", "productnumber", n).is_some(),
+            w.dataverse().find("products", "productnumber", n).is_some(),
             "{n} synced from the collection"
         );
     }
@@ -37,7 +37,7 @@ async fn a_business_central_collection_notification_expands_into_one_event_per_r
 #[tokio::test]
 async fn an_oversized_dataverse_event_is_read_back_through_the_web_api() {
     let (w, _d) = world().await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-BIG", "Big Payload Ltd"))
         .expect("account");
     let mut hook = w.crm.outbox().take().remove(0);
@@ -62,10 +62,10 @@ async fn an_oversized_dataverse_event_is_read_back_through_the_web_api() {
 #[tokio::test]
 async fn a_contact_follows_its_account_into_the_erp() {
     let (w, _d) = world().await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-CON", "Contact Co"))
         .expect("account");
-    w.crm
+    w.dataverse()
         .create("contacts", json!({"firstname": "Robert", "lastname": "Townes", "emailaddress1": "robert.townes@contoso.example",
                                     "parentcustomerid_account@odata.bind": "/accounts(accountnumber='ACC-CON')"}))
         .expect("contact");

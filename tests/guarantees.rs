@@ -17,7 +17,7 @@ fn count(log: &[String], prefix: &str) -> usize {
 #[tokio::test]
 async fn a_webhook_delivered_twice_has_one_effect() {
     let (w, _d) = world().await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-DUP-1", "Duplicate Ltd"))
         .expect("account");
     let hooks = w.crm.outbox().take();
@@ -54,7 +54,7 @@ async fn a_webhook_delivered_twice_has_one_effect() {
 #[tokio::test]
 async fn an_event_queued_twice_past_the_webhook_claim_is_synced_once() {
     let (w, _d) = world().await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-DUP-2", "Twice Ltd"))
         .expect("account");
     let hooks = w.crm.outbox().take();
@@ -100,15 +100,15 @@ async fn an_event_queued_twice_past_the_webhook_claim_is_synced_once() {
 async fn a_stale_update_never_overwrites_newer_state() {
     let (w, _d) = world().await;
     let id = w
-        .crm
+        .dataverse()
         .create("accounts", account("ACC-STALE", "Name v1"))
         .expect("account");
     w.settle().await.expect("settles");
-    w.crm
+    w.dataverse()
         .update("accounts", &id, json!({"name": "Name v2"}))
         .expect("v2");
     let v2 = w.crm.outbox().take();
-    w.crm
+    w.dataverse()
         .update("accounts", &id, json!({"name": "Name v3"}))
         .expect("v3");
     let v3 = w.crm.outbox().take();
@@ -131,7 +131,7 @@ async fn a_stale_update_never_overwrites_newer_state() {
 #[tokio::test]
 async fn our_own_writes_coming_back_are_dropped_and_audited() {
     let (w, _d) = world().await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-ECHO", "Echo Ltd"))
         .expect("account");
     w.settle().await.expect("settles");
@@ -161,7 +161,7 @@ async fn echoes_are_recognised_by_fingerprint_when_the_author_is_unknown() {
     files.insert("flows.toml".into(), flows);
     let rules = Arc::new(p2c_core::rules::RuleSet::from_files(files).expect("rules"));
     let (w, _d) = world_with(rules).await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-FP", "Fingerprint Ltd"))
         .expect("account");
     w.settle().await.expect("settles");
@@ -180,11 +180,11 @@ async fn an_order_waits_for_its_customer_and_is_released_once_when_it_lands() {
         .create_item("P-200", "Pump P-200", "460.00", "PCS", "PUMPS")
         .expect("item");
     w.settle().await.expect("settles");
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-LATE", "Late Ltd"))
         .expect("account");
     let held_back = w.crm.outbox().take();
-    w.crm
+    w.dataverse()
         .create_document(
             "salesorders",
             order_header("ORD-WAIT", "ACC-LATE"),
@@ -232,7 +232,7 @@ async fn an_order_waits_for_its_customer_and_is_released_once_when_it_lands() {
 async fn events_for_one_entity_apply_in_order_across_a_failed_delivery() {
     let (w, _d) = world().await;
     let id = w
-        .crm
+        .dataverse()
         .create("accounts", account("ACC-ORDER", "Order v1"))
         .expect("account");
     w.settle().await.expect("settles");
@@ -242,10 +242,10 @@ async fn events_for_one_entity_apply_in_order_across_a_failed_delivery() {
         retry_after: None,
         message: "busy".into(),
     });
-    w.crm
+    w.dataverse()
         .update("accounts", &id, json!({"name": "Order v2"}))
         .expect("v2");
-    w.crm
+    w.dataverse()
         .update("accounts", &id, json!({"name": "Order v3"}))
         .expect("v3");
     w.settle().await.expect("settles");
@@ -275,7 +275,7 @@ async fn events_for_one_entity_apply_in_order_across_a_failed_delivery() {
 async fn held_orders_show_the_reason_and_are_re_evaluated_when_financials_change() {
     let (w, _d) = world().await;
     customer_with_item(&w, "ACC-HOLD", "1000").await;
-    w.crm
+    w.dataverse()
         .create_document(
             "salesorders",
             order_header("ORD-HOLD", "ACC-HOLD"),
@@ -284,7 +284,7 @@ async fn held_orders_show_the_reason_and_are_re_evaluated_when_financials_change
         .expect("order");
     w.settle().await.expect("settles");
     let o = w
-        .crm
+        .dataverse()
         .find("salesorders", "ordernumber", "ORD-HOLD")
         .expect("order");
     let reason = o["submitstatusdescription"]
@@ -302,7 +302,7 @@ async fn held_orders_show_the_reason_and_are_re_evaluated_when_financials_change
     w.erp.set_credit_limit("ACC-HOLD", "10000").expect("raise");
     w.settle().await.expect("settles");
     let o = w
-        .crm
+        .dataverse()
         .find("salesorders", "ordernumber", "ORD-HOLD")
         .expect("order");
     assert_eq!(o["submitstatusdescription"], json!("Released to the ERP"));
@@ -312,7 +312,7 @@ async fn held_orders_show_the_reason_and_are_re_evaluated_when_financials_change
 #[tokio::test]
 async fn every_step_writes_the_audit_trail_with_the_rules_version() {
     let (w, _d) = world().await;
-    w.crm
+    w.dataverse()
         .create("accounts", account("ACC-AUDIT", "Audit Ltd"))
         .expect("account");
     w.settle().await.expect("settles");

@@ -40,6 +40,12 @@ enum Command {
         /// created for the run.
         #[arg(long, value_name = "URL")]
         aws_endpoint: Option<String>,
+        /// The CRM: dataverse or salesforce (default: the pairing in rules/flows.toml).
+        #[arg(long)]
+        crm: Option<p2c_core::domain::System>,
+        /// The ERP: business_central (bc). Finance & Operations is not simulated yet.
+        #[arg(long)]
+        erp: Option<p2c_core::domain::System>,
     },
     /// Serve the webhook endpoints and run the pipeline on the embedded store.
     Serve(Box<ServeArgs>),
@@ -247,13 +253,23 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo {
             store,
             aws_endpoint,
+            crm,
+            erp,
         } => {
+            use p2c_core::domain::Side;
             let rules = Arc::new(load_rules(&cli.rules)?);
+            let crm = crm.unwrap_or(rules.paired(Side::Crm));
+            let erp = erp.unwrap_or(rules.paired(Side::Erp));
+            if crm.side() != Side::Crm || erp.side() != Side::Erp {
+                bail!("--crm takes dataverse or salesforce, --erp business_central or fo");
+            }
             let mut stdout = std::io::stdout();
             let opts = p2c_core::demo::DemoOptions {
                 rules,
                 store,
                 aws_endpoint,
+                crm,
+                erp,
             };
             let report = p2c_core::demo::run(opts, &mut stdout).await?;
             if !report.passed() {

@@ -1,7 +1,7 @@
-//! `p2c demo`: the whole prospect-to-cash story against simulated Dataverse and Business
-//! Central on loopback HTTP, through the real pipeline (webhooks → ingest → sync →
-//! deliver → Web API / API v2.0). Every step checks its expected outcome in the target
-//! system; the run fails if any check fails.
+//! `p2c demo`: the whole prospect-to-cash story against a simulated CRM (Dataverse or
+//! Salesforce) and Business Central on loopback HTTP, through the real pipeline (webhooks
+//! and change events → ingest → sync → deliver → Web API / REST / API v2.0). Every step
+//! checks its expected outcome in the target system; the run fails if any check fails.
 
 use crate::app::{Credentials, Endpoints, Pipeline};
 use crate::backend::Backend;
@@ -15,6 +15,8 @@ use crate::pipeline::Timings;
 use crate::rules::RuleSet;
 use crate::sim::bc::{BcHookConfig, SimBusinessCentral};
 use crate::sim::dataverse::{DataverseHookConfig, SimDataverse};
+use crate::sim::salesforce::{ChangeEventConfig, SimSalesforce};
+use crate::sim::Outbox;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -29,6 +31,10 @@ pub struct DemoOptions {
     pub store: Option<PathBuf>,
     /// Run on DynamoDB and SQS at this emulator endpoint (moto server) instead.
     pub aws_endpoint: Option<String>,
+    /// The CRM to pair with the ERP (the rules' pairing is set to it for the run).
+    pub crm: System,
+    /// The ERP.
+    pub erp: System,
 }
 
 /// One expected outcome.
@@ -59,14 +65,308 @@ const ORDER_OK: &str = "ORD-01007-K4Z8V1";
 const ORDER_BIG: &str = "ORD-01008-M2P4R6";
 const USD: &str = "083081e1-0737-eb11-bf68-0022489b563d";
 const PRIMARY_UNIT: &str = "5f8d9c10-0000-4000-8000-000000000100";
+/// The simulated Salesforce org's id (in its change events' `source`).
+const SALESFORCE_ORG: &str = "00D5f000005KcCnEAK";
+
+/// The simulated CRM.
+pub enum Crm {
+    Dataverse(SimDataverse),
+    Salesforce(SimSalesforce),
+}
+
+/// A CRM order as the story checks it.
+struct CrmOrder {
+    erp_number: String,
+    credit_text: String,
+    credit_status: String,
+    status: String,
+}
+
+impl Crm {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Crm::Dataverse(_) => "Dataverse",
+            Crm::Salesforce(_) => "Salesforce",
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Crm::Dataverse(d) => &d.url,
+            Crm::Salesforce(s) => s.instance_url(),
+        }
+    }
+
+    /// The webhooks or change events the CRM owes p2c.
+    pub fn outbox(&self) -> &Outbox {
+        match self {
+            Crm::Dataverse(d) => d.outbox(),
+            Crm::Salesforce(s) => s.outbox(),
+        }
+    }
+
+    /// The simulated Dataverse, when that is the CRM.
+    pub fn dataverse(&self) -> Option<&SimDataverse> {
+        match self {
+            Crm::Dataverse(d) => Some(d),
+            Crm::Salesforce(_) => None,
+        }
+    }
+
+    /// The simulated Salesforce org, when that is the CRM.
+    pub fn salesforce(&self) -> Option<&SimSalesforce> {
+        match self {
+            Crm::Salesforce(s) => Some(s),
+            Crm::Dataverse(_) => None,
+        }
+    }
+
+    /// One Salesforce record by a field's value.
+    fn sf(s: &SimSalesforce, object: &str, field: &str, value: &str) -> Option<Map<String, Value>> {
+        s.find(object, field, value).into_iter().next()
+    }
+
+    fn sf_id(s: &SimSalesforce, object: &str, field: &str, value: &str) -> anyhow::Result<String> {
+        Self::sf(s, object, field, value)
+            .and_then(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| anyhow::anyhow!("Salesforce has no {object} with {field} {value}"))
+    }
+
+    /// A salesperson creates the account (payment terms Net 45).
+    fn create_account(&self) -> anyhow::Result<()> {
+        match self {
+            Crm::Dataverse(d) => d
+                .create("accounts", json!({
+                    "accountnumber": ACCOUNT, "name": "Fabrikam Industrial Ltd", "address1_line1": "1 Microsoft Way", "address1_city": "Redmond",
+                    "address1_stateorprovince": "WA", "address1_postalcode": "98052", "address1_country": "US", "telephone1": "+1 425 555 0100",
+                    "emailaddress1": "ap@fabrikam.example", "paymenttermscode": 3, "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"),
+                }))
+                .map(|_| ())
+                .map_err(anyhow::Error::msg),
+            Crm::Salesforce(s) => {
+                // The ERP customer number is an external-id field the org fills (an
+                // auto-number or sales operations); the payment terms an ERP code picklist.
+                s.user_create("Account", json!({
+                    "Name": "Fabrikam Industrial Ltd", "AccountNumber": ACCOUNT, "ERP_Customer_Number__c": ACCOUNT,
+                    "BillingAddress": { "Street": "1 Microsoft Way", "City": "Redmond", "State": "WA", "PostalCode": "98052", "Country": "US" },
+                    "Phone": "+1 425 555 0100", "P2C_Payment_Terms__c": "NET45", "CurrencyIsoCode": "USD",
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    fn account_figure(&self, figure: &str) -> Option<Decimal> {
+        match self {
+            Crm::Dataverse(d) => {
+                let field = if figure == "limit" {
+                    "creditlimit"
+                } else {
+                    "p2c_balance"
+                };
+                num(d.find("accounts", "accountnumber", ACCOUNT).as_ref(), field)
+            }
+            Crm::Salesforce(s) => {
+                let field = if figure == "limit" {
+                    "P2C_Credit_Limit__c"
+                } else {
+                    "P2C_Balance__c"
+                };
+                num(
+                    Self::sf(s, "Account", "ERP_Customer_Number__c", ACCOUNT).as_ref(),
+                    field,
+                )
+            }
+        }
+    }
+
+    /// The product's name and its price in the price list / price book.
+    fn product(&self) -> (String, Option<Decimal>) {
+        match self {
+            Crm::Dataverse(d) => {
+                let product = d.find("products", "productnumber", ITEM);
+                let id = product
+                    .as_ref()
+                    .and_then(|p| p.get("productid"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let price = d.records("productpricelevels").into_iter().find(|p| {
+                    p.get("_productid_value").and_then(Value::as_str) == Some(id.as_str())
+                });
+                (
+                    text(product.as_ref(), "name"),
+                    num(price.as_ref(), "amount"),
+                )
+            }
+            Crm::Salesforce(s) => {
+                let product = Self::sf(s, "Product2", "ERP_Item_Number__c", ITEM);
+                let id = text(product.as_ref(), "Id");
+                let price = Self::sf(s, "PricebookEntry", "Product2Id", &id);
+                (
+                    text(product.as_ref(), "Name"),
+                    num(price.as_ref(), "UnitPrice"),
+                )
+            }
+        }
+    }
+
+    /// The quote for 40 × the item, made ready for the ERP (activated / approved).
+    fn create_quote(&self) -> anyhow::Result<()> {
+        match self {
+            Crm::Dataverse(d) => d
+                .create_document("quotes", json!({
+                    "quotenumber": QUOTE, "name": "Fabrikam pumps", "statecode": 1, "customerid_account@odata.bind": format!("/accounts(accountnumber='{ACCOUNT}')"),
+                    "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"), "effectiveto": "2026-06-30T00:00:00Z",
+                }), vec![json!({"productid@odata.bind": format!("/products(productnumber='{ITEM}')"), "quantity": 40, "priceperunit": 460.00, "uomid@odata.bind": format!("/uoms({PRIMARY_UNIT})")})])
+                .map(|_| ())
+                .map_err(anyhow::Error::msg),
+            Crm::Salesforce(s) => {
+                let account = Self::sf_id(s, "Account", "ERP_Customer_Number__c", ACCOUNT)?;
+                let product = Self::sf_id(s, "Product2", "ERP_Item_Number__c", ITEM)?;
+                let quote = s.user_create("Quote", json!({
+                    "QuoteNumber": QUOTE, "Name": "Fabrikam pumps", "AccountId": account, "Status": "Draft",
+                    "CurrencyIsoCode": "USD", "ExpirationDate": "2026-06-30",
+                }));
+                s.insert("QuoteLineItem", json!({
+                    "QuoteId": quote, "Product2Id": product, "Quantity": 40, "UnitPrice": 460.00, "Discount": 0,
+                }));
+                s.user_update("Quote", &quote, json!({ "Status": "Approved" }))
+                    .map_err(anyhow::Error::msg)
+            }
+        }
+    }
+
+    fn quote_tax(&self) -> Option<Decimal> {
+        match self {
+            Crm::Dataverse(d) => num(d.find("quotes", "quotenumber", QUOTE).as_ref(), "totaltax"),
+            Crm::Salesforce(s) => num(
+                Self::sf(s, "Quote", "QuoteNumber", QUOTE).as_ref(),
+                "P2C_ERP_Tax__c",
+            ),
+        }
+    }
+
+    /// An order for `quantity` × the item at 460.00, submitted (Dataverse) / activated
+    /// (Salesforce).
+    fn create_order(&self, number: &str, quantity: u32, price_list: &str) -> anyhow::Result<()> {
+        match self {
+            Crm::Dataverse(d) => {
+                let mut order = json!({
+                    "ordernumber": number, "name": format!("Fabrikam - {quantity} x Pump P-200"), "customerid_account@odata.bind": format!("/accounts(accountnumber='{ACCOUNT}')"),
+                    "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"),
+                });
+                if number == ORDER_OK {
+                    order["pricelevelid@odata.bind"] = json!(format!("/pricelevels({price_list})"));
+                    order["requestdeliveryby"] = json!("2026-06-01T00:00:00Z");
+                }
+                d.create_document("salesorders", order, vec![json!({"productid@odata.bind": format!("/products(productnumber='{ITEM}')"), "quantity": quantity, "priceperunit": 460.00, "uomid@odata.bind": format!("/uoms({PRIMARY_UNIT})")})])
+                    .map(|_| ())
+                    .map_err(anyhow::Error::msg)
+            }
+            Crm::Salesforce(s) => {
+                let account = Self::sf_id(s, "Account", "ERP_Customer_Number__c", ACCOUNT)?;
+                let product = Self::sf_id(s, "Product2", "ERP_Item_Number__c", ITEM)?;
+                let order = s.user_create("Order", json!({
+                    "OrderNumber": number, "Name": format!("Fabrikam - {quantity} x Pump P-200"), "AccountId": account,
+                    "Status": "Draft", "StatusCode": "Draft", "EffectiveDate": "2026-05-14", "CurrencyIsoCode": "USD",
+                    "Pricebook2Id": price_list,
+                }));
+                s.insert("OrderItem", json!({
+                    "OrderId": order, "Product2Id": product, "Quantity": quantity, "UnitPrice": 460.00,
+                }));
+                s.user_update(
+                    "Order",
+                    &order,
+                    json!({ "Status": "Activated", "StatusCode": "Activated" }),
+                )
+                .map_err(anyhow::Error::msg)
+            }
+        }
+    }
+
+    fn order(&self, number: &str) -> CrmOrder {
+        match self {
+            Crm::Dataverse(d) => {
+                let o = d.find("salesorders", "ordernumber", number);
+                CrmOrder {
+                    erp_number: text(o.as_ref(), "p2c_erpordernumber"),
+                    credit_text: text(o.as_ref(), "submitstatusdescription"),
+                    credit_status: text(o.as_ref(), "p2c_creditstatus"),
+                    status: text(o.as_ref(), "p2c_processingstatus"),
+                }
+            }
+            Crm::Salesforce(s) => {
+                let o = Self::sf(s, "Order", "OrderNumber", number);
+                CrmOrder {
+                    erp_number: text(o.as_ref(), "ERP_Order_Number__c"),
+                    credit_text: text(o.as_ref(), "P2C_Credit_Message__c"),
+                    credit_status: text(o.as_ref(), "P2C_Credit_Status__c"),
+                    status: text(o.as_ref(), "P2C_Processing_Status__c"),
+                }
+            }
+        }
+    }
+
+    /// An invoice in the CRM's sales history: total, rebate tier, rebate accrued.
+    fn invoice(&self, number: &str) -> (Option<Decimal>, String, Option<Decimal>) {
+        match self {
+            Crm::Dataverse(d) => {
+                let i = d.find("invoices", "invoicenumber", number);
+                (
+                    num(i.as_ref(), "totalamount"),
+                    text(i.as_ref(), "p2c_rebatetier"),
+                    num(i.as_ref(), "p2c_rebateaccrual"),
+                )
+            }
+            Crm::Salesforce(s) => {
+                let i = Self::sf(s, "ERP_Invoice__c", "ERP_Invoice_Number__c", number);
+                (
+                    num(i.as_ref(), "Total__c"),
+                    text(i.as_ref(), "Rebate_Tier__c"),
+                    num(i.as_ref(), "Rebate_Accrual__c"),
+                )
+            }
+        }
+    }
+
+    /// Every payment in the CRM: (number, amount, invoice).
+    fn payments(&self) -> Vec<(String, Option<Decimal>, String)> {
+        match self {
+            Crm::Dataverse(d) => d
+                .records("p2c_payments")
+                .iter()
+                .map(|p| {
+                    (
+                        text(Some(p), "p2c_paymentnumber"),
+                        num(Some(p), "p2c_amount"),
+                        text(Some(p), "p2c_invoicenumber"),
+                    )
+                })
+                .collect(),
+            Crm::Salesforce(s) => s
+                .records("ERP_Payment__c")
+                .iter()
+                .map(|p| {
+                    (
+                        text(Some(p), "ERP_Payment_Id__c"),
+                        num(Some(p), "Amount__c"),
+                        text(Some(p), "Invoice_Number__c"),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
 
 /// The running world: simulators, pipeline, webhook server.
 pub struct World {
-    pub crm: SimDataverse,
+    pub crm: Crm,
     pub erp: SimBusinessCentral,
     pub pipeline: Pipeline,
     pub webhook_url: String,
-    pub dataverse_secret: String,
+    /// The CRM's webhook secret (Dataverse's header key, Salesforce's API-destination key).
+    pub crm_secret: String,
     pub bc_client_state: String,
     client: reqwest::Client,
     _dir: Option<tempdir::TempDir>,
@@ -92,8 +392,9 @@ fn secret(tag: &str) -> String {
 }
 
 impl World {
-    /// Starts both simulators and the pipeline with its webhook endpoints, on the
-    /// embedded store at `store` (a temporary directory when `None`).
+    /// Starts both simulators (Dataverse with Business Central) and the pipeline with its
+    /// webhook endpoints, on the embedded store at `store` (a temporary directory when
+    /// `None`).
     pub async fn start(
         rules: Arc<RuleSet>,
         store: Option<PathBuf>,
@@ -112,48 +413,86 @@ impl World {
         Ok(w)
     }
 
-    /// Starts both simulators and the pipeline on the given backend.
+    /// Starts the simulators of the rules' pairing and the pipeline on the given backend.
     pub async fn start_on(
         rules: Arc<RuleSet>,
         backend: Backend,
         timings: Timings,
     ) -> anyhow::Result<Self> {
-        let dv = rules.settings(System::Dataverse);
+        use crate::domain::Side;
+        let erp_system = rules.paired(Side::Erp);
+        if erp_system != System::BusinessCentral {
+            anyhow::bail!(
+                "the demo's ERP can be Business Central only for now ({} is not simulated yet)",
+                erp_system.label()
+            );
+        }
         let bc = rules.settings(System::BusinessCentral);
-        let price_list = dv
-            .price_list_id
-            .clone()
-            .unwrap_or_else(|| "7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be".into());
         let company = bc
             .company_id
             .clone()
             .unwrap_or_else(|| "b18aed47-c385-49d2-b954-dbdf8ad71780".into());
-        let crm = SimDataverse::start(&price_list).await?;
         let erp = SimBusinessCentral::start(&company).await?;
-        let dataverse_secret = secret("dataverse");
+        let crm_secret = secret("crm");
         let bc_client_state = secret("bc");
-        let auth = InboundAuth {
-            dataverse: DataverseAuth {
-                header: Some("x-p2c-key".into()),
-                query_param: None,
-                secrets: vec![dataverse_secret.clone()],
-            },
+        let mut auth = InboundAuth {
             bc_client_states: vec![bc_client_state.clone()],
-            salesforce: Default::default(),
+            ..Default::default()
         };
-        let endpoints = Endpoints {
-            dataverse: Some((crm.api_base(), Credentials::Bearer("sim-token".into()))),
+        let mut endpoints = Endpoints {
+            dataverse: None,
             business_central: Some((erp.root(), company, Credentials::Bearer("sim-token".into()))),
             salesforce: None,
         };
-        let pipeline = Pipeline::new(backend, rules, auth, &endpoints, timings)?;
+        let crm = match rules.paired(Side::Crm) {
+            System::Salesforce => {
+                let sf = SimSalesforce::start().await?;
+                auth.salesforce = crate::inbound::salesforce::SalesforceAuth {
+                    secrets: vec![crm_secret.clone()],
+                    org_ids: vec![SALESFORCE_ORG.into()],
+                };
+                endpoints.salesforce = Some((
+                    sf.instance_url().to_string(),
+                    Credentials::Bearer("sim-token".into()),
+                ));
+                Crm::Salesforce(sf)
+            }
+            _ => {
+                let dv = rules.settings(System::Dataverse);
+                let price_list = dv
+                    .price_list_id
+                    .clone()
+                    .unwrap_or_else(|| "7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be".into());
+                let d = SimDataverse::start(&price_list).await?;
+                auth.dataverse = DataverseAuth {
+                    header: Some("x-p2c-key".into()),
+                    query_param: None,
+                    secrets: vec![crm_secret.clone()],
+                };
+                endpoints.dataverse = Some((d.api_base(), Credentials::Bearer("sim-token".into())));
+                Crm::Dataverse(d)
+            }
+        };
+        let pipeline = Pipeline::new(backend, rules.clone(), auth, &endpoints, timings)?;
         let (url, _task) = crate::sim::serve(pipeline.router()).await?;
-        crm.set_webhook(DataverseHookConfig {
-            url: format!("{url}/webhooks/dataverse"),
-            header: "x-p2c-key".into(),
-            secret: dataverse_secret.clone(),
-            integration_user: dv.integration_user.unwrap_or_default(),
-        });
+        match &crm {
+            Crm::Dataverse(d) => d.set_webhook(DataverseHookConfig {
+                url: format!("{url}/webhooks/dataverse"),
+                header: "x-p2c-key".into(),
+                secret: crm_secret.clone(),
+                integration_user: rules
+                    .settings(System::Dataverse)
+                    .integration_user
+                    .unwrap_or_default(),
+            }),
+            // Event Relay → EventBridge → an API destination posting to p2c serve.
+            Crm::Salesforce(s) => s.set_change_events(ChangeEventConfig {
+                url: format!("{url}/webhooks/salesforce"),
+                header: "x-p2c-key".into(),
+                key: crm_secret.clone(),
+                org_id: SALESFORCE_ORG.into(),
+            }),
+        }
         erp.set_webhook(BcHookConfig {
             url: format!("{url}/webhooks/bc"),
             client_state: bc_client_state.clone(),
@@ -163,11 +502,27 @@ impl World {
             erp,
             pipeline,
             webhook_url: url,
-            dataverse_secret,
+            crm_secret,
             bc_client_state,
             client: reqwest::Client::new(),
             _dir: None,
         })
+    }
+
+    /// The CRM system simulated.
+    pub fn crm_system(&self) -> System {
+        match self.crm {
+            Crm::Dataverse(_) => System::Dataverse,
+            Crm::Salesforce(_) => System::Salesforce,
+        }
+    }
+
+    /// The simulated Dataverse (for tests of the Dataverse pairing).
+    pub fn dataverse(&self) -> &SimDataverse {
+        match &self.crm {
+            Crm::Dataverse(d) => d,
+            Crm::Salesforce(_) => panic!("this world's CRM is Salesforce, not Dataverse"),
+        }
     }
 
     /// Delivers every webhook the systems owe and runs the pipeline until nothing moves.
@@ -276,27 +631,32 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     let timings = Timings {
         retry_base: Duration::from_millis(20),
     };
+    let rules = Arc::new(opts.rules.with_pairing(opts.crm, opts.erp)?);
     let w = match &opts.aws_endpoint {
-        None => World::start(opts.rules.clone(), opts.store, timings).await?,
+        None => World::start(rules.clone(), opts.store, timings).await?,
         #[cfg(feature = "aws")]
         Some(endpoint) => {
             let prefix = format!("p2c-demo-{}", &secret("aws")[..8]);
             let backend = crate::aws::create_local(endpoint, &prefix, 5).await?;
-            World::start_on(opts.rules.clone(), backend.into(), timings).await?
+            World::start_on(rules.clone(), backend.into(), timings).await?
         }
         #[cfg(not(feature = "aws"))]
         Some(_) => anyhow::bail!("this build has no AWS adapters (feature `aws`)"),
     };
     let _ = writeln!(
         out,
-        "p2c demo — Dataverse (CRM) ⇄ Business Central (ERP), rules {}, on the {}",
-        opts.rules.version,
+        "p2c demo — {} (CRM) ⇄ Business Central (ERP), rules {}, on the {}",
+        w.crm.name(),
+        rules.version,
         w.pipeline.store.describe()
     );
     let _ = writeln!(
         out,
-        "   simulated Dataverse at {}, Business Central at {}, p2c webhooks at {}",
-        w.crm.url, w.erp.url, w.webhook_url
+        "   simulated {} at {}, Business Central at {}, p2c webhooks at {}",
+        w.crm.name(),
+        w.crm.url(),
+        w.erp.url,
+        w.webhook_url
     );
     let mut s = Story {
         out,
@@ -305,17 +665,12 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     };
 
     // 1. Account → customer, then the ERP sets the credit limit.
+    let crm = w.crm.name();
     s.step(
         1,
-        "A salesperson creates account Fabrikam Industrial Ltd in Dataverse",
+        &format!("A salesperson creates account Fabrikam Industrial Ltd in {crm}"),
     );
-    w.crm
-        .create("accounts", json!({
-            "accountnumber": ACCOUNT, "name": "Fabrikam Industrial Ltd", "address1_line1": "1 Microsoft Way", "address1_city": "Redmond",
-            "address1_stateorprovince": "WA", "address1_postalcode": "98052", "address1_country": "US", "telephone1": "+1 425 555 0100",
-            "emailaddress1": "ap@fabrikam.example", "paymenttermscode": 3, "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"),
-        }))
-        .map_err(anyhow::Error::msg)?;
+    w.crm.create_account()?;
     let sent = w.settle().await?;
     s.hooks(&sent);
     let customer = w.erp.find("customers", "number", ACCOUNT);
@@ -336,7 +691,11 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         })
         .and_then(|t| t.get("code").and_then(Value::as_str).map(str::to_string));
     s.eq_text(
-        "payment terms mapped Net 45 → NET45",
+        if crm == "Dataverse" {
+            "payment terms mapped Net 45 → NET45"
+        } else {
+            "payment terms NET45 carried over"
+        },
         terms_ok.unwrap_or_default(),
         "NET45",
     );
@@ -350,10 +709,9 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         .map_err(anyhow::Error::msg)?;
     let sent = w.settle().await?;
     s.hooks(&sent);
-    let account = w.crm.find("accounts", "accountnumber", ACCOUNT);
     s.eq_dec(
-        "the Dataverse account shows the credit limit",
-        num(account.as_ref(), "creditlimit"),
+        &format!("the {crm} account shows the credit limit"),
+        w.crm.account_figure("limit"),
         "50000",
     );
 
@@ -367,39 +725,16 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         .map_err(anyhow::Error::msg)?;
     let sent = w.settle().await?;
     s.hooks(&sent);
-    let product = w.crm.find("products", "productnumber", ITEM);
-    s.eq_text(
-        "Dataverse has product P-200",
-        text(product.as_ref(), "name"),
-        "Pump P-200",
-    );
-    let product_id = product
-        .as_ref()
-        .and_then(|p| p.get("productid"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let price =
-        w.crm.records("productpricelevels").into_iter().find(|p| {
-            p.get("_productid_value").and_then(Value::as_str) == Some(product_id.as_str())
-        });
-    s.eq_dec(
-        "its price list item is 460.00",
-        num(price.as_ref(), "amount"),
-        "460",
-    );
+    let (product, price) = w.crm.product();
+    s.eq_text(&format!("{crm} has product P-200"), product, "Pump P-200");
+    s.eq_dec("its price list item is 460.00", price, "460");
 
     // 3. Quote → quotation, tax back.
     s.step(
         4,
         "The salesperson activates quote QUO-01001 for 40 × P-200",
     );
-    w.crm
-        .create_document("quotes", json!({
-            "quotenumber": QUOTE, "name": "Fabrikam pumps", "statecode": 1, "customerid_account@odata.bind": format!("/accounts(accountnumber='{ACCOUNT}')"),
-            "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"), "effectiveto": "2026-06-30T00:00:00Z",
-        }), vec![json!({"productid@odata.bind": format!("/products(productnumber='{ITEM}')"), "quantity": 40, "priceperunit": 460.00, "uomid@odata.bind": format!("/uoms({PRIMARY_UNIT})")})])
-        .map_err(anyhow::Error::msg)?;
+    w.crm.create_quote()?;
     let sent = w.settle().await?;
     s.hooks(&sent);
     let quotation = w.erp.find("salesQuotes", "externalDocumentNumber", QUOTE);
@@ -408,10 +743,9 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         num(quotation.as_ref(), "totalAmountExcludingTax"),
         "18400",
     );
-    let quote = w.crm.find("quotes", "quotenumber", QUOTE);
     s.eq_dec(
-        "the tax the ERP computed is on the Dataverse quote",
-        num(quote.as_ref(), "totaltax"),
+        &format!("the tax the ERP computed is on the {crm} quote"),
+        w.crm.quote_tax(),
         "1840",
     );
 
@@ -420,13 +754,11 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         5,
         "The customer orders 40 × P-200 (18,400.00): within the credit limit",
     );
-    w.crm
-        .create_document("salesorders", json!({
-            "ordernumber": ORDER_OK, "name": "Fabrikam - 40 x Pump P-200", "customerid_account@odata.bind": format!("/accounts(accountnumber='{ACCOUNT}')"),
-            "pricelevelid@odata.bind": format!("/pricelevels({})", opts.rules.settings(System::Dataverse).price_list_id.unwrap_or_default()),
-            "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"), "requestdeliveryby": "2026-06-01T00:00:00Z",
-        }), vec![json!({"productid@odata.bind": format!("/products(productnumber='{ITEM}')"), "quantity": 40, "priceperunit": 460.00, "uomid@odata.bind": format!("/uoms({PRIMARY_UNIT})")})])
-        .map_err(anyhow::Error::msg)?;
+    let price_list = rules
+        .settings(w.crm_system())
+        .price_list_id
+        .unwrap_or_default();
+    w.crm.create_order(ORDER_OK, 40, &price_list)?;
     let sent = w.settle().await?;
     s.hooks(&sent);
     let erp_order = w
@@ -438,20 +770,20 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         erp_order.is_some(),
         format!("number {erp_number}"),
     );
-    let crm_order = w.crm.find("salesorders", "ordernumber", ORDER_OK);
+    let crm_order = w.crm.order(ORDER_OK);
     s.eq_text(
-        "the ERP order number is on the Dataverse order",
-        text(crm_order.as_ref(), "p2c_erpordernumber"),
+        &format!("the ERP order number is on the {crm} order"),
+        crm_order.erp_number,
         &erp_number,
     );
     s.eq_text(
-        "the credit decision is visible in Dataverse",
-        text(crm_order.as_ref(), "submitstatusdescription"),
+        &format!("the credit decision is visible in {crm}"),
+        crm_order.credit_text,
         "Released to the ERP",
     );
     s.eq_text(
         "the processing status is Confirmed",
-        text(crm_order.as_ref(), "p2c_processingstatus"),
+        crm_order.status,
         "Confirmed",
     );
 
@@ -460,18 +792,12 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         6,
         "The customer orders 100 × P-200 (46,000.00): over the credit limit with the open order",
     );
-    w.crm
-        .create_document("salesorders", json!({
-            "ordernumber": ORDER_BIG, "name": "Fabrikam - 100 x Pump P-200", "customerid_account@odata.bind": format!("/accounts(accountnumber='{ACCOUNT}')"),
-            "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({USD})"),
-        }), vec![json!({"productid@odata.bind": format!("/products(productnumber='{ITEM}')"), "quantity": 100, "priceperunit": 460.00, "uomid@odata.bind": format!("/uoms({PRIMARY_UNIT})")})])
-        .map_err(anyhow::Error::msg)?;
+    w.crm.create_order(ORDER_BIG, 100, &price_list)?;
     let sent = w.settle().await?;
     s.hooks(&sent);
-    let held = w.crm.find("salesorders", "ordernumber", ORDER_BIG);
-    let reason = text(held.as_ref(), "submitstatusdescription");
+    let reason = w.crm.order(ORDER_BIG).credit_text;
     s.check(
-        "the order is held, with the reason in Dataverse",
+        &format!("the order is held, with the reason in {crm}"),
         reason.starts_with("Credit hold: Credit limit exceeded"),
         reason.clone(),
     );
@@ -491,22 +817,16 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     let sent = w.settle().await?;
     s.hooks(&sent);
     s.eq_text(
-        "Dataverse shows Partially Picked",
-        text(
-            w.crm.find("salesorders", "ordernumber", ORDER_OK).as_ref(),
-            "p2c_processingstatus",
-        ),
+        &format!("{crm} shows Partially Picked"),
+        w.crm.order(ORDER_OK).status,
         "Partially Picked",
     );
     w.erp.pick(&erp_number, "1").map_err(anyhow::Error::msg)?;
     let sent = w.settle().await?;
     s.hooks(&sent);
     s.eq_text(
-        "Dataverse shows Picked",
-        text(
-            w.crm.find("salesorders", "ordernumber", ORDER_OK).as_ref(),
-            "p2c_processingstatus",
-        ),
+        &format!("{crm} shows Picked"),
+        w.crm.order(ORDER_OK).status,
         "Picked",
     );
 
@@ -518,29 +838,18 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     let sent = w.settle().await?;
     s.hooks(&sent);
     s.eq_text(
-        "Dataverse shows Invoiced",
-        text(
-            w.crm.find("salesorders", "ordernumber", ORDER_OK).as_ref(),
-            "p2c_processingstatus",
-        ),
+        &format!("{crm} shows Invoiced"),
+        w.crm.order(ORDER_OK).status,
         "Invoiced",
     );
-    let invoice = w.crm.find("invoices", "invoicenumber", &invoice_no);
+    let (total, tier, accrual) = w.crm.invoice(&invoice_no);
     s.eq_dec(
-        &format!("invoice {invoice_no} is in the Dataverse sales history"),
-        num(invoice.as_ref(), "totalamount"),
+        &format!("invoice {invoice_no} is in the {crm} sales history"),
+        total,
         "20240",
     );
-    s.eq_text(
-        "the rebate tier reached is on the invoice",
-        text(invoice.as_ref(), "p2c_rebatetier"),
-        "Silver",
-    );
-    s.eq_dec(
-        "the rebate accrued on it",
-        num(invoice.as_ref(), "p2c_rebateaccrual"),
-        "368",
-    );
+    s.eq_text("the rebate tier reached is on the invoice", tier, "Silver");
+    s.eq_dec("the rebate accrued on it", accrual, "368");
     let period = {
         use chrono::Datelike;
         let d = w
@@ -565,11 +874,8 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         "368",
     );
     s.eq_dec(
-        "the account balance in Dataverse",
-        num(
-            w.crm.find("accounts", "accountnumber", ACCOUNT).as_ref(),
-            "p2c_balance",
-        ),
+        &format!("the account balance in {crm}"),
+        w.crm.account_figure("balance"),
         "20240",
     );
 
@@ -586,24 +892,21 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
         .map_err(anyhow::Error::msg)?;
     let sent = w.settle().await?;
     s.hooks(&sent);
-    let payment = w.crm.find("p2c_payments", "p2c_paymentnumber", &payment_no);
+    let paid = w
+        .crm
+        .payments()
+        .into_iter()
+        .find(|(n, _, _)| *n == payment_no)
+        .and_then(|(_, amount, _)| amount);
+    s.eq_dec(&format!("payment {payment_no} is in {crm}"), paid, "20240");
     s.eq_dec(
-        &format!("payment {payment_no} is in Dataverse"),
-        num(payment.as_ref(), "p2c_amount"),
-        "20240",
-    );
-    s.eq_dec(
-        "the account balance in Dataverse is back to zero",
-        num(
-            w.crm.find("accounts", "accountnumber", ACCOUNT).as_ref(),
-            "p2c_balance",
-        ),
+        &format!("the account balance in {crm} is back to zero"),
+        w.crm.account_figure("balance"),
         "0",
     );
-    let released = w.crm.find("salesorders", "ordernumber", ORDER_BIG);
     s.eq_text(
         "the held order was re-evaluated and released",
-        text(released.as_ref(), "submitstatusdescription"),
+        w.crm.order(ORDER_BIG).credit_text,
         "Released to the ERP",
     );
     s.check(
@@ -649,17 +952,16 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
 fn print_table(w: &World, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut rows: Vec<[String; 3]> = vec![[
         "record".into(),
-        "Dataverse (CRM)".into(),
+        format!("{} (CRM)", w.crm.name()),
         "Business Central (ERP)".into(),
     ]];
-    let a = w.crm.find("accounts", "accountnumber", ACCOUNT);
     let c = w.erp.find("customers", "number", ACCOUNT);
     rows.push([
         format!("account {ACCOUNT}"),
         format!(
             "limit {} · balance {}",
-            fmt(num(a.as_ref(), "creditlimit")),
-            fmt(num(a.as_ref(), "p2c_balance"))
+            fmt(w.crm.account_figure("limit")),
+            fmt(w.crm.account_figure("balance"))
         ),
         format!(
             "customer · limit {} · balance {}",
@@ -667,22 +969,16 @@ fn print_table(w: &World, out: &mut dyn Write) -> anyhow::Result<()> {
             fmt(num(c.as_ref(), "balanceDue"))
         ),
     ]);
-    let p = w.crm.find("products", "productnumber", ITEM);
     let i = w.erp.find("items", "number", ITEM);
     rows.push([
         format!("item {ITEM}"),
-        format!("product · price {}", fmt(num(p.as_ref(), "price"))),
+        format!("product · price {}", fmt(w.crm.product().1)),
         format!("item · price {}", fmt(num(i.as_ref(), "unitPrice"))),
     ]);
-    let q = w.crm.find("quotes", "quotenumber", QUOTE);
     let sq = w.erp.find("salesQuotes", "externalDocumentNumber", QUOTE);
     rows.push([
         format!("quote {QUOTE}"),
-        format!(
-            "tax {} · total {}",
-            fmt(num(q.as_ref(), "totaltax")),
-            fmt(num(q.as_ref(), "totalamount"))
-        ),
+        format!("tax {}", fmt(w.crm.quote_tax())),
         format!(
             "{} · tax {}",
             text(sq.as_ref(), "number"),
@@ -690,15 +986,13 @@ fn print_table(w: &World, out: &mut dyn Write) -> anyhow::Result<()> {
         ),
     ]);
     for o in [ORDER_OK, ORDER_BIG] {
-        let co = w.crm.find("salesorders", "ordernumber", o);
+        let co = w.crm.order(o);
         let eo = w.erp.find("salesOrders", "externalDocumentNumber", o);
         rows.push([
             format!("order {o}"),
             format!(
                 "{} · {} · ERP {}",
-                text(co.as_ref(), "p2c_creditstatus"),
-                text(co.as_ref(), "p2c_processingstatus"),
-                text(co.as_ref(), "p2c_erpordernumber")
+                co.credit_status, co.status, co.erp_number
             ),
             format!(
                 "{} · {}",
@@ -709,15 +1003,10 @@ fn print_table(w: &World, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     for inv in w.erp.records("salesInvoices") {
         let n = text(Some(&inv), "number");
-        let ci = w.crm.find("invoices", "invoicenumber", &n);
+        let (total, tier, accrual) = w.crm.invoice(&n);
         rows.push([
             format!("invoice {n}"),
-            format!(
-                "total {} · rebate {} {}",
-                fmt(num(ci.as_ref(), "totalamount")),
-                text(ci.as_ref(), "p2c_rebatetier"),
-                fmt(num(ci.as_ref(), "p2c_rebateaccrual"))
-            ),
+            format!("total {} · rebate {tier} {}", fmt(total), fmt(accrual)),
             format!(
                 "total {} · remaining {} · {}",
                 fmt(num(Some(&inv), "totalAmountIncludingTax")),
@@ -738,14 +1027,10 @@ fn print_table(w: &World, out: &mut dyn Write) -> anyhow::Result<()> {
             ),
         ]);
     }
-    for p in w.crm.records("p2c_payments") {
+    for (number, amount, invoice) in w.crm.payments() {
         rows.push([
-            format!("payment {}", text(Some(&p), "p2c_paymentnumber")),
-            format!(
-                "amount {} · invoice {}",
-                fmt(num(Some(&p), "p2c_amount")),
-                text(Some(&p), "p2c_invoicenumber")
-            ),
+            format!("payment {number}"),
+            format!("amount {} · invoice {invoice}", fmt(amount)),
             "journal line (posted)".into(),
         ]);
     }

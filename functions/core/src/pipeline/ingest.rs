@@ -73,12 +73,24 @@ async fn ingest_inner(
             bc::parse(req, &ctx.auth.bc_client_states, now)?
         }
         System::Salesforce => {
-            // Outbound Messages: unsigned SOAP, so a secret in the endpoint URL and the
-            // org allow-list; answered with the SOAP Ack once queued.
+            // Unsigned senders both: a secret in the endpoint URL or a header, and the org
+            // allow-list.
             if !req.method.eq_ignore_ascii_case("POST") {
                 return Err(WebhookError::MethodNotAllowed(req.method.clone()));
             }
             ctx.auth.salesforce.check(req)?;
+            let json = req
+                .header("content-type")
+                .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+            if json {
+                // A Change Data Capture event, as an EventBridge API destination posts it
+                // (the relay's rule target when p2c runs as `p2c serve`, not on Lambda).
+                let doc = crate::inbound::parse_json_body(req)?;
+                let events = salesforce::parse_cdc(&doc, &ctx.auth.salesforce.org_ids, now)?;
+                let accepted = queue(ctx, &events).await?;
+                return Ok(WebhookResponse::json(202, &Accepted { accepted }));
+            }
+            // An Outbound Message: answered with the SOAP Ack once queued.
             let events = salesforce::parse_outbound(req, &ctx.auth.salesforce.org_ids, now)?;
             queue(ctx, &events).await?;
             return Ok(salesforce::outbound_ack());

@@ -370,6 +370,62 @@ impl RuleSet {
             .map(|(k, c)| (*k, c))
     }
 
+    /// The same rules with another pairing (`p2c demo --crm … --erp …`): `[pairing]` in
+    /// `flows.toml` rewritten, everything compiled again (so the version changes too).
+    pub fn with_pairing(&self, crm: System, erp: System) -> Result<Self, RuleError> {
+        let mut files = self.files.clone();
+        let flows = files.get("flows.toml").cloned().unwrap_or_default();
+        let mut out = String::with_capacity(flows.len() + 64);
+        let mut section = String::new();
+        let mut seen = (false, false);
+        for line in flows.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                if section == "[pairing]" {
+                    // Keys the section did not have are added at its end.
+                    if !seen.0 {
+                        out.push_str(&format!("crm = \"{crm}\"\n"));
+                    }
+                    if !seen.1 {
+                        out.push_str(&format!("erp = \"{erp}\"\n"));
+                    }
+                    seen = (true, true);
+                }
+                section = t.to_string();
+            }
+            let key = t.split('=').next().map(str::trim).unwrap_or_default();
+            if section == "[pairing]" && key == "crm" {
+                out.push_str(&format!("crm = \"{crm}\"\n"));
+                seen.0 = true;
+            } else if section == "[pairing]" && key == "erp" {
+                out.push_str(&format!("erp = \"{erp}\"\n"));
+                seen.1 = true;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if section == "[pairing]" {
+            if !seen.0 {
+                out.push_str(&format!("crm = \"{crm}\"\n"));
+            }
+            if !seen.1 {
+                out.push_str(&format!("erp = \"{erp}\"\n"));
+            }
+        }
+        files.insert("flows.toml".into(), out);
+        let rules = Self::from_files(files)?;
+        if rules.catalogue.pairing.crm != crm || rules.catalogue.pairing.erp != erp {
+            return Err(RuleError::Config {
+                message: format!(
+                    "pairing: could not set {crm} with {erp} (is there a [pairing] table in \
+                     flows.toml?)"
+                ),
+            });
+        }
+        Ok(rules)
+    }
+
     /// The system this deployment pairs on `side`.
     pub fn paired(&self, side: Side) -> System {
         match side {
@@ -527,6 +583,28 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules"),
         ))
         .expect("the repository's rules compile")
+    }
+
+    #[test]
+    fn a_pairing_can_be_chosen_for_a_run_and_must_pair_a_crm_with_an_erp() {
+        let rules = repo_rules();
+        assert_eq!(rules.paired(Side::Crm), System::Dataverse);
+        let sf = rules
+            .with_pairing(System::Salesforce, System::BusinessCentral)
+            .expect("re-paired");
+        assert_eq!(sf.paired(Side::Crm), System::Salesforce);
+        assert_eq!(sf.paired(Side::Erp), System::BusinessCentral);
+        assert_ne!(sf.version, rules.version, "a different rule set");
+        // The rest of flows.toml is kept, comments included.
+        assert_eq!(
+            sf.settings(System::Salesforce).client_id(),
+            rules.settings(System::Salesforce).client_id()
+        );
+        assert!(sf.files["flows.toml"].contains("# Which CRM is paired with which ERP"));
+        let err = rules
+            .with_pairing(System::BusinessCentral, System::Dataverse)
+            .expect_err("refused");
+        assert!(err.to_string().contains("must be a CRM"), "{err}");
     }
 
     #[test]

@@ -12,12 +12,20 @@
 //! - `GET /services/data/<v>/query?q=SELECT Id FROM <Object> WHERE <Field> = '<value>'`:
 //!   the one query shape p2c sends, nothing more.
 //!
+//! Change Data Capture: once [`SimSalesforce::set_change_events`] names p2c's endpoint,
+//! every change to an Account, Contact, Quote or Order — a user's ([`SimSalesforce::user_create`],
+//! [`SimSalesforce::user_update`]) or an API client's — is published as a change event in
+//! the EventBridge envelope Salesforce's Event Relay produces (`detail.payload` with its
+//! `ChangeEventHeader`: record ids, change type, `changeOrigin` naming the API client,
+//! commit number), held in an [`Outbox`] until flushed, as an EventBridge API destination
+//! would post it.
+//!
 //! Errors have Salesforce's shape, `[{"message": …, "errorCode": …}]`. Each write records
 //! the caller's `Sforce-Call-Options: client=<id>` as the record's `LastModifiedByClient`
 //! (what a change event's `changeOrigin` would carry), and requests without a bearer token
 //! are refused with `401 INVALID_SESSION_ID`. Faults can be injected as for the others.
 
-use super::{take_fault, Fault};
+use super::{take_fault, Fault, Hook, Outbox};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,12 +49,32 @@ struct Org {
     next_id: u64,
     log: Vec<String>,
     updates_204: bool,
+    /// Where change events go, once set.
+    events: Option<ChangeEventConfig>,
+    commits: u64,
+    /// Change events not yet handed to the outbox.
+    published: Vec<Hook>,
 }
+
+/// Where the org's change events are delivered (an EventBridge API destination's target).
+#[derive(Debug, Clone)]
+pub struct ChangeEventConfig {
+    pub url: String,
+    /// The API destination connection's API-key header and its value.
+    pub header: String,
+    pub key: String,
+    /// The org id in the event's `source` (`aws.partner/salesforce.com/<org>/<relay>`).
+    pub org_id: String,
+}
+
+/// The objects whose changes the org publishes (change data capture selected for them).
+const CAPTURED: [&str; 4] = ["Account", "Contact", "Quote", "Order"];
 
 struct Inner {
     org: Mutex<Org>,
     faults: Mutex<VecDeque<Fault>>,
     api_version: String,
+    outbox: Outbox,
 }
 
 /// The simulated org. Cheap to clone.
@@ -76,6 +104,7 @@ impl SimSalesforce {
             org: Mutex::new(Org::default()),
             faults: Mutex::new(VecDeque::new()),
             api_version: "v62.0".into(),
+            outbox: Outbox::default(),
         });
         let router = axum::Router::new()
             .route(
@@ -115,6 +144,66 @@ impl SimSalesforce {
         }
     }
 
+    /// Publishes change events to `config` from now on.
+    pub fn set_change_events(&self, config: ChangeEventConfig) {
+        if let Ok(mut o) = self.inner.org.lock() {
+            o.events = Some(config);
+        }
+    }
+
+    /// Change events waiting to be delivered.
+    pub fn outbox(&self) -> &Outbox {
+        self.release();
+        &self.inner.outbox
+    }
+
+    /// Moves published events into the outbox (they are published under the org's lock).
+    fn release(&self) {
+        let hooks = match self.inner.org.lock() {
+            Ok(mut o) => std::mem::take(&mut o.published),
+            Err(_) => return,
+        };
+        for h in hooks {
+            self.inner.outbox.push(h);
+        }
+    }
+
+    /// A user creates a record in the Salesforce UI: stored, and a `CREATE` change event
+    /// published. Returns its id.
+    pub fn user_create(&self, object: &str, fields: Value) -> String {
+        let mut org = self.inner.org.lock().unwrap_or_else(|p| p.into_inner());
+        let id = org.new_id(object);
+        let mut rec = fields.as_object().cloned().unwrap_or_default();
+        rec.insert("Id".into(), json!(id));
+        org.publish(object, &id, "CREATE", &rec, None);
+        org.objects.entry(object.into()).or_default().push(rec);
+        drop(org);
+        self.release();
+        id
+    }
+
+    /// A user changes fields of a record: stored, and an `UPDATE` change event (the changed
+    /// fields only) published.
+    pub fn user_update(&self, object: &str, id: &str, fields: Value) -> Result<(), String> {
+        let mut org = self.inner.org.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = fields.as_object().cloned().unwrap_or_default();
+        let rec = org
+            .objects
+            .get_mut(object)
+            .and_then(|recs| {
+                recs.iter_mut()
+                    .find(|r| r.get("Id").and_then(Value::as_str) == Some(id))
+            })
+            .ok_or_else(|| format!("no {object} {id}"))?;
+        for (k, v) in &changed {
+            rec.insert(k.clone(), v.clone());
+        }
+        org.publish(object, id, "UPDATE", &changed, None);
+        drop(org);
+        self.release();
+        Ok(())
+    }
+
     /// Adds a record as if a user had created it (returns its id).
     pub fn insert(&self, object: &str, fields: Value) -> String {
         let mut org = self.inner.org.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,6 +228,12 @@ impl SimSalesforce {
             .unwrap_or_default()
     }
 
+    /// Every record of an object, in creation order.
+    pub fn records(&self, object: &str) -> Vec<Map<String, Value>> {
+        let org = self.inner.org.lock().unwrap_or_else(|p| p.into_inner());
+        org.objects.get(object).cloned().unwrap_or_default()
+    }
+
     /// Every write, as `METHOD Object status`.
     pub fn log(&self) -> Vec<String> {
         self.inner
@@ -150,6 +245,86 @@ impl SimSalesforce {
 }
 
 impl Org {
+    /// Publishes a change event for a captured object, when events are configured. `client`
+    /// is the API client that made the change (`None`: a user in the UI).
+    fn publish(
+        &mut self,
+        object: &str,
+        id: &str,
+        change_type: &str,
+        fields: &Map<String, Value>,
+        client: Option<&str>,
+    ) {
+        let Some(cfg) = self.events.clone() else {
+            return;
+        };
+        if !CAPTURED.contains(&object) {
+            return;
+        }
+        self.commits += 1;
+        let now = chrono::Utc::now();
+        let origin = match client {
+            Some(c) => format!("com/salesforce/api/rest/62.0;client={c}"),
+            None => "com/salesforce/api/soap/62.0;client=SfdcInternalAPI/".into(),
+        };
+        let mut payload: Map<String, Value> = fields
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "Id" | "LastModifiedByClient" | "attributes"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let changed: Vec<Value> = if change_type == "UPDATE" {
+            payload.keys().map(|k| json!(k)).collect()
+        } else {
+            Vec::new()
+        };
+        let nulled: Vec<Value> = if change_type == "UPDATE" {
+            payload
+                .iter()
+                .filter(|(_, v)| v.is_null())
+                .map(|(k, _)| json!(k))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        payload.insert(
+            "ChangeEventHeader".into(),
+            json!({
+                "entityName": object,
+                "recordIds": [id],
+                "changeType": change_type,
+                "changeOrigin": origin,
+                "transactionKey": format!("{:08x}-sim-{:012x}", self.commits, self.commits),
+                "sequenceNumber": 1,
+                "commitTimestamp": now.timestamp_millis(),
+                "commitNumber": 1_778_749_965_433_528_300u64 + self.commits,
+                "commitUser": "0055f000005mc66AAA",
+                "nulledFields": nulled,
+                "diffFields": [],
+                "changedFields": changed,
+            }),
+        );
+        let envelope = json!({
+            "version": "0",
+            "id": format!("7b3e0c2a-91f4-4d5e-b0a1-{:012x}", self.commits),
+            "detail-type": format!("{object}ChangeEvent"),
+            "source": format!("aws.partner/salesforce.com/{}/0YL5f000000CabWGAS", cfg.org_id),
+            "account": "123456789012",
+            "time": now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "region": "eu-west-1",
+            "resources": [],
+            "detail": { "payload": payload },
+        });
+        self.published.push(Hook {
+            url: cfg.url.clone(),
+            headers: vec![(cfg.header.clone(), cfg.key.clone())],
+            body: envelope,
+            label: format!(
+                "Salesforce {object}ChangeEvent {change_type}{}",
+                if client.is_some() { " (by p2c)" } else { "" }
+            ),
+        });
+    }
+
     fn new_id(&mut self, object: &str) -> String {
         self.next_id += 1;
         // 18 characters, like a real id: prefix, pod, counter, checksum-like suffix.
@@ -321,6 +496,8 @@ async fn upsert(
             let id = org.new_id(&object);
             fields.insert(field.clone(), json!(value));
             fields.insert("Id".into(), json!(id));
+            let client = caller_client(&headers);
+            org.publish(&object, &id, "CREATE", &fields, client.as_deref());
             org.objects.entry(object.clone()).or_default().push(fields);
             org.log.push(format!("PATCH {object} 201"));
             (
@@ -333,10 +510,18 @@ async fn upsert(
             let i = *i;
             let recs = org.objects.entry(object.clone()).or_default();
             let rec = &mut recs[i];
-            for (k, v) in fields {
-                rec.insert(k, v);
+            for (k, v) in &fields {
+                rec.insert(k.clone(), v.clone());
             }
             let id = rec.get("Id").cloned().unwrap_or(Value::Null);
+            let client = caller_client(&headers);
+            org.publish(
+                &object,
+                id.as_str().unwrap_or_default(),
+                "UPDATE",
+                &fields,
+                client.as_deref(),
+            );
             if updates_204 {
                 org.log.push(format!("PATCH {object} 204"));
                 StatusCode::NO_CONTENT.into_response()
@@ -379,9 +564,11 @@ async fn update_by_id(
         org.log.push(format!("PATCH {object} 404"));
         return sf_error(404, "NOT_FOUND", "The requested resource does not exist");
     };
-    for (k, v) in fields {
-        rec.insert(k, v);
+    for (k, v) in &fields {
+        rec.insert(k.clone(), v.clone());
     }
+    let client = caller_client(&headers);
+    org.publish(&object, &id, "UPDATE", &fields, client.as_deref());
     org.log.push(format!("PATCH {object} 204"));
     StatusCode::NO_CONTENT.into_response()
 }
