@@ -47,8 +47,7 @@ async fn main() -> anyhow::Result<()> {
             query_param: None,
             secrets: vec!["k".into()],
         },
-        bc_client_states: vec![],
-        salesforce: Default::default(),
+        ..Default::default()
     };
     let rules = Arc::new(RuleSet::load(&EmbeddedLoader)?);
     let p = Pipeline::with_connectors(

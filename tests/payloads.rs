@@ -354,3 +354,43 @@ fn salesforce_outbound_message_sample_parses_and_is_answered_with_its_ack() {
         Some("true")
     );
 }
+
+#[test]
+fn finance_and_operations_invoice_posted_sample_parses_with_its_control_number_and_legal_entity() {
+    let body = fixture("fo_invoice_posted_event.json");
+    let evs = p2c_core::inbound::fo::parse(
+        &request(&body, &[("content-type", "application/json")]),
+        Utc::now(),
+    )
+    .expect("parses");
+    assert_eq!(evs.len(), 1);
+    let ev = &evs[0];
+    assert_eq!(ev.source.system, System::FinOps);
+    assert_eq!(ev.source.entity_type, EntityType::Invoice);
+    assert_eq!(ev.source.id, "usmf:civ-000812");
+    assert_eq!(ev.natural_key.as_deref(), Some("CIV-000812"));
+    assert_eq!(ev.company.as_deref(), Some("usmf"));
+    // Deduplicated on EventId, ordered by ControlNumber.
+    assert_eq!(
+        ev.event_id.0,
+        "fin_ops:9c091af1-5baf-4ca9-b0a4-94d6e59a0d1c"
+    );
+    assert_eq!(ev.version.sequence, Some((5_637_985_363, 0)));
+    assert_eq!(
+        ev.origin.user_id.as_deref(),
+        Some("c600136f-6814-41d9-8642-40ca0ec4edd4")
+    );
+    assert_eq!(ev.fields["InvoiceDate"], json!("2026-05-14"));
+    assert_eq!(ev.fields["InvoiceDueDate"], json!("2026-06-13"));
+    assert_eq!(ev.fields["InvoiceAccount"], json!("US-027"));
+    assert_eq!(ev.fields["SalesOrderId"], json!("000731"));
+    assert_eq!(
+        p2c_core::json::as_decimal(&ev.fields["InvoiceAmountInAccountingCurrency"]),
+        Some("20240".parse().expect("decimal"))
+    );
+    assert_eq!(
+        p2c_core::json::as_decimal(&ev.fields["InvoiceTaxAmount"]),
+        Some("1840".parse().expect("decimal"))
+    );
+    assert!(!ev.needs_fetch);
+}

@@ -119,6 +119,15 @@ struct ServeArgs {
     /// Salesforce org ids whose Outbound Messages are accepted (comma-separated).
     #[arg(long, env = "P2C_SALESFORCE_ORG_IDS", value_delimiter = ',')]
     salesforce_org_ids: Vec<String>,
+    /// Keys Finance & Operations business events carry (`x-p2c-key` header or `?code=`,
+    /// comma-separated).
+    #[arg(
+        long,
+        env = "P2C_FO_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    fo_keys: Vec<String>,
 }
 
 /// Where the dead letters are.
@@ -295,6 +304,7 @@ async fn run(cli: Cli) -> Result<()> {
                 bc_client_states,
                 salesforce_keys,
                 salesforce_org_ids,
+                fo_keys,
             } = *args;
             let rules = Arc::new(load_rules(&cli.rules)?);
             if dataverse_keys.is_empty() || bc_client_states.is_empty() {
@@ -320,6 +330,11 @@ async fn run(cli: Cli) -> Result<()> {
                 salesforce: p2c_core::inbound::salesforce::SalesforceAuth {
                     secrets: salesforce_keys,
                     org_ids: salesforce_org_ids,
+                },
+                fin_ops: DataverseAuth {
+                    header: Some("x-p2c-key".into()),
+                    query_param: Some("code".into()),
+                    secrets: fo_keys,
                 },
             };
             let store = EmbeddedStore::open(&store)?;

@@ -105,8 +105,7 @@ fn pipeline(store: EmbeddedStore) -> Pipeline {
             query_param: None,
             secrets: vec!["k".into()],
         },
-        bc_client_states: vec![],
-        salesforce: Default::default(),
+        ..Default::default()
     };
     Pipeline::with_connectors(
         store,

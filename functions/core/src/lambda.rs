@@ -91,6 +91,11 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
             secrets: list("P2C_SALESFORCE_KEYS"),
             org_ids: list("P2C_SALESFORCE_ORG_IDS"),
         },
+        fin_ops: DataverseAuth {
+            header: Some("x-p2c-key".into()),
+            query_param: Some("code".into()),
+            secrets: list("P2C_FO_KEYS"),
+        },
     };
     let backend = backend_from_env().await?;
     Pipeline::new(backend, rules, auth, &endpoints, Timings::default())

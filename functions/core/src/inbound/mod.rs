@@ -6,6 +6,7 @@
 
 pub mod bc;
 pub mod dataverse;
+pub mod fo;
 pub mod salesforce;
 
 use crate::domain::ChangeEvent;

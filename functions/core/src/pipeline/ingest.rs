@@ -7,7 +7,7 @@
 use super::sync::send_events;
 use crate::domain::System;
 use crate::inbound::{
-    bc, dataverse, salesforce, Parsed, WebhookError, WebhookRequest, WebhookResponse,
+    bc, dataverse, fo, salesforce, Parsed, WebhookError, WebhookRequest, WebhookResponse,
 };
 use crate::ports::Publisher;
 use serde::Serialize;
@@ -21,6 +21,9 @@ pub struct InboundAuth {
     pub bc_client_states: Vec<String>,
     /// Salesforce Outbound Messages: the endpoint secret and the orgs allowed.
     pub salesforce: salesforce::SalesforceAuth,
+    /// Finance & Operations business events: a key in a header or in the endpoint URL's
+    /// query (`?code=`), checked as Dataverse's is.
+    pub fin_ops: dataverse::DataverseAuth,
 }
 
 /// What the ingest step needs.
@@ -95,7 +98,13 @@ async fn ingest_inner(
             queue(ctx, &events).await?;
             return Ok(salesforce::outbound_ack());
         }
-        other => return Err(WebhookError::UnknownSystem(other.to_string())),
+        System::FinOps => {
+            if !req.method.eq_ignore_ascii_case("POST") {
+                return Err(WebhookError::MethodNotAllowed(req.method.clone()));
+            }
+            ctx.auth.fin_ops.check(req)?;
+            Parsed::Events(fo::parse(req, now)?)
+        }
     };
     let events = match parsed {
         Parsed::Handshake(token) => return Ok(WebhookResponse::text(200, token)),

@@ -1,0 +1,219 @@
+//! Dynamics 365 Finance & Operations business events, as an HTTPS endpoint receives them.
+//!
+//! Every event is the common envelope with its contract's fields mixed in, serialized
+//! alphabetically: `BusinessEventId` (the event class), `BusinessEventLegalEntity` (the
+//! `dataAreaId`), `ControlNumber` (int64, increasing: the order events were raised in),
+//! `EventId` (a GUID: a redelivery carries the same one), `EventTime` (`/Date(ms)/`),
+//! `InitiatingUserAADObjectId` (`{GUID}`), `MajorVersion`, `MinorVersion`. A body is one
+//! event, or an array of them (as a batching endpoint delivers).
+//!
+//! Which events p2c reads, and the contract field that keys the record each is about:
+//!
+//! | `BusinessEventId` | entity | key |
+//! |---|---|---|
+//! | `SalesInvoicePostedBusinessEvent` (invoice created from a sales order) | invoice | `InvoiceId` |
+//! | `CustFreeTextInvoicePostedBusinessEvent` (free text invoice posted) | invoice | `InvoiceId` |
+//!
+//! The sales-invoice contract is documented (`InvoiceAccount`, `InvoiceId`, `SalesOrderId`,
+//! `InvoiceDate`, `InvoiceDueDate`, `InvoiceAmountInAccountingCurrency`,
+//! `InvoiceTaxAmount`, `LegalEntity`); the free-text invoice's class name is the catalogue's
+//! likely one and not confirmed. Other events (payment posted, collection status changed)
+//! have unconfirmed names and contracts, so they are refused with `unknown_entity` naming
+//! the event, rather than guessed at.
+//!
+//! Records are identified as `<dataAreaId>:<key>` (F&O keys are per legal entity), the
+//! legal entity is the event's `company`, and `ControlNumber` is its version. Contract
+//! dates become ISO-8601 dates.
+
+use super::{parse_json_body, WebhookError, WebhookRequest};
+use crate::domain::{
+    ChangeEvent, EntityType, EventId, Operation, Origin, SourceRef, SourceVersion, System,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+/// The business events p2c reads: (class, entity type, key field of the contract).
+pub const BUSINESS_EVENTS: [(&str, EntityType, &str); 2] = [
+    (
+        "SalesInvoicePostedBusinessEvent",
+        EntityType::Invoice,
+        "InvoiceId",
+    ),
+    (
+        "CustFreeTextInvoicePostedBusinessEvent",
+        EntityType::Invoice,
+        "InvoiceId",
+    ),
+];
+
+const FORMAT: &str = "Finance & Operations business event";
+
+fn invalid(message: impl Into<String>) -> WebhookError {
+    WebhookError::InvalidPayload {
+        format: FORMAT,
+        message: message.into(),
+    }
+}
+
+/// Parses a business-event request (one event or an array) into change events.
+pub fn parse(
+    req: &WebhookRequest,
+    received_at: DateTime<Utc>,
+) -> Result<Vec<ChangeEvent>, WebhookError> {
+    let doc = parse_json_body(req)?;
+    parse_events(&doc, received_at)
+}
+
+/// Parses a business-event document (one event or an array).
+pub fn parse_events(
+    doc: &Value,
+    received_at: DateTime<Utc>,
+) -> Result<Vec<ChangeEvent>, WebhookError> {
+    match doc {
+        Value::Array(items) if items.is_empty() => Err(invalid("an empty list of events")),
+        Value::Array(items) => items.iter().map(|e| event(e, received_at)).collect(),
+        other => Ok(vec![event(other, received_at)?]),
+    }
+}
+
+fn text<'a>(o: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
+    o.get(field)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// `ControlNumber`: an exact integer (never through a float), number or numeric text.
+fn control_number(o: &Map<String, Value>) -> Option<u64> {
+    match o.get("ControlNumber")? {
+        Value::Number(n) => n.as_str().parse().ok(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A contract value in its plain form: `/Date(ms)/` becomes an ISO-8601 date (a midnight
+/// UTC timestamp, how F&O sends a date) or date-time.
+fn plain(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.starts_with("/Date(") => match super::dataverse::parse_wcf_date(s) {
+            Some(iso) if iso.ends_with("T00:00:00Z") => {
+                Value::String(iso.trim_end_matches("T00:00:00Z").to_string())
+            }
+            Some(iso) => Value::String(iso),
+            None => v.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+fn event(doc: &Value, received_at: DateTime<Utc>) -> Result<ChangeEvent, WebhookError> {
+    let o = doc
+        .as_object()
+        .ok_or_else(|| invalid("an event is not a JSON object"))?;
+    let class =
+        text(o, "BusinessEventId").ok_or(WebhookError::MissingKey("BusinessEventId".into()))?;
+    let (_, entity_type, key_field) = BUSINESS_EVENTS
+        .iter()
+        .find(|(c, _, _)| *c == class)
+        .ok_or_else(|| WebhookError::UnknownEntity(class.chars().take(64).collect()))?;
+    let event_id = text(o, "EventId").ok_or(WebhookError::MissingKey("EventId".into()))?;
+    let legal_entity = text(o, "BusinessEventLegalEntity")
+        .or_else(|| text(o, "LegalEntity"))
+        .ok_or(WebhookError::MissingKey("BusinessEventLegalEntity".into()))?
+        .to_ascii_lowercase();
+    let key = text(o, key_field).ok_or_else(|| WebhookError::MissingKey((*key_field).into()))?;
+    let control = control_number(o).ok_or(WebhookError::MissingKey("ControlNumber".into()))?;
+    let event_ms = o
+        .get("EventTimeIso8601")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp_millis());
+    let user = text(o, "InitiatingUserAADObjectId")
+        .map(|u| u.trim_matches(['{', '}']).to_ascii_lowercase());
+    let fields: Map<String, Value> = o.iter().map(|(k, v)| (k.clone(), plain(v))).collect();
+    Ok(ChangeEvent {
+        event_id: EventId(format!("fin_ops:{}", event_id.to_ascii_lowercase())),
+        source: SourceRef::new(
+            System::FinOps,
+            *entity_type,
+            format!("{legal_entity}:{key}"),
+        ),
+        natural_key: Some(key.to_string()),
+        // A posted document is final: each event is its creation.
+        operation: Operation::Create,
+        fields,
+        previous: Map::new(),
+        needs_fetch: false,
+        resource: None,
+        version: SourceVersion {
+            sequence: Some((control, 0)),
+            modified_ms: event_ms,
+        },
+        origin: Origin {
+            user_id: user,
+            correlation_id: None,
+            client: None,
+            depth: None,
+        },
+        company: Some(legal_entity),
+        received_at,
+        content_hash: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn invoice_event() -> Value {
+        json!({
+            "BusinessEventId": "SalesInvoicePostedBusinessEvent",
+            "BusinessEventLegalEntity": "USMF",
+            "ControlNumber": 9007199254740993u64,
+            "EventId": "9C091AF1-5BAF-4CA9-B0A4-94D6E59A0D1C",
+            "EventTime": "/Date(1778753145000)/",
+            "InvoiceId": "CIV-000812",
+            "InvoiceDate": "/Date(1778716800000)/",
+        })
+    }
+
+    #[test]
+    fn the_control_number_is_the_exact_version() {
+        // 2^53 + 1: a float would round it.
+        let ev = parse_events(&invoice_event(), Utc::now()).expect("parses");
+        assert_eq!(ev[0].version.sequence, Some((9_007_199_254_740_993, 0)));
+        assert_eq!(ev[0].fields["InvoiceDate"], "2026-05-14");
+        assert_eq!(ev[0].source.id, "usmf:civ-000812");
+    }
+
+    #[test]
+    fn a_list_of_events_is_one_change_each_and_unknown_classes_are_refused() {
+        let mut second = invoice_event();
+        second["EventId"] = json!("0C091AF1-5BAF-4CA9-B0A4-94D6E59A0D1C");
+        second["InvoiceId"] = json!("CIV-000813");
+        let evs = parse_events(&json!([invoice_event(), second]), Utc::now()).expect("parses");
+        assert_eq!(evs.len(), 2);
+        assert_ne!(evs[0].event_id, evs[1].event_id);
+        let mut other = invoice_event();
+        other["BusinessEventId"] = json!("VendorInvoicePostedBusinessEvent");
+        let err = parse_events(&other, Utc::now()).expect_err("refused");
+        assert_eq!(err.code(), "unknown_entity");
+        assert!(err.to_string().contains("VendorInvoicePostedBusinessEvent"));
+        let mut keyless = invoice_event();
+        keyless.as_object_mut().map(|o| o.remove("InvoiceId"));
+        assert_eq!(
+            parse_events(&keyless, Utc::now())
+                .expect_err("refused")
+                .code(),
+            "missing_key"
+        );
+        assert_eq!(
+            parse_events(&json!([]), Utc::now())
+                .expect_err("refused")
+                .code(),
+            "invalid_payload"
+        );
+    }
+}
