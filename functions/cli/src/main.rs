@@ -89,6 +89,11 @@ struct ServeArgs {
     salesforce_url: Option<String>,
     #[arg(long, env = "P2C_SALESFORCE_TOKEN", hide_env_values = true)]
     salesforce_token: Option<String>,
+    /// Finance & Operations OData root, e.g. https://contoso.operations.dynamics.com/data
+    #[arg(long, env = "P2C_FO_URL")]
+    fo_url: Option<String>,
+    #[arg(long, env = "P2C_FO_TOKEN", hide_env_values = true)]
+    fo_token: Option<String>,
     /// Header Dataverse sends the webhook key in (service endpoint `HttpHeader` auth).
     #[arg(long, default_value = "x-p2c-key")]
     dataverse_key_header: String,
@@ -299,6 +304,8 @@ async fn run(cli: Cli) -> Result<()> {
                 bc_token,
                 salesforce_url,
                 salesforce_token,
+                fo_url,
+                fo_token,
                 dataverse_key_header,
                 dataverse_keys,
                 bc_client_states,
@@ -319,6 +326,7 @@ async fn run(cli: Cli) -> Result<()> {
                 (bc_url, bc_token),
                 company,
                 (salesforce_url, salesforce_token),
+                (fo_url, fo_token),
             )?;
             let auth = InboundAuth {
                 dataverse: DataverseAuth {

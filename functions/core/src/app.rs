@@ -36,6 +36,9 @@ pub struct Endpoints {
     /// Salesforce My Domain URL (`https://<domain>.my.salesforce.com`) and how to
     /// authenticate.
     pub salesforce: Option<(String, Credentials)>,
+    /// Finance & Operations OData root (`https://<env>.operations.dynamics.com/data`) and how
+    /// to authenticate.
+    pub fin_ops: Option<(String, Credentials)>,
 }
 
 /// A system's URL and, optionally, a fixed bearer token to use instead of OAuth2.
@@ -50,6 +53,7 @@ impl Endpoints {
         business_central: UrlAndToken,
         bc_company: String,
         salesforce: UrlAndToken,
+        fin_ops: UrlAndToken,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             dataverse: dataverse
@@ -75,6 +79,13 @@ impl Endpoints {
                 .0
                 .map(|u| {
                     let c = Credentials::salesforce_from_env(&u, salesforce.1)?;
+                    Ok::<_, anyhow::Error>((u, c))
+                })
+                .transpose()?,
+            fin_ops: fin_ops
+                .0
+                .map(|u| {
+                    let c = Credentials::from_env("FO", &u, None, fin_ops.1)?;
                     Ok::<_, anyhow::Error>((u, c))
                 })
                 .transpose()?,
@@ -138,6 +149,17 @@ impl Pipeline {
             ));
             connectors.insert(System::Salesforce, c.clone());
             readers.insert(System::Salesforce, c);
+        }
+        if let Some((base, credentials)) = &endpoints.fin_ops {
+            let http = Http::new(System::FinOps, credentials.source(System::FinOps)?)?;
+            let settings = rules.settings(System::FinOps);
+            let c = Arc::new(crate::connectors::fo::FinOpsConnector::new(
+                http,
+                base,
+                settings.company_id.clone().unwrap_or_else(|| "usmf".into()),
+                settings.customer_group.clone().unwrap_or_default(),
+            ));
+            connectors.insert(System::FinOps, c);
         }
         Ok(Self::with_connectors(
             store, rules, auth, connectors, readers, timings,

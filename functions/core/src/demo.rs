@@ -443,6 +443,7 @@ impl World {
             dataverse: None,
             business_central: Some((erp.root(), company, Credentials::Bearer("sim-token".into()))),
             salesforce: None,
+            fin_ops: None,
         };
         let crm = match rules.paired(Side::Crm) {
             System::Salesforce => {

@@ -79,6 +79,7 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
         (var("P2C_BC_URL"), var("P2C_BC_TOKEN")),
         company,
         (var("P2C_SALESFORCE_URL"), var("P2C_SALESFORCE_TOKEN")),
+        (var("P2C_FO_URL"), var("P2C_FO_TOKEN")),
     )?;
     let auth = InboundAuth {
         dataverse: DataverseAuth {

@@ -3,6 +3,7 @@
 
 pub mod bc;
 pub mod dataverse;
+pub mod fo;
 pub mod http;
 pub mod memory;
 pub mod oauth;

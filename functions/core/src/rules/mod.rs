@@ -127,8 +127,11 @@ pub struct SystemSettings {
     pub price_list_id: Option<String>,
     /// Dataverse: the column holding the p2c processing status on orders.
     pub order_status_column: Option<String>,
-    /// Business Central: the company id.
+    /// Business Central: the company id; Finance & Operations: the legal entity
+    /// (`dataAreaId`) p2c writes in.
     pub company_id: Option<String>,
+    /// Finance & Operations: the customer group new customers get (F&O requires one).
+    pub customer_group: Option<String>,
     /// Business Central: the G/L account rebate credit-memo lines are posted to.
     pub rebate_gl_account: Option<String>,
     /// Salesforce: the client id p2c names in `Sforce-Call-Options`, which change events

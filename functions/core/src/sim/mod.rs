@@ -9,6 +9,7 @@
 
 pub mod bc;
 pub mod dataverse;
+pub mod fo;
 pub mod salesforce;
 
 use serde_json::Value;
