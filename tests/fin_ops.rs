@@ -101,3 +101,119 @@ async fn business_events_need_the_key_and_a_redelivery_is_one_event() {
         r.body
     );
 }
+
+/// A Salesforce account change event, as an API destination posts it.
+fn account_event(n: u64, company: Option<&str>) -> WebhookRequest {
+    let mut payload = serde_json::json!({
+        "ChangeEventHeader": {
+            "entityName": "Account", "recordIds": [format!("0015f00002J9Y{n:05}")], "changeType": "CREATE",
+            "changeOrigin": "com/salesforce/api/soap/62.0;client=SfdcInternalAPI/",
+            "transactionKey": format!("tk-{n}"), "sequenceNumber": 1, "commitTimestamp": 1778749965000u64,
+            "commitNumber": 1778749965433528300u64 + n, "commitUser": "0055f000005mc66AAA",
+            "nulledFields": [], "diffFields": [], "changedFields": []
+        },
+        "Name": format!("Account {n}"), "ERP_Customer_Number__c": format!("C-{n}"), "CurrencyIsoCode": "USD",
+    });
+    if let Some(c) = company {
+        payload["P2C_Company__c"] = serde_json::json!(c);
+    }
+    let body = serde_json::json!({
+        "version": "0", "id": format!("ev-{n}"), "detail-type": "AccountChangeEvent",
+        "source": "aws.partner/salesforce.com/00D5f000005KcCnEAK/0YL5f000000CabWGAS",
+        "account": "123456789012", "time": "2026-05-14T09:12:46Z", "region": "eu-west-1", "resources": [],
+        "detail": { "payload": payload }
+    });
+    WebhookRequest {
+        method: "POST".into(),
+        path: "/webhooks/salesforce".into(),
+        query: vec![],
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-p2c-key".into(), "k".into()),
+        ],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// Multi-company: a Salesforce picklist names each account's legal entity, mapped through
+/// the `companies` value map; F&O gets each customer in its own `dataAreaId`, an account
+/// without one goes to the configured legal entity, and an account naming a company
+/// nobody mapped is dead-lettered with the reason, written nowhere.
+#[tokio::test]
+async fn each_account_goes_to_the_legal_entity_its_company_field_names() {
+    let sim = p2c_core::sim::fo::SimFinOps::start("usmf")
+        .await
+        .expect("sim");
+    let mut files = crate::common::rule_files();
+    let flows = files.get_mut("flows.toml").expect("flows.toml");
+    *flows = flows
+        .replace("crm = \"dataverse\"", "crm = \"salesforce\"")
+        .replace("erp = \"business_central\"", "erp = \"fin_ops\"")
+        .replace(
+            "[systems.salesforce]\n",
+            "[systems.salesforce]\ncompany_field = \"P2C_Company__c\"\n",
+        );
+    files
+        .get_mut("value_maps.toml")
+        .expect("value maps")
+        .push_str(
+            "\n[companies]\n\"Contoso Retail\" = \"USRT\"\n\"Contoso Manufacturing\" = \"USMF\"\n",
+        );
+    let rules = std::sync::Arc::new(p2c_core::rules::RuleSet::from_files(files).expect("rules"));
+    let endpoints = p2c_core::app::Endpoints {
+        dataverse: None,
+        business_central: None,
+        salesforce: None,
+        fin_ops: Some((
+            sim.data_url(),
+            p2c_core::connectors::oauth::Credentials::Bearer("t".into()),
+        )),
+    };
+    let auth = p2c_core::pipeline::ingest::InboundAuth {
+        salesforce: p2c_core::inbound::salesforce::SalesforceAuth {
+            secrets: vec!["k".into()],
+            org_ids: vec!["00D5f000005KcCnEAK".into()],
+        },
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let p = p2c_core::app::Pipeline::new(
+        p2c_core::embedded::EmbeddedStore::open(dir.path().join("mc.db")).expect("store"),
+        rules,
+        auth,
+        &endpoints,
+        crate::common::fast(),
+    )
+    .expect("pipeline");
+    for (n, company) in [
+        (1, Some("Contoso Retail")),
+        (2, None),
+        (3, Some("Fabrikam Europe")),
+    ] {
+        let r = ingest(&p.ingest, "salesforce", &account_event(n, company)).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    let c1 = sim.find("CustomersV3", "CustomerAccount", "C-1");
+    assert_eq!(c1.len(), 1);
+    assert_eq!(c1[0]["dataAreaId"], "usrt", "routed by its picklist");
+    let c2 = sim.find("CustomersV3", "CustomerAccount", "C-2");
+    assert_eq!(
+        c2[0]["dataAreaId"], "usmf",
+        "no company named: the configured one"
+    );
+    assert!(sim.find("CustomersV3", "CustomerAccount", "C-3").is_empty());
+    let dead = p2c_core::ports::DeadLetters::list(&p.store, QueueName::Inbound)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].code, "unmapped_company");
+    assert!(
+        dead[0].reason.contains("Fabrikam Europe"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(dead[0].reason.contains("[companies]"), "{}", dead[0].reason);
+}

@@ -124,6 +124,10 @@ pub struct Command {
     pub caused_by: EventId,
     /// The rule-set version that decided this command.
     pub rules_version: String,
+    /// The ERP company the write goes to (Business Central company id, F&O `dataAreaId`),
+    /// when it is not the connector's default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
 }
 
 impl Command {
@@ -145,6 +149,7 @@ impl Command {
             action,
             caused_by: caused_by.clone(),
             rules_version: rules_version.to_string(),
+            company: None,
         }
     }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Writes to and reads from one Business Central environment and company.
 pub struct BcConnector {
@@ -24,7 +24,8 @@ pub struct BcConnector {
     company: String,
     /// G/L account for rebate credit-memo lines.
     rebate_account: String,
-    terms: Mutex<HashMap<String, String>>,
+    /// Payment terms ids by `<company>/<code>`.
+    terms: Arc<Mutex<HashMap<String, String>>>,
 }
 
 fn permanent(status: u16, message: impl Into<String>) -> DeliveryError {
@@ -47,7 +48,7 @@ impl BcConnector {
             root: root.into().trim_end_matches('/').to_string(),
             company: company.into(),
             rebate_account: rebate_account.into(),
-            terms: Mutex::new(HashMap::new()),
+            terms: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -140,7 +141,8 @@ impl BcConnector {
     }
 
     async fn payment_terms_id(&self, code: &str) -> Result<Option<String>, DeliveryError> {
-        if let Some(hit) = self.terms.lock().ok().and_then(|m| m.get(code).cloned()) {
+        let cached = format!("{}/{code}", self.company);
+        if let Some(hit) = self.terms.lock().ok().and_then(|m| m.get(&cached).cloned()) {
             return Ok(Some(hit));
         }
         let found = self
@@ -150,7 +152,7 @@ impl BcConnector {
         match id {
             Some(id) => {
                 if let Ok(mut m) = self.terms.lock() {
-                    m.insert(code.to_string(), id.clone());
+                    m.insert(cached, id.clone());
                 }
                 Ok(Some(id))
             }
@@ -306,6 +308,26 @@ impl Connector for BcConnector {
     }
 
     async fn apply(&self, cmd: &Command) -> Result<Outcome, DeliveryError> {
+        // The company the rules routed this record to, else the configured one.
+        match cmd.company.as_deref() {
+            Some(company) if !company.eq_ignore_ascii_case(&self.company) => {
+                let routed = BcConnector {
+                    http: self.http.clone(),
+                    root: self.root.clone(),
+                    company: company.to_string(),
+                    rebate_account: self.rebate_account.clone(),
+                    terms: self.terms.clone(),
+                };
+                routed.apply_here(cmd).await
+            }
+            _ => self.apply_here(cmd).await,
+        }
+    }
+}
+
+impl BcConnector {
+    /// [`Connector::apply`] in this connector's company.
+    async fn apply_here(&self, cmd: &Command) -> Result<Outcome, DeliveryError> {
         let written = fingerprint(&serde_json::to_value(&cmd.action).unwrap_or(Value::Null));
         let (reply, created, assigned) = match &cmd.action {
             Action::UpsertCustomer(c) => {
@@ -605,5 +627,55 @@ impl SourceReader for BcConnector {
             out.extend(self.event_for(event, &res.entity_set, &rec, suffix.as_deref()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EntityKey, EntityType, EventId};
+    use crate::sim::bc::SimBusinessCentral;
+
+    #[tokio::test]
+    async fn a_command_routed_to_a_company_is_written_there_not_in_the_default_one() {
+        let routed_to = "c0ffee00-0000-4000-8000-000000000002";
+        let sim = SimBusinessCentral::start(routed_to).await.expect("sim");
+        let http = Http::new(
+            System::BusinessCentral,
+            Arc::new(super::super::http::StaticToken("t".into())),
+        )
+        .expect("http");
+        // Configured with another company: only the routing reaches the simulated one.
+        let c = BcConnector::new(
+            http,
+            sim.root(),
+            "b18aed47-c385-49d2-b954-dbdf8ad71780",
+            "6910",
+        );
+        let action: Action =
+            serde_json::from_value(json!({"action": "upsert_customer", "record": {
+                "number": "C-9", "name": "Routed Ltd", "address": {}
+            }}))
+            .expect("action");
+        let mut cmd = Command::new(
+            "sync#e-9",
+            &EventId("dataverse:e-9".into()),
+            System::BusinessCentral,
+            EntityKey::new(EntityType::Account, "C-9").expect("key"),
+            action,
+            "r-1",
+        );
+        match c.apply(&cmd).await {
+            Err(DeliveryError::Permanent { status: 404, .. }) => {}
+            other => panic!("the default company is not the simulated one: {other:?}"),
+        }
+        cmd.company = Some(routed_to.to_uppercase());
+        let out = c.apply(&cmd).await.expect("written in the routed company");
+        assert!(out.created);
+        assert_eq!(
+            sim.find("customers", "number", "C-9")
+                .and_then(|r| r.get("displayName").cloned()),
+            Some(json!("Routed Ltd"))
+        );
     }
 }

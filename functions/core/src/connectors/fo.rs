@@ -370,9 +370,23 @@ impl Connector for FinOpsConnector {
 
     async fn apply(&self, cmd: &Command) -> Result<Outcome, DeliveryError> {
         let written = fingerprint(&serde_json::to_value(&cmd.action).unwrap_or(Value::Null));
+        // The legal entity the rules routed this record to, else the configured one.
+        let routed;
+        let this = match cmd.company.as_deref().map(str::to_ascii_lowercase) {
+            Some(area) if area != self.data_area => {
+                routed = FinOpsConnector {
+                    http: self.http.clone(),
+                    base: self.base.clone(),
+                    data_area: area,
+                    customer_group: self.customer_group.clone(),
+                };
+                &routed
+            }
+            _ => self,
+        };
         let (target_id, created, assigned) = match &cmd.action {
             Action::UpsertCustomer(c) => {
-                let (id, created) = self.upsert_customer(c).await?;
+                let (id, created) = this.upsert_customer(c).await?;
                 (id, created, None)
             }
             Action::UpsertOrder(o) => {
@@ -383,7 +397,7 @@ impl Connector for FinOpsConnector {
                     "CustomerRequisitionNumber": o.customer_reference,
                     "RequestedShippingDate": o.requested_delivery.map(|d| format!("{d}T12:00:00Z")),
                 });
-                let (number, created) = self
+                let (number, created) = this
                     .upsert_document(&ORDER, &o.number, header, &o.lines)
                     .await?;
                 (number.clone(), created, Some(number))
@@ -394,7 +408,7 @@ impl Connector for FinOpsConnector {
                     "CurrencyCode": q.currency.as_str(),
                     "SalesQuotationExpiryDate": q.valid_until.map(|d| format!("{d}T12:00:00Z")),
                 });
-                let (number, created) = self
+                let (number, created) = this
                     .upsert_document(&QUOTATION, &q.number, header, &q.lines)
                     .await?;
                 (number.clone(), created, Some(number))

@@ -269,6 +269,21 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         }
     }
 
+    // ERP writes go to the record's company: routed by the rules for a CRM record, the
+    // company the ERP record came from otherwise (a rebate credit note follows its invoice).
+    // Decided on the whole record, before anything is planned, so a record naming an
+    // unknown company has no effect at all.
+    let company = if side == crate::domain::Side::Crm {
+        rules
+            .company_for(&ev)
+            .map_err(|message| SyncError::Permanent {
+                code: "unmapped_company".into(),
+                message,
+            })?
+    } else {
+        ev.company.clone()
+    };
+
     // References: add each lookup's business key; park if a required one is not synced.
     let counterpart = rules.counterpart(side);
     let lookups = enrich_lookups(ctx, &mut ev.fields, system, counterpart).await?;
@@ -522,6 +537,13 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         state.records.insert(k, v);
     }
     state.sent.insert(kind.as_str().to_string(), fp);
+    for c in plan
+        .commands
+        .iter_mut()
+        .filter(|c| c.target.side() == crate::domain::Side::Erp)
+    {
+        c.company = company.clone();
+    }
     state.last_applied = Some(Applied {
         idempotency_key: idem.to_string(),
         commands: plan.commands.clone(),

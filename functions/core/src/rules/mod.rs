@@ -132,6 +132,10 @@ pub struct SystemSettings {
     pub company_id: Option<String>,
     /// Finance & Operations: the customer group new customers get (F&O requires one).
     pub customer_group: Option<String>,
+    /// A CRM: the field of its records that names the ERP company they belong to (the
+    /// Dataverse owning business unit, a Salesforce picklist). Its value — a lookup's id or
+    /// name, or the text — is mapped through the `companies` value map.
+    pub company_field: Option<String>,
     /// Business Central: the G/L account rebate credit-memo lines are posted to.
     pub rebate_gl_account: Option<String>,
     /// Salesforce: the client id p2c names in `Sforce-Call-Options`, which change events
@@ -429,6 +433,49 @@ impl RuleSet {
         Ok(rules)
     }
 
+    /// The ERP company a CRM record is written to: `None` for the ERP's default company
+    /// (no `company_field` for its system, or the record leaves it empty); an error when the
+    /// record names a company the `companies` value map does not know (never guessed).
+    pub fn company_for(&self, ev: &crate::domain::ChangeEvent) -> Result<Option<String>, String> {
+        let Some(field) = self.settings(ev.source.system).company_field else {
+            return Ok(None);
+        };
+        let value = ev.fields.get(&field).or_else(|| ev.previous.get(&field));
+        let candidates: Vec<&str> = match value {
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => vec![s.trim()],
+            Some(serde_json::Value::Object(o)) => ["id", "name"]
+                .iter()
+                .filter_map(|k| o.get(*k).and_then(serde_json::Value::as_str))
+                .collect(),
+            Some(serde_json::Value::Number(n)) => vec![n.as_str()],
+            _ => Vec::new(),
+        };
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let map = self.value_maps.get("companies");
+        candidates
+            .iter()
+            .find_map(|c| {
+                map.and_then(|m| {
+                    m.get(*c).or_else(|| {
+                        m.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(c))
+                            .map(|(_, v)| v)
+                    })
+                })
+            })
+            .map(|company| Some(company.clone()))
+            .ok_or_else(|| {
+                format!(
+                    "{} `{}` is not mapped to an ERP company: add it to [companies] in \
+                     rules/value_maps.toml",
+                    field,
+                    candidates.join("` / `")
+                )
+            })
+    }
+
     /// The system this deployment pairs on `side`.
     pub fn paired(&self, side: Side) -> System {
         match side {
@@ -586,6 +633,59 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules"),
         ))
         .expect("the repository's rules compile")
+    }
+
+    #[test]
+    fn a_record_s_company_comes_from_its_company_field_through_the_companies_map() {
+        let mut files = DirLoader(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules"))
+            .load()
+            .expect("files");
+        let flows = files.get_mut("flows.toml").expect("flows");
+        *flows = flows.replace(
+            "[systems.dataverse]\n",
+            "[systems.dataverse]\ncompany_field = \"owningbusinessunit\"\n",
+        );
+        files
+            .get_mut("value_maps.toml")
+            .expect("maps")
+            .push_str("\n[companies]\n\"8a1d0c8e-0000-4000-8000-000000000001\" = \"USRT\"\n\"Contoso Manufacturing\" = \"USMF\"\n");
+        let rules = RuleSet::from_files(files).expect("rules");
+        let event = |unit: serde_json::Value| {
+            let mut fields = serde_json::Map::new();
+            fields.insert("owningbusinessunit".into(), unit);
+            crate::domain::ChangeEvent {
+                event_id: crate::domain::EventId("e".into()),
+                source: crate::domain::SourceRef::new(System::Dataverse, EntityType::Account, "1"),
+                natural_key: None,
+                operation: crate::domain::Operation::Update,
+                fields,
+                previous: Default::default(),
+                needs_fetch: false,
+                resource: None,
+                version: Default::default(),
+                origin: Default::default(),
+                company: None,
+                received_at: chrono::Utc::now(),
+                content_hash: Default::default(),
+            }
+        };
+        // A lookup: by its id, else by its name (case aside).
+        let by_id = serde_json::json!({"id": "8a1d0c8e-0000-4000-8000-000000000001", "logical_name": "businessunit", "name": "Retail"});
+        assert_eq!(rules.company_for(&event(by_id)), Ok(Some("USRT".into())));
+        let by_name = serde_json::json!({"id": "ffff", "logical_name": "businessunit", "name": "contoso manufacturing"});
+        assert_eq!(rules.company_for(&event(by_name)), Ok(Some("USMF".into())));
+        assert_eq!(rules.company_for(&event(serde_json::Value::Null)), Ok(None));
+        let unknown = serde_json::json!({"id": "eeee", "name": "Fabrikam"});
+        let err = rules.company_for(&event(unknown)).expect_err("unmapped");
+        assert!(
+            err.contains("Fabrikam") && err.contains("[companies]"),
+            "{err}"
+        );
+        // Without a company field, every record goes to the ERP's configured company.
+        assert_eq!(
+            repo_rules().company_for(&event(serde_json::json!("anything"))),
+            Ok(None)
+        );
     }
 
     #[test]
