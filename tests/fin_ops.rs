@@ -217,3 +217,104 @@ async fn each_account_goes_to_the_legal_entity_its_company_field_names() {
     );
     assert!(dead[0].reason.contains("[companies]"), "{}", dead[0].reason);
 }
+
+/// An invoice posted in F&O reaches the Dataverse sales history: the business event, the
+/// order header read for the CRM's order number, the F&O invoice mapping, the rebate rule,
+/// the Web API write.
+#[tokio::test]
+async fn an_invoice_posted_in_f_and_o_lands_in_the_crm_sales_history_against_its_order() {
+    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
+        .await
+        .expect("sim");
+    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
+        .await
+        .expect("sim");
+    // The order the CRM sent earlier, as F&O holds it, and the CRM's side of it.
+    fo.insert(
+        "SalesOrderHeadersV2",
+        serde_json::json!({"dataAreaId": "usmf", "SalesOrderNumber": "000731",
+            "CustomersOrderReference": "ORD-01007-K4Z8V1", "OrderingCustomerAccountNumber": "US-027"}),
+    );
+    crm.create(
+        "accounts",
+        serde_json::json!({"accountnumber": "US-027", "name": "Fabrikam US"}),
+    )
+    .expect("account");
+    crm.create(
+        "salesorders",
+        serde_json::json!({"ordernumber": "ORD-01007-K4Z8V1", "name": "Fabrikam pumps",
+            "customerid_account@odata.bind": "/accounts(accountnumber='US-027')"}),
+    )
+    .expect("order");
+    crm.outbox().take();
+    let mut files = crate::common::rule_files();
+    let flows = files.get_mut("flows.toml").expect("flows.toml");
+    *flows = flows.replace("erp = \"business_central\"", "erp = \"fin_ops\"");
+    let rules = std::sync::Arc::new(p2c_core::rules::RuleSet::from_files(files).expect("rules"));
+    let bearer = || p2c_core::connectors::oauth::Credentials::Bearer("t".into());
+    let endpoints = p2c_core::app::Endpoints {
+        dataverse: Some((crm.api_base(), bearer())),
+        business_central: None,
+        salesforce: None,
+        fin_ops: Some((fo.data_url(), bearer())),
+    };
+    let auth = p2c_core::pipeline::ingest::InboundAuth {
+        fin_ops: DataverseAuth {
+            header: Some("x-p2c-key".into()),
+            query_param: Some("code".into()),
+            secrets: vec!["fo-key".into()],
+        },
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let p = p2c_core::app::Pipeline::new(
+        p2c_core::embedded::EmbeddedStore::open(dir.path().join("fo.db")).expect("store"),
+        rules,
+        auth,
+        &endpoints,
+        crate::common::fast(),
+    )
+    .expect("pipeline");
+    let r = ingest(
+        &p.ingest,
+        "fo",
+        &business_event(Some("fo-key"), fixture("fo_invoice_posted_event.json")),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    let dead = p2c_core::ports::DeadLetters::list(&p.store, QueueName::Inbound)
+        .await
+        .expect("dead letters");
+    assert!(dead.is_empty(), "{dead:?}");
+    let invoice = crm
+        .find("invoices", "invoicenumber", "CIV-000812")
+        .expect("the invoice is in Dataverse");
+    assert_eq!(invoice["totalamount"].to_string(), "20240");
+    assert_eq!(invoice["totaltax"].to_string(), "1840");
+    assert_eq!(invoice["p2c_invoicedate"], "2026-05-14");
+    let order_id = crm
+        .find("salesorders", "ordernumber", "ORD-01007-K4Z8V1")
+        .and_then(|o| o.get("salesorderid").cloned())
+        .expect("order id");
+    assert_eq!(
+        invoice["_salesorderid_value"], order_id,
+        "linked to the CRM's order"
+    );
+    // 18,400.00 net crosses into the Silver tier: 2% accrued on the invoice.
+    assert_eq!(invoice["p2c_rebatetier"], "Silver");
+    assert_eq!(invoice["p2c_rebateaccrual"].to_string(), "368");
+    // The rebate credit note that crossing the tier raises cannot be written to F&O yet:
+    // it waits in the ERP dead-letter queue with the reason, nothing half-written.
+    let to_erp = p2c_core::ports::DeadLetters::list(&p.store, QueueName::ToErp)
+        .await
+        .expect("dead letters");
+    assert_eq!(to_erp.len(), 1, "{to_erp:?}");
+    assert!(
+        to_erp[0].reason.contains("not written to Finance & Operations yet"),
+        "{}",
+        to_erp[0].reason
+    );
+}

@@ -159,7 +159,8 @@ impl Pipeline {
                 settings.company_id.clone().unwrap_or_else(|| "usmf".into()),
                 settings.customer_group.clone().unwrap_or_default(),
             ));
-            connectors.insert(System::FinOps, c);
+            connectors.insert(System::FinOps, c.clone());
+            readers.insert(System::FinOps, c);
         }
         Ok(Self::with_connectors(
             store, rules, auth, connectors, readers, timings,

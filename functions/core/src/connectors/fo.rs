@@ -16,16 +16,21 @@
 //!   `SalesQuotationLines` (the line entity's name and the reference field are not
 //!   confirmed by Microsoft's documentation; they follow the order entities).
 //!
+//! Reads: a posted invoice's business event names F&O's order number (`SalesOrderId`); the
+//! read adds the CRM's (`CustomersOrderReference` of the order header, `null` for an invoice
+//! without an order).
+//!
 //! Rebate credit notes and contacts are not written to F&O yet: the free-text invoice and
 //! contact-person entities' shapes are unconfirmed, so those commands fail permanently
 //! with that reason rather than guess.
 
 use super::http::{odata_literal, Http, Reply};
 use crate::command::{Action, Command};
+use crate::domain::{ChangeEvent, EntityType};
 use crate::domain::{DocLine, System};
 use crate::error::DeliveryError;
 use crate::json::{decimal_number, fingerprint};
-use crate::ports::{Connector, Outcome};
+use crate::ports::{Connector, Outcome, SourceReader};
 use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -436,6 +441,57 @@ impl Connector for FinOpsConnector {
             fingerprint: written,
             created,
         })
+    }
+}
+
+#[async_trait]
+impl SourceReader for FinOpsConnector {
+    fn system(&self) -> System {
+        System::FinOps
+    }
+
+    async fn read(&self, event: &ChangeEvent) -> Result<Vec<ChangeEvent>, DeliveryError> {
+        match event.source.entity_type {
+            EntityType::Invoice => {
+                let mut ev = event.clone();
+                let order = ev
+                    .fields
+                    .get("SalesOrderId")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_string);
+                let reference = match order {
+                    Some(order) => {
+                        let area = event
+                            .company
+                            .clone()
+                            .unwrap_or_else(|| self.data_area.clone());
+                        let scoped = FinOpsConnector {
+                            http: self.http.clone(),
+                            base: self.base.clone(),
+                            data_area: area.to_ascii_lowercase(),
+                            customer_group: self.customer_group.clone(),
+                        };
+                        scoped
+                            .find("SalesOrderHeadersV2", "SalesOrderNumber", &order)
+                            .await?
+                            .and_then(|h| h.get("CustomersOrderReference").cloned())
+                            .filter(|r| r.as_str().is_some_and(|s| !s.is_empty()))
+                            .unwrap_or(Value::Null)
+                    }
+                    None => Value::Null,
+                };
+                ev.fields
+                    .insert("CustomersOrderReference".into(), reference);
+                // The fields changed: the content hash is computed afresh.
+                ev.content_hash = Default::default();
+                Ok(vec![ev])
+            }
+            other => Err(permanent(
+                501,
+                format!("{other} records are not read from Finance & Operations yet"),
+            )),
+        }
     }
 }
 
