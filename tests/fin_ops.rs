@@ -247,34 +247,7 @@ async fn an_invoice_posted_in_f_and_o_lands_in_the_crm_sales_history_against_its
     )
     .expect("order");
     crm.outbox().take();
-    let mut files = crate::common::rule_files();
-    let flows = files.get_mut("flows.toml").expect("flows.toml");
-    *flows = flows.replace("erp = \"business_central\"", "erp = \"fin_ops\"");
-    let rules = std::sync::Arc::new(p2c_core::rules::RuleSet::from_files(files).expect("rules"));
-    let bearer = || p2c_core::connectors::oauth::Credentials::Bearer("t".into());
-    let endpoints = p2c_core::app::Endpoints {
-        dataverse: Some((crm.api_base(), bearer())),
-        business_central: None,
-        salesforce: None,
-        fin_ops: Some((fo.data_url(), bearer())),
-    };
-    let auth = p2c_core::pipeline::ingest::InboundAuth {
-        fin_ops: DataverseAuth {
-            header: Some("x-p2c-key".into()),
-            query_param: Some("code".into()),
-            secrets: vec!["fo-key".into()],
-        },
-        ..Default::default()
-    };
-    let dir = tempfile::tempdir().expect("dir");
-    let p = p2c_core::app::Pipeline::new(
-        p2c_core::embedded::EmbeddedStore::open(dir.path().join("fo.db")).expect("store"),
-        rules,
-        auth,
-        &endpoints,
-        crate::common::fast(),
-    )
-    .expect("pipeline");
+    let (p, _dir) = dataverse_with_fin_ops(&crm, &fo);
     let r = ingest(
         &p.ingest,
         "fo",
@@ -313,8 +286,89 @@ async fn an_invoice_posted_in_f_and_o_lands_in_the_crm_sales_history_against_its
         .expect("dead letters");
     assert_eq!(to_erp.len(), 1, "{to_erp:?}");
     assert!(
-        to_erp[0].reason.contains("not written to Finance & Operations yet"),
+        to_erp[0]
+            .reason
+            .contains("not written to Finance & Operations yet"),
         "{}",
         to_erp[0].reason
+    );
+}
+
+/// A deployment pairing Dataverse with Finance & Operations, both simulated.
+fn dataverse_with_fin_ops(
+    crm: &p2c_core::sim::dataverse::SimDataverse,
+    fo: &p2c_core::sim::fo::SimFinOps,
+) -> (p2c_core::app::Pipeline, tempfile::TempDir) {
+    let mut files = crate::common::rule_files();
+    let flows = files.get_mut("flows.toml").expect("flows.toml");
+    *flows = flows.replace("erp = \"business_central\"", "erp = \"fin_ops\"");
+    let rules = std::sync::Arc::new(p2c_core::rules::RuleSet::from_files(files).expect("rules"));
+    let bearer = || p2c_core::connectors::oauth::Credentials::Bearer("t".into());
+    let endpoints = p2c_core::app::Endpoints {
+        dataverse: Some((crm.api_base(), bearer())),
+        business_central: None,
+        salesforce: None,
+        fin_ops: Some((fo.data_url(), bearer())),
+    };
+    let auth = p2c_core::pipeline::ingest::InboundAuth {
+        fin_ops: DataverseAuth {
+            header: Some("x-p2c-key".into()),
+            query_param: Some("code".into()),
+            secrets: vec!["fo-key".into()],
+        },
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let p = p2c_core::app::Pipeline::new(
+        p2c_core::embedded::EmbeddedStore::open(dir.path().join("fo.db")).expect("store"),
+        rules,
+        auth,
+        &endpoints,
+        crate::common::fast(),
+    )
+    .expect("pipeline");
+    (p, dir)
+}
+
+/// An event raised by p2c's own Entra application in F&O (`integration_user` under
+/// `[systems.fin_ops]`) is an echo: recorded and dropped, nothing written to the CRM.
+#[tokio::test]
+async fn an_event_initiated_by_p2c_s_own_application_is_an_echo() {
+    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
+        .await
+        .expect("sim");
+    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
+        .await
+        .expect("sim");
+    let (p, _dir) = dataverse_with_fin_ops(&crm, &fo);
+    let me = p
+        .sync
+        .rules
+        .settings(p2c_core::domain::System::FinOps)
+        .integration_user
+        .expect("configured");
+    let body = fixture("fo_invoice_posted_event.json").replace(
+        "{C600136F-6814-41D9-8642-40CA0EC4EDD4}",
+        &format!("{{{}}}", me.to_uppercase()),
+    );
+    let r = ingest(&p.ingest, "fo", &business_event(Some("fo-key"), body)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    assert!(crm
+        .find("invoices", "invoicenumber", "CIV-000812")
+        .is_none());
+    let trail = p
+        .store
+        .trail("fin_ops/invoice/usmf:civ-000812")
+        .await
+        .expect("trail");
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(trail[0].outcome, "echo");
+    assert!(
+        trail[0].detail.contains("Finance & Operations user"),
+        "{}",
+        trail[0].detail
     );
 }
