@@ -372,3 +372,105 @@ async fn an_event_initiated_by_p2c_s_own_application_is_an_echo() {
         trail[0].detail
     );
 }
+
+/// A data event as the Power Platform integration proxies it: a `RemoteExecutionContext`
+/// naming the virtual table and carrying the record's key.
+fn order_data_event(operation: &str, order: &str) -> String {
+    serde_json::json!({
+        "MessageName": "Update", "PrimaryEntityName": "mserp_salesorderheaderv2entity",
+        "PrimaryEntityId": "5b1e3d75-a749-ef11-acce-00224802d26d", "OperationId": operation,
+        "CorrelationId": "c1b3a8e0-0000-4000-8000-000000000001", "Depth": 1,
+        "OperationCreatedOn": "/Date(1778753145000)/",
+        "InitiatingUserAzureActiveDirectoryObjectId": "c600136f-6814-41d9-8642-40ca0ec4edd4",
+        "InputParameters": [{ "key": "Target", "value": {
+            "__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts",
+            "LogicalName": "mserp_salesorderheaderv2entity",
+            "Attributes": [
+                { "key": "mserp_dataareaid", "value": "USMF" },
+                { "key": "mserp_salesordernumber", "value": order },
+                { "key": "mserp_salesorderstatus", "value": { "__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 200000002 } }
+            ]
+        }}],
+        "PostEntityImages": [], "PreEntityImages": []
+    })
+    .to_string()
+}
+
+/// Order progress from F&O: the data event names the order, p2c reads it with its lines
+/// through OData, and the CRM order's processing status follows each step.
+#[tokio::test]
+async fn an_order_s_progress_in_f_and_o_shows_on_the_crm_order() {
+    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
+        .await
+        .expect("sim");
+    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
+        .await
+        .expect("sim");
+    fo.insert(
+        "SalesOrderHeadersV2",
+        serde_json::json!({"dataAreaId": "usmf", "SalesOrderNumber": "000731",
+            "CustomersOrderReference": "ORD-01007-K4Z8V1", "SalesOrderStatus": "Backorder"}),
+    );
+    for (lot, status) in [("LOT-1", "Delivered"), ("LOT-2", "Backorder")] {
+        fo.insert(
+            "SalesOrderLines",
+            serde_json::json!({"dataAreaId": "usmf", "InventoryLotId": lot, "SalesOrderNumber": "000731",
+                "ItemNumber": "P-200", "OrderedSalesQuantity": 20, "SalesOrderLineStatus": status}),
+        );
+    }
+    crm.create(
+        "accounts",
+        serde_json::json!({"accountnumber": "US-027", "name": "Fabrikam US"}),
+    )
+    .expect("account");
+    crm.create(
+        "salesorders",
+        serde_json::json!({"ordernumber": "ORD-01007-K4Z8V1", "name": "Fabrikam pumps",
+            "customerid_account@odata.bind": "/accounts(accountnumber='US-027')"}),
+    )
+    .expect("order");
+    crm.outbox().take();
+    let (p, _dir) = dataverse_with_fin_ops(&crm, &fo);
+    let r = ingest(
+        &p.ingest,
+        "fo",
+        &business_event(Some("fo-key"), order_data_event("op-1", "000731")),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    let status = |crm: &p2c_core::sim::dataverse::SimDataverse| {
+        crm.find("salesorders", "ordernumber", "ORD-01007-K4Z8V1")
+            .and_then(|o| o.get("p2c_processingstatus").cloned())
+    };
+    assert_eq!(status(&crm), Some(serde_json::json!("Partially Shipped")));
+    assert_eq!(
+        crm.find("salesorders", "ordernumber", "ORD-01007-K4Z8V1")
+            .and_then(|o| o.get("p2c_erpordernumber").cloned()),
+        Some(serde_json::json!("000731"))
+    );
+    // Another legal entity has an order with the same number; a second data event for
+    // usmf's 000731, unchanged there, says nothing new: usrt's is never read.
+    fo.insert(
+        "SalesOrderHeadersV2",
+        serde_json::json!({"dataAreaId": "usrt", "SalesOrderNumber": "000731",
+            "CustomersOrderReference": "OTHER", "SalesOrderStatus": "Backorder"}),
+    );
+    let r = ingest(
+        &p.ingest,
+        "fo",
+        &business_event(Some("fo-key"), order_data_event("op-2", "000731")),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    assert_eq!(status(&crm), Some(serde_json::json!("Partially Shipped")));
+    let dead = p2c_core::ports::DeadLetters::list(&p.store, QueueName::Inbound)
+        .await
+        .expect("dead letters");
+    assert!(dead.is_empty(), "{dead:?}");
+}

@@ -487,11 +487,68 @@ impl SourceReader for FinOpsConnector {
                 ev.content_hash = Default::default();
                 Ok(vec![ev])
             }
-            other => Err(permanent(
-                501,
-                format!("{other} records are not read from Finance & Operations yet"),
-            )),
+            _ => self.read_record(event).await,
         }
+    }
+}
+
+impl FinOpsConnector {
+    /// The record a data event names, read by its key (with its lines for documents).
+    async fn read_record(&self, event: &ChangeEvent) -> Result<Vec<ChangeEvent>, DeliveryError> {
+        let Some((_, set, key_field, _)) = crate::inbound::fo::DATA_ENTITIES
+            .iter()
+            .find(|(t, _, _, _)| *t == event.source.entity_type)
+        else {
+            return Err(permanent(
+                501,
+                format!(
+                    "{} records are not read from Finance & Operations",
+                    event.source.entity_type
+                ),
+            ));
+        };
+        let key = event
+            .natural_key
+            .clone()
+            .or_else(|| event.source.id.split_once(':').map(|(_, k)| k.to_string()))
+            .unwrap_or_default();
+        let area = event
+            .company
+            .clone()
+            .unwrap_or_else(|| self.data_area.clone())
+            .to_ascii_lowercase();
+        let scoped = FinOpsConnector {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            data_area: area,
+            customer_group: self.customer_group.clone(),
+        };
+        let Some(record) = scoped.find(set, key_field, &key).await? else {
+            return Ok(Vec::new());
+        };
+        let mut fields: serde_json::Map<String, Value> = record
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| !k.starts_with('@'))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lines = match event.source.entity_type {
+            EntityType::Order => Some((ORDER.lines, ORDER.number)),
+            EntityType::Quote => Some((QUOTATION.lines, QUOTATION.number)),
+            _ => None,
+        };
+        if let Some((lines_set, number)) = lines {
+            let found = scoped.query(lines_set, number, &key, 1000).await?;
+            fields.insert(lines_set.into(), Value::Array(found));
+        }
+        let mut ev = event.clone();
+        ev.fields = fields;
+        ev.needs_fetch = false;
+        ev.content_hash = Default::default();
+        Ok(vec![ev])
     }
 }
 

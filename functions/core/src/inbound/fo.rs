@@ -21,6 +21,11 @@
 //! have unconfirmed names and contracts, so they are refused with `unknown_entity` naming
 //! the event, rather than guessed at.
 //!
+//! Data events (create, update, delete of a data entity) arrive as a Dataverse
+//! `RemoteExecutionContext` when the Power Platform integration proxies them: p2c takes the
+//! entity and the record's key from it and reads the record through OData (see
+//! [`DATA_ENTITIES`]).
+//!
 //! Records are identified as `<dataAreaId>:<key>` (F&O keys are per legal entity), the
 //! legal entity is the event's `company`, and `ControlNumber` is its version. Contract
 //! dates become ISO-8601 dates.
@@ -55,13 +60,144 @@ fn invalid(message: impl Into<String>) -> WebhookError {
     }
 }
 
-/// Parses a business-event request (one event or an array) into change events.
+/// Parses a request: a data event (a `RemoteExecutionContext`, as Dataverse proxies F&O
+/// data events), or business events (one or an array).
 pub fn parse(
     req: &WebhookRequest,
     received_at: DateTime<Utc>,
 ) -> Result<Vec<ChangeEvent>, WebhookError> {
     let doc = parse_json_body(req)?;
+    if doc.get("PrimaryEntityName").is_some() && doc.get("MessageName").is_some() {
+        return Ok(vec![data_event(&doc, received_at)?]);
+    }
     parse_events(&doc, received_at)
+}
+
+/// The data entities whose data events p2c reads: (entity type, OData entity set, key
+/// field, names the event may give it). A data event names the entity as its Dataverse
+/// virtual table does (`mserp_` and the entity's name, e.g. `mserp_salesorderheaderv2entity`)
+/// or by its public name; both are matched without case, prefix or `entity` suffix. (The
+/// virtual tables' exact names are not confirmed in the reference, hence the tolerance.)
+pub const DATA_ENTITIES: [(EntityType, &str, &str, &[&str]); 4] = [
+    (
+        EntityType::Order,
+        "SalesOrderHeadersV2",
+        "SalesOrderNumber",
+        &["salesorderheaderv2", "salesorderheadersv2"],
+    ),
+    (
+        EntityType::Account,
+        "CustomersV3",
+        "CustomerAccount",
+        &["customerv3", "customersv3"],
+    ),
+    (
+        EntityType::Item,
+        "ReleasedProductsV2",
+        "ItemNumber",
+        &["releasedproductv2", "releasedproductsv2"],
+    ),
+    (
+        EntityType::Quote,
+        "SalesQuotationHeadersV2",
+        "SalesQuotationNumber",
+        &["salesquotationheaderv2", "salesquotationheadersv2"],
+    ),
+];
+
+/// A name as matched: lower case, without `mserp_` and a trailing `entity`.
+fn plain_name(name: &str) -> String {
+    let n = name.trim().to_ascii_lowercase();
+    let n = n.strip_prefix("mserp_").unwrap_or(&n).to_string();
+    n.strip_suffix("entity").map(str::to_string).unwrap_or(n)
+}
+
+/// A data event: which record of which entity changed. Only the key is taken from it; the
+/// record itself is read through OData (whose field names are the documented ones).
+fn data_event(doc: &Value, received_at: DateTime<Utc>) -> Result<ChangeEvent, WebhookError> {
+    let o = doc
+        .as_object()
+        .ok_or_else(|| invalid("not a JSON object"))?;
+    let entity =
+        text(o, "PrimaryEntityName").ok_or(WebhookError::MissingKey("PrimaryEntityName".into()))?;
+    let wanted = plain_name(entity);
+    let (entity_type, set, key_field, _) = DATA_ENTITIES
+        .iter()
+        .find(|(_, _, _, names)| names.contains(&wanted.as_str()))
+        .ok_or_else(|| WebhookError::UnknownEntity(entity.chars().take(64).collect()))?;
+    let message = text(o, "MessageName").ok_or(WebhookError::MissingKey("MessageName".into()))?;
+    let operation = match message {
+        "Create" => Operation::Create,
+        "Delete" => Operation::Delete,
+        _ => Operation::Update,
+    };
+    // The record's attributes: the Target entity's, then the images'.
+    let attributes: Vec<(String, Value)> =
+        ["InputParameters", "PostEntityImages", "PreEntityImages"]
+            .iter()
+            .filter_map(|c| o.get(*c).and_then(Value::as_array))
+            .flatten()
+            .filter_map(|kv| kv.get("value").and_then(|v| v.get("Attributes")))
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(|kv| {
+                let k = kv.get("key").and_then(Value::as_str)?;
+                Some((
+                    plain_name(k),
+                    kv.get("value").cloned().unwrap_or(Value::Null),
+                ))
+            })
+            .collect();
+    let attr = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        attributes
+            .iter()
+            .find(|(k, v)| *k == name && v.as_str().is_some_and(|s| !s.trim().is_empty()))
+            .and_then(|(_, v)| v.as_str())
+            .map(|s| s.trim().to_string())
+    };
+    let key = attr(key_field).ok_or_else(|| WebhookError::MissingKey((*key_field).into()))?;
+    let area = attr("dataAreaId")
+        .ok_or(WebhookError::MissingKey("dataAreaId".into()))?
+        .to_ascii_lowercase();
+    let event_id = text(o, "OperationId")
+        .or_else(|| text(o, "RequestId"))
+        .or_else(|| text(o, "CorrelationId"))
+        .ok_or(WebhookError::MissingKey("OperationId".into()))?;
+    let at = o
+        .get("OperationCreatedOn")
+        .and_then(Value::as_str)
+        .and_then(super::dataverse::parse_wcf_date)
+        .and_then(|iso| DateTime::parse_from_rfc3339(&iso).ok())
+        .map(|t| t.timestamp_millis());
+    let user = text(o, "InitiatingUserAzureActiveDirectoryObjectId")
+        .map(|u| u.trim_matches(['{', '}']).to_ascii_lowercase());
+    Ok(ChangeEvent {
+        event_id: EventId(format!(
+            "fin_ops:{}:{message}",
+            event_id.to_ascii_lowercase()
+        )),
+        source: SourceRef::new(System::FinOps, *entity_type, format!("{area}:{key}")),
+        natural_key: Some(key),
+        operation,
+        fields: Map::new(),
+        previous: Map::new(),
+        needs_fetch: operation != Operation::Delete,
+        resource: Some((*set).to_string()),
+        version: SourceVersion {
+            sequence: None,
+            modified_ms: at,
+        },
+        origin: Origin {
+            user_id: user,
+            correlation_id: text(o, "CorrelationId").map(str::to_string),
+            client: None,
+            depth: None,
+        },
+        company: Some(area),
+        received_at,
+        content_hash: Default::default(),
+    })
 }
 
 /// Parses a business-event document (one event or an array).
@@ -177,6 +313,68 @@ mod tests {
             "InvoiceId": "CIV-000812",
             "InvoiceDate": "/Date(1778716800000)/",
         })
+    }
+
+    fn context(entity: &str, attributes: Value) -> Value {
+        json!({
+            "MessageName": "Update", "PrimaryEntityName": entity, "OperationId": "OP-1",
+            "OperationCreatedOn": "/Date(1778753145000)/",
+            "InputParameters": [{ "key": "Target", "value": { "Attributes": attributes } }]
+        })
+    }
+
+    fn request(doc: &Value) -> WebhookRequest {
+        WebhookRequest {
+            method: "POST".into(),
+            path: "/webhooks/fo".into(),
+            query: vec![],
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: doc.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_data_event_names_the_record_to_read_by_virtual_table_or_public_name() {
+        for (entity, area, key) in [
+            (
+                "mserp_salesorderheaderv2entity",
+                "mserp_dataareaid",
+                "mserp_salesordernumber",
+            ),
+            ("SalesOrderHeadersV2", "dataAreaId", "SalesOrderNumber"),
+        ] {
+            let doc = context(
+                entity,
+                json!([{ "key": area, "value": "USMF" }, { "key": key, "value": "000731" }]),
+            );
+            let evs = parse(&request(&doc), Utc::now()).expect("parses");
+            assert_eq!(evs.len(), 1);
+            let ev = &evs[0];
+            assert_eq!(ev.source.entity_type, EntityType::Order);
+            assert_eq!(ev.source.id, "usmf:000731");
+            assert_eq!(ev.company.as_deref(), Some("usmf"));
+            assert!(ev.needs_fetch, "the record is read through OData");
+            assert_eq!(ev.resource.as_deref(), Some("SalesOrderHeadersV2"));
+            assert_eq!(ev.event_id.0, "fin_ops:op-1:Update");
+            assert_eq!(ev.version.modified_ms, Some(1_778_753_145_000));
+        }
+        let keyless = context(
+            "mserp_customerv3entity",
+            json!([{ "key": "mserp_dataareaid", "value": "usmf" }]),
+        );
+        assert_eq!(
+            parse(&request(&keyless), Utc::now())
+                .expect_err("refused")
+                .code(),
+            "missing_key"
+        );
+        let unknown = context("mserp_vendvendorv2entity", json!([]));
+        assert_eq!(
+            parse(&request(&unknown), Utc::now())
+                .expect_err("refused")
+                .code(),
+            "unknown_entity"
+        );
     }
 
     #[test]
