@@ -474,3 +474,49 @@ async fn an_order_s_progress_in_f_and_o_shows_on_the_crm_order() {
         .expect("dead letters");
     assert!(dead.is_empty(), "{dead:?}");
 }
+
+/// A product released in F&O becomes a CRM product with its price: the data event names
+/// it, p2c reads it through OData, the F&O item mapping prices it.
+#[tokio::test]
+async fn a_product_released_in_f_and_o_becomes_a_priced_crm_product() {
+    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
+        .await
+        .expect("sim");
+    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
+        .await
+        .expect("sim");
+    fo.insert(
+        "ReleasedProductsV2",
+        serde_json::json!({"dataAreaId": "usmf", "ItemNumber": "P-200", "ProductName": "Pump P-200",
+            "SalesPrice": 460.10, "SalesUnitSymbol": "PCS", "ProductGroupId": "PUMPS"}),
+    );
+    let (p, _dir) = dataverse_with_fin_ops(&crm, &fo);
+    let event = serde_json::json!({
+        "MessageName": "Create", "PrimaryEntityName": "mserp_releasedproductv2entity", "OperationId": "op-p1",
+        "OperationCreatedOn": "/Date(1778753145000)/",
+        "InputParameters": [{ "key": "Target", "value": { "Attributes": [
+            { "key": "mserp_dataareaid", "value": "usmf" }, { "key": "mserp_itemnumber", "value": "P-200" }
+        ]}}]
+    });
+    let r = ingest(
+        &p.ingest,
+        "fo",
+        &business_event(Some("fo-key"), event.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
+    let product = crm
+        .find("products", "productnumber", "P-200")
+        .expect("the product is in Dataverse");
+    assert_eq!(product["name"], "Pump P-200");
+    let id = product["productid"].clone();
+    let price = crm
+        .records("productpricelevels")
+        .into_iter()
+        .find(|pl| pl.get("_productid_value") == Some(&id))
+        .expect("a price list item");
+    assert_eq!(price["amount"].to_string(), "460.1");
+}
