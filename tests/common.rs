@@ -111,3 +111,25 @@ pub async fn world_aws() -> World {
         .await
         .expect("world starts")
 }
+
+/// A JSON webhook POSTed to `path`, with `key` in the `x-p2c-key` header when given.
+pub fn json_webhook(
+    path: &str,
+    key: Option<&str>,
+    body: String,
+) -> p2c_core::inbound::WebhookRequest {
+    let mut headers = vec![(
+        "content-type".to_string(),
+        "application/json; charset=utf-8".to_string(),
+    )];
+    if let Some(k) = key {
+        headers.push(("x-p2c-key".into(), k.into()));
+    }
+    p2c_core::inbound::WebhookRequest {
+        method: "POST".into(),
+        path: path.into(),
+        query: vec![],
+        headers,
+        body: body.into_bytes(),
+    }
+}

@@ -1,5 +1,7 @@
-//! Finance & Operations in: business events at `POST /webhooks/fo`, with a key, deduplicated
-//! on their `EventId`, and what a deployment paired with another ERP does with them.
+//! Finance & Operations: business and data events at `POST /webhooks/fo` (the key, a
+//! redelivery, a deployment paired with another ERP, echoes), the flows from F&O to the CRM
+//! (invoices, order progress, products) against a simulated F&O and Dataverse, and
+//! multi-company routing into F&O legal entities.
 
 use crate::common::{fixture, world};
 use p2c_core::inbound::dataverse::DataverseAuth;
@@ -8,17 +10,7 @@ use p2c_core::pipeline::ingest::ingest;
 use p2c_core::ports::{AuditLog, Consumer, QueueName};
 
 fn business_event(key: Option<&str>, body: String) -> WebhookRequest {
-    let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-    if let Some(k) = key {
-        headers.push(("x-p2c-key".into(), k.into()));
-    }
-    WebhookRequest {
-        method: "POST".into(),
-        path: "/webhooks/fo".into(),
-        query: vec![],
-        headers,
-        body: body.into_bytes(),
-    }
+    crate::common::json_webhook("/webhooks/fo", key, body)
 }
 
 #[tokio::test]
@@ -223,41 +215,16 @@ async fn each_account_goes_to_the_legal_entity_its_company_field_names() {
 /// the Web API write.
 #[tokio::test]
 async fn an_invoice_posted_in_f_and_o_lands_in_the_crm_sales_history_against_its_order() {
-    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
-        .await
-        .expect("sim");
-    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
-        .await
-        .expect("sim");
+    let (fo, crm) = simulated().await;
     // The order the CRM sent earlier, as F&O holds it, and the CRM's side of it.
     fo.insert(
         "SalesOrderHeadersV2",
         serde_json::json!({"dataAreaId": "usmf", "SalesOrderNumber": "000731",
             "CustomersOrderReference": "ORD-01007-K4Z8V1", "OrderingCustomerAccountNumber": "US-027"}),
     );
-    crm.create(
-        "accounts",
-        serde_json::json!({"accountnumber": "US-027", "name": "Fabrikam US"}),
-    )
-    .expect("account");
-    crm.create(
-        "salesorders",
-        serde_json::json!({"ordernumber": "ORD-01007-K4Z8V1", "name": "Fabrikam pumps",
-            "customerid_account@odata.bind": "/accounts(accountnumber='US-027')"}),
-    )
-    .expect("order");
-    crm.outbox().take();
+    crm_account_and_order(&crm);
     let (p, _dir) = dataverse_with_fin_ops(&crm, &fo);
-    let r = ingest(
-        &p.ingest,
-        "fo",
-        &business_event(Some("fo-key"), fixture("fo_invoice_posted_event.json")),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    p.run_until_idle(std::time::Duration::from_secs(30))
-        .await
-        .expect("runs");
+    post_and_run(&p, fixture("fo_invoice_posted_event.json")).await;
     let dead = p2c_core::ports::DeadLetters::list(&p.store, QueueName::Inbound)
         .await
         .expect("dead letters");
@@ -334,12 +301,7 @@ fn dataverse_with_fin_ops(
 /// `[systems.fin_ops]`) is an echo: recorded and dropped, nothing written to the CRM.
 #[tokio::test]
 async fn an_event_initiated_by_p2c_s_own_application_is_an_echo() {
-    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
-        .await
-        .expect("sim");
-    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
-        .await
-        .expect("sim");
+    let (fo, crm) = simulated().await;
     let (p, _dir) = dataverse_with_fin_ops(&crm, &fo);
     let me = p
         .sync
@@ -400,12 +362,7 @@ fn order_data_event(operation: &str, order: &str) -> String {
 /// through OData, and the CRM order's processing status follows each step.
 #[tokio::test]
 async fn an_order_s_progress_in_f_and_o_shows_on_the_crm_order() {
-    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
-        .await
-        .expect("sim");
-    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
-        .await
-        .expect("sim");
+    let (fo, crm) = simulated().await;
     fo.insert(
         "SalesOrderHeadersV2",
         serde_json::json!({"dataAreaId": "usmf", "SalesOrderNumber": "000731",
@@ -418,29 +375,9 @@ async fn an_order_s_progress_in_f_and_o_shows_on_the_crm_order() {
                 "ItemNumber": "P-200", "OrderedSalesQuantity": 20, "SalesOrderLineStatus": status}),
         );
     }
-    crm.create(
-        "accounts",
-        serde_json::json!({"accountnumber": "US-027", "name": "Fabrikam US"}),
-    )
-    .expect("account");
-    crm.create(
-        "salesorders",
-        serde_json::json!({"ordernumber": "ORD-01007-K4Z8V1", "name": "Fabrikam pumps",
-            "customerid_account@odata.bind": "/accounts(accountnumber='US-027')"}),
-    )
-    .expect("order");
-    crm.outbox().take();
+    crm_account_and_order(&crm);
     let (p, _dir) = dataverse_with_fin_ops(&crm, &fo);
-    let r = ingest(
-        &p.ingest,
-        "fo",
-        &business_event(Some("fo-key"), order_data_event("op-1", "000731")),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    p.run_until_idle(std::time::Duration::from_secs(30))
-        .await
-        .expect("runs");
+    post_and_run(&p, order_data_event("op-1", "000731")).await;
     let status = |crm: &p2c_core::sim::dataverse::SimDataverse| {
         crm.find("salesorders", "ordernumber", "ORD-01007-K4Z8V1")
             .and_then(|o| o.get("p2c_processingstatus").cloned())
@@ -458,16 +395,7 @@ async fn an_order_s_progress_in_f_and_o_shows_on_the_crm_order() {
         serde_json::json!({"dataAreaId": "usrt", "SalesOrderNumber": "000731",
             "CustomersOrderReference": "OTHER", "SalesOrderStatus": "Backorder"}),
     );
-    let r = ingest(
-        &p.ingest,
-        "fo",
-        &business_event(Some("fo-key"), order_data_event("op-2", "000731")),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    p.run_until_idle(std::time::Duration::from_secs(30))
-        .await
-        .expect("runs");
+    post_and_run(&p, order_data_event("op-2", "000731")).await;
     assert_eq!(status(&crm), Some(serde_json::json!("Partially Shipped")));
     let dead = p2c_core::ports::DeadLetters::list(&p.store, QueueName::Inbound)
         .await
@@ -479,12 +407,7 @@ async fn an_order_s_progress_in_f_and_o_shows_on_the_crm_order() {
 /// it, p2c reads it through OData, the F&O item mapping prices it.
 #[tokio::test]
 async fn a_product_released_in_f_and_o_becomes_a_priced_crm_product() {
-    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
-        .await
-        .expect("sim");
-    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
-        .await
-        .expect("sim");
+    let (fo, crm) = simulated().await;
     fo.insert(
         "ReleasedProductsV2",
         serde_json::json!({"dataAreaId": "usmf", "ItemNumber": "P-200", "ProductName": "Pump P-200",
@@ -498,16 +421,7 @@ async fn a_product_released_in_f_and_o_becomes_a_priced_crm_product() {
             { "key": "mserp_dataareaid", "value": "usmf" }, { "key": "mserp_itemnumber", "value": "P-200" }
         ]}}]
     });
-    let r = ingest(
-        &p.ingest,
-        "fo",
-        &business_event(Some("fo-key"), event.to_string()),
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    p.run_until_idle(std::time::Duration::from_secs(30))
-        .await
-        .expect("runs");
+    post_and_run(&p, event.to_string()).await;
     let product = crm
         .find("products", "productnumber", "P-200")
         .expect("the product is in Dataverse");
@@ -519,4 +433,43 @@ async fn a_product_released_in_f_and_o_becomes_a_priced_crm_product() {
         .find(|pl| pl.get("_productid_value") == Some(&id))
         .expect("a price list item");
     assert_eq!(price["amount"].to_string(), "460.1");
+}
+
+/// A simulated F&O (default legal entity usmf) and Dataverse.
+async fn simulated() -> (
+    p2c_core::sim::fo::SimFinOps,
+    p2c_core::sim::dataverse::SimDataverse,
+) {
+    let fo = p2c_core::sim::fo::SimFinOps::start("usmf")
+        .await
+        .expect("sim");
+    let crm = p2c_core::sim::dataverse::SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
+        .await
+        .expect("sim");
+    (fo, crm)
+}
+
+/// The CRM's account US-027 and its order ORD-01007-K4Z8V1, as p2c synced them earlier.
+fn crm_account_and_order(crm: &p2c_core::sim::dataverse::SimDataverse) {
+    crm.create(
+        "accounts",
+        serde_json::json!({"accountnumber": "US-027", "name": "Fabrikam US"}),
+    )
+    .expect("account");
+    crm.create(
+        "salesorders",
+        serde_json::json!({"ordernumber": "ORD-01007-K4Z8V1", "name": "Fabrikam pumps",
+            "customerid_account@odata.bind": "/accounts(accountnumber='US-027')"}),
+    )
+    .expect("order");
+    crm.outbox().take();
+}
+
+/// Posts one request to `/webhooks/fo` with the key, then runs the pipeline until quiet.
+async fn post_and_run(p: &p2c_core::app::Pipeline, body: String) {
+    let r = ingest(&p.ingest, "fo", &business_event(Some("fo-key"), body)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    p.run_until_idle(std::time::Duration::from_secs(30))
+        .await
+        .expect("runs");
 }
