@@ -110,6 +110,69 @@ fn change_event(key: Option<&str>, body: String) -> WebhookRequest {
     crate::common::json_webhook("/webhooks/salesforce", key, body)
 }
 
+#[tokio::test]
+async fn a_change_event_posted_by_an_api_destination_is_queued_only_with_the_key_and_org() {
+    let (mut w, _d) = world().await;
+    w.pipeline.ingest.auth.salesforce = SalesforceAuth {
+        secrets: vec!["k".into()],
+        org_ids: vec![ORG.into()],
+    };
+    let sample = fixture("salesforce_cdc_order_create.json");
+    for key in [None, Some("wrong")] {
+        let r = ingest(
+            &w.pipeline.ingest,
+            "salesforce",
+            &change_event(key, sample.clone()),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let other_org = sample.replace(ORG, "00D000000000001AAA");
+    let r = ingest(
+        &w.pipeline.ingest,
+        "salesforce",
+        &change_event(Some("k"), other_org),
+    )
+    .await;
+    assert_eq!(
+        r.status, 401,
+        "another org's events are refused: {}",
+        r.body
+    );
+    let r = ingest(
+        &w.pipeline.ingest,
+        "salesforce",
+        &change_event(Some("k"), "{\"detail\": ".into()),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("malformed_json"), "{}", r.body);
+    assert_eq!(
+        w.pipeline
+            .store
+            .depth(QueueName::Inbound)
+            .await
+            .expect("depth"),
+        0
+    );
+    let r = ingest(
+        &w.pipeline.ingest,
+        "salesforce",
+        &change_event(Some("k"), sample),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body, "{\"accepted\":1}");
+    assert_eq!(
+        w.pipeline
+            .store
+            .depth(QueueName::Inbound)
+            .await
+            .expect("depth"),
+        1
+    );
+}
+
 struct Down;
 
 #[async_trait::async_trait]
