@@ -133,3 +133,21 @@ pub fn json_webhook(
         body: body.into_bytes(),
     }
 }
+
+/// A pipeline on an embedded store in its own temporary directory.
+pub fn pipeline_on_file(
+    rules: Arc<RuleSet>,
+    auth: p2c_core::pipeline::ingest::InboundAuth,
+    endpoints: &p2c_core::app::Endpoints,
+) -> (p2c_core::app::Pipeline, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = p2c_core::app::Pipeline::new(
+        p2c_core::embedded::EmbeddedStore::open(dir.path().join("p2c.db")).expect("store"),
+        rules,
+        auth,
+        endpoints,
+        fast(),
+    )
+    .expect("pipeline");
+    (p, dir)
+}

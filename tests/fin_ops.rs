@@ -168,15 +168,7 @@ async fn each_account_goes_to_the_legal_entity_its_company_field_names() {
         },
         ..Default::default()
     };
-    let dir = tempfile::tempdir().expect("dir");
-    let p = p2c_core::app::Pipeline::new(
-        p2c_core::embedded::EmbeddedStore::open(dir.path().join("mc.db")).expect("store"),
-        rules,
-        auth,
-        &endpoints,
-        crate::common::fast(),
-    )
-    .expect("pipeline");
+    let (p, _dir) = crate::common::pipeline_on_file(rules, auth, &endpoints);
     for (n, company) in [
         (1, Some("Contoso Retail")),
         (2, None),
@@ -285,16 +277,7 @@ fn dataverse_with_fin_ops(
         },
         ..Default::default()
     };
-    let dir = tempfile::tempdir().expect("dir");
-    let p = p2c_core::app::Pipeline::new(
-        p2c_core::embedded::EmbeddedStore::open(dir.path().join("fo.db")).expect("store"),
-        rules,
-        auth,
-        &endpoints,
-        crate::common::fast(),
-    )
-    .expect("pipeline");
-    (p, dir)
+    crate::common::pipeline_on_file(rules, auth, &endpoints)
 }
 
 /// An event raised by p2c's own Entra application in F&O (`integration_user` under
