@@ -456,3 +456,43 @@ async fn post_and_run(p: &p2c_core::app::Pipeline, body: String) {
         .await
         .expect("runs");
 }
+
+/// The reference's OData read of a sales order header (`SalesOrderHeadersV2`), served by the
+/// simulated F&O, is what the reader turns a data event into, and the F&O order mapping
+/// reads it: an open (Backorder) order the CRM sent is Confirmed, with F&O's number.
+#[tokio::test]
+async fn the_sales_order_header_sample_feeds_the_order_progress_mapping() {
+    use p2c_core::ports::SourceReader;
+    let (fo, _crm) = simulated().await;
+    let sample: serde_json::Value =
+        serde_json::from_str(&fixture("fo_salesorderheader_odata_get.json")).expect("sample");
+    fo.insert("SalesOrderHeadersV2", sample.clone());
+    let http = p2c_core::connectors::http::Http::new(
+        p2c_core::domain::System::FinOps,
+        std::sync::Arc::new(p2c_core::connectors::http::StaticToken("t".into())),
+    )
+    .expect("http");
+    let reader = p2c_core::connectors::fo::FinOpsConnector::new(http, fo.data_url(), "usmf", "10");
+    let event = p2c_core::inbound::fo::parse(
+        &business_event(None, order_data_event("op-s", "000731")),
+        chrono::Utc::now(),
+    )
+    .expect("parses")
+    .remove(0);
+    let read = reader.read(&event).await.expect("read");
+    assert_eq!(read.len(), 1);
+    let record = &read[0].fields;
+    assert_eq!(record["CustomersOrderReference"], "SF-00000123");
+    assert!(!record.contains_key("@odata.etag"), "annotations dropped");
+    assert_eq!(record["SalesOrderLines"], serde_json::json!([]));
+    let rules = crate::common::repo_rules();
+    let out = rules
+        .eval(
+            "mapping/fin_ops/order_progress.rhai",
+            &serde_json::json!({"system": "fin_ops", "resource": "SalesOrderHeadersV2", "record": record}),
+        )
+        .expect("maps");
+    assert_eq!(out["order_number"], "SF-00000123");
+    assert_eq!(out["erp_number"], "000731");
+    assert_eq!(out["status"], "Confirmed");
+}
