@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Writes to and reads from one Business Central environment and company.
+#[derive(Clone)]
 pub struct BcConnector {
     http: Http,
     /// `https://api.businesscentral.dynamics.com/v2.0/<tenant>/<environment>`
@@ -312,11 +313,8 @@ impl Connector for BcConnector {
         match cmd.company.as_deref() {
             Some(company) if !company.eq_ignore_ascii_case(&self.company) => {
                 let routed = BcConnector {
-                    http: self.http.clone(),
-                    root: self.root.clone(),
                     company: company.to_string(),
-                    rebate_account: self.rebate_account.clone(),
-                    terms: self.terms.clone(),
+                    ..self.clone()
                 };
                 routed.apply_here(cmd).await
             }

@@ -36,6 +36,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Writes to one Finance & Operations environment, in one legal entity.
+#[derive(Clone)]
 pub struct FinOpsConnector {
     http: Http,
     /// `https://<environment>.operations.dynamics.com/data`
@@ -94,6 +95,18 @@ impl FinOpsConnector {
             base: base.into().trim_end_matches('/').to_string(),
             data_area: data_area.into().to_ascii_lowercase(),
             customer_group: customer_group.into(),
+        }
+    }
+
+    /// This connector in `area` (a routed command's or an event's legal entity), or as
+    /// configured when that is `None` or the same.
+    fn in_area(&self, area: Option<&str>) -> std::borrow::Cow<'_, FinOpsConnector> {
+        match area.map(str::to_ascii_lowercase) {
+            Some(area) if area != self.data_area => std::borrow::Cow::Owned(FinOpsConnector {
+                data_area: area,
+                ..self.clone()
+            }),
+            _ => std::borrow::Cow::Borrowed(self),
         }
     }
 
@@ -376,19 +389,7 @@ impl Connector for FinOpsConnector {
     async fn apply(&self, cmd: &Command) -> Result<Outcome, DeliveryError> {
         let written = fingerprint(&serde_json::to_value(&cmd.action).unwrap_or(Value::Null));
         // The legal entity the rules routed this record to, else the configured one.
-        let routed;
-        let this = match cmd.company.as_deref().map(str::to_ascii_lowercase) {
-            Some(area) if area != self.data_area => {
-                routed = FinOpsConnector {
-                    http: self.http.clone(),
-                    base: self.base.clone(),
-                    data_area: area,
-                    customer_group: self.customer_group.clone(),
-                };
-                &routed
-            }
-            _ => self,
-        };
+        let this = self.in_area(cmd.company.as_deref());
         let (target_id, created, assigned) = match &cmd.action {
             Action::UpsertCustomer(c) => {
                 let (id, created) = this.upsert_customer(c).await?;
@@ -461,24 +462,13 @@ impl SourceReader for FinOpsConnector {
                     .filter(|s| !s.trim().is_empty())
                     .map(str::to_string);
                 let reference = match order {
-                    Some(order) => {
-                        let area = event
-                            .company
-                            .clone()
-                            .unwrap_or_else(|| self.data_area.clone());
-                        let scoped = FinOpsConnector {
-                            http: self.http.clone(),
-                            base: self.base.clone(),
-                            data_area: area.to_ascii_lowercase(),
-                            customer_group: self.customer_group.clone(),
-                        };
-                        scoped
-                            .find("SalesOrderHeadersV2", "SalesOrderNumber", &order)
-                            .await?
-                            .and_then(|h| h.get("CustomersOrderReference").cloned())
-                            .filter(|r| r.as_str().is_some_and(|s| !s.is_empty()))
-                            .unwrap_or(Value::Null)
-                    }
+                    Some(order) => self
+                        .in_area(event.company.as_deref())
+                        .find("SalesOrderHeadersV2", "SalesOrderNumber", &order)
+                        .await?
+                        .and_then(|h| h.get("CustomersOrderReference").cloned())
+                        .filter(|r| r.as_str().is_some_and(|s| !s.is_empty()))
+                        .unwrap_or(Value::Null),
                     None => Value::Null,
                 };
                 ev.fields
@@ -512,17 +502,7 @@ impl FinOpsConnector {
             .clone()
             .or_else(|| event.source.id.split_once(':').map(|(_, k)| k.to_string()))
             .unwrap_or_default();
-        let area = event
-            .company
-            .clone()
-            .unwrap_or_else(|| self.data_area.clone())
-            .to_ascii_lowercase();
-        let scoped = FinOpsConnector {
-            http: self.http.clone(),
-            base: self.base.clone(),
-            data_area: area,
-            customer_group: self.customer_group.clone(),
-        };
+        let scoped = self.in_area(event.company.as_deref());
         let Some(record) = scoped.find(set, key_field, &key).await? else {
             return Ok(Vec::new());
         };
