@@ -193,15 +193,8 @@ fn matches(rec: &Map<String, Value>, pairs: &[(String, String)]) -> bool {
     })
 }
 
-fn authorized(headers: &HeaderMap) -> bool {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7)
-}
-
 fn gate(inner: &Inner, headers: &HeaderMap, method: &Method, path: &str) -> Option<Response> {
-    if !authorized(headers) {
+    if !super::has_bearer(headers) {
         return Some(fo_error(401, "Unauthorized"));
     }
     take_fault(&inner.faults, method.as_str(), path).map(|f| super::fault_response(&f))

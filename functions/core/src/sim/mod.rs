@@ -106,6 +106,14 @@ impl Hook {
     }
 }
 
+/// Whether a request carries a bearer token (the simulators take any).
+pub(crate) fn has_bearer(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7)
+}
+
 /// Pops the first fault matching `method path`.
 pub(crate) fn take_fault(
     faults: &Mutex<VecDeque<Fault>>,

@@ -272,19 +272,18 @@ impl Org {
             .filter(|(k, _)| !matches!(k.as_str(), "Id" | "LastModifiedByClient" | "attributes"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let changed: Vec<Value> = if change_type == "UPDATE" {
-            payload.keys().map(|k| json!(k)).collect()
+        // An update names the fields it changed, and those it set to null.
+        let (changed, nulled): (Vec<Value>, Vec<Value>) = if change_type == "UPDATE" {
+            (
+                payload.keys().map(|k| json!(k)).collect(),
+                payload
+                    .iter()
+                    .filter(|(_, v)| v.is_null())
+                    .map(|(k, _)| json!(k))
+                    .collect(),
+            )
         } else {
-            Vec::new()
-        };
-        let nulled: Vec<Value> = if change_type == "UPDATE" {
-            payload
-                .iter()
-                .filter(|(_, v)| v.is_null())
-                .map(|(k, _)| json!(k))
-                .collect()
-        } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         payload.insert(
             "ChangeEventHeader".into(),
@@ -397,16 +396,9 @@ fn caller_client(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn authorized(headers: &HeaderMap) -> bool {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7)
-}
-
 /// Common checks: token, injected faults.
 fn gate(inner: &Inner, headers: &HeaderMap, method: &Method, path: &str) -> Option<Response> {
-    if !authorized(headers) {
+    if !super::has_bearer(headers) {
         return Some(sf_error(
             401,
             "INVALID_SESSION_ID",
