@@ -105,22 +105,6 @@ impl Crm {
         }
     }
 
-    /// The simulated Dataverse, when that is the CRM.
-    pub fn dataverse(&self) -> Option<&SimDataverse> {
-        match self {
-            Crm::Dataverse(d) => Some(d),
-            Crm::Salesforce(_) => None,
-        }
-    }
-
-    /// The simulated Salesforce org, when that is the CRM.
-    pub fn salesforce(&self) -> Option<&SimSalesforce> {
-        match self {
-            Crm::Salesforce(s) => Some(s),
-            Crm::Dataverse(_) => None,
-        }
-    }
-
     /// One Salesforce record by a field's value.
     fn sf(s: &SimSalesforce, object: &str, field: &str, value: &str) -> Option<Map<String, Value>> {
         s.find(object, field, value).into_iter().next()
@@ -156,28 +140,26 @@ impl Crm {
         }
     }
 
-    fn account_figure(&self, figure: &str) -> Option<Decimal> {
+    /// A figure on the account: its Dataverse column or its Salesforce field.
+    fn account_figure(&self, dataverse: &str, salesforce: &str) -> Option<Decimal> {
         match self {
-            Crm::Dataverse(d) => {
-                let field = if figure == "limit" {
-                    "creditlimit"
-                } else {
-                    "p2c_balance"
-                };
-                num(d.find("accounts", "accountnumber", ACCOUNT).as_ref(), field)
-            }
-            Crm::Salesforce(s) => {
-                let field = if figure == "limit" {
-                    "P2C_Credit_Limit__c"
-                } else {
-                    "P2C_Balance__c"
-                };
-                num(
-                    Self::sf(s, "Account", "ERP_Customer_Number__c", ACCOUNT).as_ref(),
-                    field,
-                )
-            }
+            Crm::Dataverse(d) => num(
+                d.find("accounts", "accountnumber", ACCOUNT).as_ref(),
+                dataverse,
+            ),
+            Crm::Salesforce(s) => num(
+                Self::sf(s, "Account", "ERP_Customer_Number__c", ACCOUNT).as_ref(),
+                salesforce,
+            ),
         }
+    }
+
+    fn credit_limit(&self) -> Option<Decimal> {
+        self.account_figure("creditlimit", "P2C_Credit_Limit__c")
+    }
+
+    fn balance(&self) -> Option<Decimal> {
+        self.account_figure("p2c_balance", "P2C_Balance__c")
     }
 
     /// The product's name and its price in the price list / price book.
@@ -712,7 +694,7 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     s.hooks(&sent);
     s.eq_dec(
         &format!("the {crm} account shows the credit limit"),
-        w.crm.account_figure("limit"),
+        w.crm.credit_limit(),
         "50000",
     );
 
@@ -876,7 +858,7 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     );
     s.eq_dec(
         &format!("the account balance in {crm}"),
-        w.crm.account_figure("balance"),
+        w.crm.balance(),
         "20240",
     );
 
@@ -902,7 +884,7 @@ pub async fn run(opts: DemoOptions, out: &mut dyn Write) -> anyhow::Result<DemoR
     s.eq_dec(&format!("payment {payment_no} is in {crm}"), paid, "20240");
     s.eq_dec(
         &format!("the account balance in {crm} is back to zero"),
-        w.crm.account_figure("balance"),
+        w.crm.balance(),
         "0",
     );
     s.eq_text(
@@ -961,8 +943,8 @@ fn print_table(w: &World, out: &mut dyn Write) -> anyhow::Result<()> {
         format!("account {ACCOUNT}"),
         format!(
             "limit {} · balance {}",
-            fmt(w.crm.account_figure("limit")),
-            fmt(w.crm.account_figure("balance"))
+            fmt(w.crm.credit_limit()),
+            fmt(w.crm.balance())
         ),
         format!(
             "customer · limit {} · balance {}",
