@@ -382,43 +382,27 @@ impl RuleSet {
     pub fn with_pairing(&self, crm: System, erp: System) -> Result<Self, RuleError> {
         let mut files = self.files.clone();
         let flows = files.get("flows.toml").cloned().unwrap_or_default();
+        // The table's own crm / erp lines are replaced by the new ones, right under its
+        // header; everything else, comments included, is kept.
         let mut out = String::with_capacity(flows.len() + 64);
-        let mut section = String::new();
-        let mut seen = (false, false);
+        let mut in_pairing = false;
         for line in flows.lines() {
             let t = line.trim();
             if t.starts_with('[') {
-                if section == "[pairing]" {
-                    // Keys the section did not have are added at its end.
-                    if !seen.0 {
-                        out.push_str(&format!("crm = \"{crm}\"\n"));
-                    }
-                    if !seen.1 {
-                        out.push_str(&format!("erp = \"{erp}\"\n"));
-                    }
-                    seen = (true, true);
-                }
-                section = t.to_string();
-            }
-            let key = t.split('=').next().map(str::trim).unwrap_or_default();
-            if section == "[pairing]" && key == "crm" {
-                out.push_str(&format!("crm = \"{crm}\"\n"));
-                seen.0 = true;
-            } else if section == "[pairing]" && key == "erp" {
-                out.push_str(&format!("erp = \"{erp}\"\n"));
-                seen.1 = true;
-            } else {
+                in_pairing = t == "[pairing]";
                 out.push_str(line);
                 out.push('\n');
+                if in_pairing {
+                    out.push_str(&format!("crm = \"{crm}\"\nerp = \"{erp}\"\n"));
+                }
+                continue;
             }
-        }
-        if section == "[pairing]" {
-            if !seen.0 {
-                out.push_str(&format!("crm = \"{crm}\"\n"));
+            let key = t.split('=').next().map(str::trim).unwrap_or_default();
+            if in_pairing && (key == "crm" || key == "erp") {
+                continue;
             }
-            if !seen.1 {
-                out.push_str(&format!("erp = \"{erp}\"\n"));
-            }
+            out.push_str(line);
+            out.push('\n');
         }
         files.insert("flows.toml".into(), out);
         let rules = Self::from_files(files)?;
