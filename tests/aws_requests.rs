@@ -11,12 +11,7 @@
 mod moto;
 
 use p2c_core::app::Pipeline;
-use p2c_core::connectors::memory::MemoryConnector;
-use p2c_core::domain::System;
-use p2c_core::inbound::dataverse::DataverseAuth;
-use p2c_core::pipeline::ingest::{ingest, InboundAuth};
-use p2c_core::pipeline::Timings;
-use p2c_core::ports::Connector;
+use p2c_core::pipeline::ingest::ingest;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
 use p2c_core::sim::dataverse::{numbered_account_change, numbered_account_webhook};
 use serde_json::Value;
@@ -37,27 +32,8 @@ async fn main() -> anyhow::Result<()> {
     let backend =
         p2c_core::aws::create_local(&moto::endpoint(), &moto::unique("p2c-bench"), 5).await?;
     let counters = backend.store.counters();
-    let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
-    for s in [System::BusinessCentral, System::Dataverse] {
-        connectors.insert(s, Arc::new(MemoryConnector::new(s)));
-    }
-    let auth = InboundAuth {
-        dataverse: DataverseAuth {
-            header: Some("x-p2c-key".into()),
-            query_param: None,
-            secrets: vec!["k".into()],
-        },
-        ..Default::default()
-    };
     let rules = Arc::new(RuleSet::load(&EmbeddedLoader)?);
-    let p = Pipeline::with_connectors(
-        backend,
-        rules,
-        auth,
-        connectors,
-        BTreeMap::new(),
-        Timings::default(),
-    );
+    let p = Pipeline::with_in_process_targets(backend, rules, "k");
     let sample: Value =
         serde_json::from_str(include_str!("fixtures/dataverse_account_update.json"))?;
 

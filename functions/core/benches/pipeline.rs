@@ -5,17 +5,11 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use p2c_core::app::Pipeline;
-use p2c_core::connectors::memory::MemoryConnector;
-use p2c_core::domain::System;
 use p2c_core::embedded::EmbeddedStore;
-use p2c_core::inbound::dataverse::DataverseAuth;
-use p2c_core::pipeline::ingest::{ingest, InboundAuth};
-use p2c_core::pipeline::Timings;
-use p2c_core::ports::Connector;
+use p2c_core::pipeline::ingest::ingest;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
 use p2c_core::sim::dataverse::numbered_account_webhook;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,31 +84,7 @@ fn bench_rules(c: &mut Criterion) {
 }
 
 fn pipeline(store: EmbeddedStore) -> Pipeline {
-    let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
-    connectors.insert(
-        System::BusinessCentral,
-        Arc::new(MemoryConnector::new(System::BusinessCentral)),
-    );
-    connectors.insert(
-        System::Dataverse,
-        Arc::new(MemoryConnector::new(System::Dataverse)),
-    );
-    let auth = InboundAuth {
-        dataverse: DataverseAuth {
-            header: Some("x-p2c-key".into()),
-            query_param: None,
-            secrets: vec!["k".into()],
-        },
-        ..Default::default()
-    };
-    Pipeline::with_connectors(
-        store,
-        rules(),
-        auth,
-        connectors,
-        BTreeMap::new(),
-        Timings::default(),
-    )
+    Pipeline::with_in_process_targets(store, rules(), "k")
 }
 
 fn bench_pipeline(c: &mut Criterion) {

@@ -6,16 +6,10 @@
 //! `cargo run --release -p p2c-core --example drain -- 5000 [--sequential] [--memory]`
 
 use p2c_core::app::Pipeline;
-use p2c_core::connectors::memory::MemoryConnector;
-use p2c_core::domain::System;
 use p2c_core::embedded::EmbeddedStore;
-use p2c_core::inbound::dataverse::DataverseAuth;
-use p2c_core::pipeline::ingest::{ingest, InboundAuth};
-use p2c_core::pipeline::Timings;
-use p2c_core::ports::Connector;
+use p2c_core::pipeline::ingest::ingest;
 use p2c_core::rules::{EmbeddedLoader, RuleSet};
 use p2c_core::sim::dataverse::numbered_account_webhook;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,27 +32,8 @@ fn main() {
         EmbeddedStore::open(dir_path.join("drain.db"))
     }
     .expect("store");
-    let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
-    for s in [System::BusinessCentral, System::Dataverse] {
-        connectors.insert(s, Arc::new(MemoryConnector::new(s)));
-    }
-    let auth = InboundAuth {
-        dataverse: DataverseAuth {
-            header: Some("x-p2c-key".into()),
-            query_param: None,
-            secrets: vec!["k".into()],
-        },
-        ..Default::default()
-    };
     let rules = Arc::new(RuleSet::load(&EmbeddedLoader).expect("rules"));
-    let p = Pipeline::with_connectors(
-        store,
-        rules,
-        auth,
-        connectors,
-        BTreeMap::new(),
-        Timings::default(),
-    );
+    let p = Pipeline::with_in_process_targets(store, rules, "k");
     let sample: serde_json::Value = serde_json::from_str(include_str!(
         "../../../tests/fixtures/dataverse_account_update.json"
     ))

@@ -167,6 +167,39 @@ impl Pipeline {
         ))
     }
 
+    /// Dataverse webhooks in (header `x-p2c-key` = `key`), Business Central and Dataverse
+    /// as in-process targets: p2c's own cost with no network, for the benchmarks and the
+    /// `drain` profiling example.
+    pub fn with_in_process_targets(
+        store: impl Into<Backend>,
+        rules: Arc<RuleSet>,
+        key: &str,
+    ) -> Self {
+        let mut connectors: BTreeMap<System, Arc<dyn Connector>> = BTreeMap::new();
+        for s in [System::BusinessCentral, System::Dataverse] {
+            connectors.insert(
+                s,
+                Arc::new(crate::connectors::memory::MemoryConnector::new(s)),
+            );
+        }
+        let auth = InboundAuth {
+            dataverse: crate::inbound::dataverse::DataverseAuth {
+                header: Some("x-p2c-key".into()),
+                query_param: None,
+                secrets: vec![key.to_string()],
+            },
+            ..Default::default()
+        };
+        Self::with_connectors(
+            store,
+            rules,
+            auth,
+            connectors,
+            BTreeMap::new(),
+            Timings::default(),
+        )
+    }
+
     /// The pipeline over given connectors and readers (in-process targets, tests, benches).
     pub fn with_connectors(
         store: impl Into<Backend>,
