@@ -189,7 +189,7 @@ async fn malformed_unknown_and_unauthenticated_webhooks_get_documented_4xx_and_l
     // …and is still processed after all that.
     w.settle().await.expect("settles");
     assert_eq!(
-        w.erp
+        w.bc()
             .find("customers", "number", "ACC-SAFE")
             .expect("customer")["displayName"],
         json!("Safe Ltd")
@@ -214,7 +214,7 @@ async fn a_failing_rule_dead_letters_its_event_with_rule_line_and_column_and_oth
     w.dataverse()
         .create("accounts", account("ACC-BROKEN", "Broken Ltd"))
         .expect("account");
-    w.erp
+    w.bc()
         .create_item("P-9", "Widget", "1.50", "PCS", "MISC")
         .expect("item");
     w.settle().await.expect("settles");
@@ -232,7 +232,7 @@ async fn a_failing_rule_dead_letters_its_event_with_rule_line_and_column_and_oth
         "{}",
         dead[0].reason
     );
-    assert!(w.erp.find("customers", "number", "ACC-BROKEN").is_none());
+    assert!(w.bc().find("customers", "number", "ACC-BROKEN").is_none());
     assert!(
         w.dataverse()
             .find("products", "productnumber", "P-9")
@@ -244,7 +244,7 @@ async fn a_failing_rule_dead_letters_its_event_with_rule_line_and_column_and_oth
 #[tokio::test]
 async fn a_target_refusal_is_dead_lettered_with_the_targets_own_message_and_can_be_replayed() {
     let (w, _d) = world().await;
-    w.erp.inject(p2c_core::sim::Fault {
+    w.bc().inject(p2c_core::sim::Fault {
         matching: "POST customers".into(),
         status: 400,
         retry_after: None,
@@ -271,7 +271,7 @@ async fn a_target_refusal_is_dead_lettered_with_the_targets_own_message_and_can_
     assert_eq!(n, 1);
     w.settle().await.expect("settles");
     assert!(
-        w.erp.find("customers", "number", "ACC-REFUSED").is_some(),
+        w.bc().find("customers", "number", "ACC-REFUSED").is_some(),
         "delivered after the replay"
     );
 }
@@ -279,7 +279,7 @@ async fn a_target_refusal_is_dead_lettered_with_the_targets_own_message_and_can_
 #[tokio::test]
 async fn rate_limits_are_retried_after_the_time_the_target_asks_for() {
     let (w, _d) = world().await;
-    w.erp.inject(p2c_core::sim::Fault {
+    w.bc().inject(p2c_core::sim::Fault {
         matching: "POST customers".into(),
         status: 429,
         retry_after: Some(1),
@@ -294,5 +294,5 @@ async fn rate_limits_are_retried_after_the_time_the_target_asks_for() {
         start.elapsed() >= std::time::Duration::from_secs(1),
         "waited for Retry-After"
     );
-    assert_eq!(w.erp.creates("customers"), 1);
+    assert_eq!(w.bc().creates("customers"), 1);
 }

@@ -93,8 +93,8 @@ pub async fn customer_with_item(w: &World, account_no: &str, limit: &str) {
         .create("accounts", account(account_no, "Contoso Pumps"))
         .expect("account");
     w.settle().await.expect("settles");
-    w.erp.set_credit_limit(account_no, limit).expect("limit");
-    w.erp
+    w.bc().set_credit_limit(account_no, limit).expect("limit");
+    w.bc()
         .create_item("P-200", "Pump P-200", "460.00", "PCS", "PUMPS")
         .expect("item");
     w.settle().await.expect("settles");

@@ -104,7 +104,7 @@ async fn a_crash_after_the_state_write_before_any_send_re_sends_exactly_once(mut
         .create("accounts", account("ACC-CRASH-1", "Crash One"))
         .expect("account");
     w.settle().await.expect("settles");
-    assert_eq!(w.erp.creates("customers"), 1);
+    assert_eq!(w.bc().creates("customers"), 1);
     assert!(outcomes(&w, "account:ACC-CRASH-1")
         .await
         .contains(&"sync:resent".to_string()));
@@ -128,7 +128,7 @@ async fn a_crash_after_some_but_not_all_sends_writes_each_target_once(mut w: Wor
         )
         .expect("order");
     w.settle().await.expect("settles");
-    assert_eq!(w.erp.creates("salesOrders"), 1);
+    assert_eq!(w.bc().creates("salesOrders"), 1);
     let o = w
         .dataverse()
         .find("salesorders", "ordernumber", "ORD-CRASH-2")
@@ -185,8 +185,8 @@ async fn a_crash_after_the_delivery_before_the_acknowledgement_does_not_write_tw
         .await
         .expect("visible");
     w.settle().await.expect("settles");
-    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
-    assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
+    assert_eq!(count(&w.bc().log(), "POST customers"), 1);
+    assert_eq!(count(&w.bc().log(), "PATCH customers"), 0);
 }
 
 on_both_backends!(two_workers_with_the_same_event_apply_it_once: two_workers_with_the_same_event_apply_it_once_embedded, two_workers_with_the_same_event_apply_it_once_on_aws);
@@ -222,9 +222,9 @@ async fn two_workers_with_the_same_event_apply_it_once(w: World) {
         .await
         .expect("visible");
     w.settle().await.expect("settles");
-    assert_eq!(w.erp.creates("customers"), 1);
-    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
-    assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
+    assert_eq!(w.bc().creates("customers"), 1);
+    assert_eq!(count(&w.bc().log(), "POST customers"), 1);
+    assert_eq!(count(&w.bc().log(), "PATCH customers"), 0);
     let trail = p2c_core::ports::AuditLog::trail(&w.pipeline.store, "account:ACC-CRASH-4")
         .await
         .expect("trail");
@@ -251,12 +251,12 @@ async fn a_crash_after_the_target_write_before_recording_it_leaves_one_record(mu
         .expect("account");
     w.settle().await.expect("settles");
     assert_eq!(
-        w.erp.creates("customers"),
+        w.bc().creates("customers"),
         1,
         "the retry found the customer by number"
     );
     assert_eq!(
-        w.erp
+        w.bc()
             .find("customers", "number", "ACC-CRASH-5")
             .expect("customer")["displayName"],
         json!("Crash Five")
@@ -310,6 +310,6 @@ async fn a_change_delivered_twice_in_one_batch_applies_once(w: World) {
         .await
         .expect("send");
     w.settle().await.expect("settles");
-    assert_eq!(w.erp.creates("customers"), 1);
-    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
+    assert_eq!(w.bc().creates("customers"), 1);
+    assert_eq!(count(&w.bc().log(), "POST customers"), 1);
 }

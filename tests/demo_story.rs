@@ -5,11 +5,18 @@ use crate::common::repo_rules;
 use p2c_core::domain::System;
 
 async fn story(store: Option<std::path::PathBuf>, aws_endpoint: Option<String>) -> String {
-    pairing_story(System::Dataverse, store, aws_endpoint).await
+    pairing_story(
+        System::Dataverse,
+        System::BusinessCentral,
+        store,
+        aws_endpoint,
+    )
+    .await
 }
 
 async fn pairing_story(
     crm: System,
+    erp: System,
     store: Option<std::path::PathBuf>,
     aws_endpoint: Option<String>,
 ) -> String {
@@ -20,7 +27,7 @@ async fn pairing_story(
             store,
             aws_endpoint,
             crm,
-            erp: System::BusinessCentral,
+            erp,
         },
         &mut out,
     )
@@ -52,13 +59,60 @@ async fn the_demo_story_passes_every_step() {
 #[tokio::test]
 async fn the_demo_story_passes_every_step_with_salesforce_as_the_crm() {
     let dir = tempfile::tempdir().expect("dir");
-    let text = pairing_story(System::Salesforce, Some(dir.path().join("sf.db")), None).await;
+    let text = pairing_story(
+        System::Salesforce,
+        System::BusinessCentral,
+        Some(dir.path().join("sf.db")),
+        None,
+    )
+    .await;
     assert!(
         text.contains("Salesforce (CRM) ⇄ Business Central (ERP)"),
         "{text}"
     );
     assert!(
         text.contains("OrderChangeEvent UPDATE (by p2c) → 202"),
+        "{text}"
+    );
+}
+
+/// Finance & Operations as the ERP: data events (a RemoteExecutionContext, as the Power
+/// Platform integration proxies them) and business events in, OData out; p2c's own writes
+/// coming back as data events and dropped as echoes; balances read from the customer's
+/// open transactions after each posted invoice and payment.
+#[tokio::test]
+async fn the_demo_story_passes_every_step_with_finance_and_operations_as_the_erp() {
+    let dir = tempfile::tempdir().expect("dir");
+    let text = pairing_story(
+        System::Dataverse,
+        System::FinOps,
+        Some(dir.path().join("fo.db")),
+        None,
+    )
+    .await;
+    for wanted in [
+        "Dataverse (CRM) ⇄ Finance & Operations (ERP)",
+        "F&O data event: Create SalesOrderHeadersV2(000731) by p2c → 202",
+        "F&O business event: SalesInvoicePostedBusinessEvent CIV-000813 → 202",
+        "F&O business event: CustPaymentPostedBusinessEvent ARP-002201 → 202",
+    ] {
+        assert!(text.contains(wanted), "{wanted}\n{text}");
+    }
+}
+
+/// The fourth pairing: Salesforce with Finance & Operations.
+#[tokio::test]
+async fn the_demo_story_passes_every_step_with_salesforce_and_finance_and_operations() {
+    let dir = tempfile::tempdir().expect("dir");
+    let text = pairing_story(
+        System::Salesforce,
+        System::FinOps,
+        Some(dir.path().join("sf-fo.db")),
+        None,
+    )
+    .await;
+    assert!(
+        text.contains("Salesforce (CRM) ⇄ Finance & Operations (ERP)"),
         "{text}"
     );
 }

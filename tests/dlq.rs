@@ -23,7 +23,7 @@ async fn stuck_then_replayed(w: World) {
         ("ACC-DLQ-1", "Name must not be blank"),
         ("ACC-DLQ-2", "Customer template CUST-EU does not exist"),
     ] {
-        w.erp.inject(p2c_core::sim::Fault {
+        w.bc().inject(p2c_core::sim::Fault {
             matching: "POST customers".into(),
             status: 400,
             retry_after: None,
@@ -68,8 +68,8 @@ async fn stuck_then_replayed(w: World) {
 
     assert_eq!(replay(dl, &one).await.expect("replay"), 1);
     w.settle().await.expect("settles");
-    assert!(w.erp.find("customers", "number", "ACC-DLQ-1").is_some());
-    assert!(w.erp.find("customers", "number", "ACC-DLQ-2").is_none());
+    assert!(w.bc().find("customers", "number", "ACC-DLQ-1").is_some());
+    assert!(w.bc().find("customers", "number", "ACC-DLQ-2").is_none());
     let left = list(dl, &Filter::default()).await.expect("list");
     assert_eq!(left.len(), 1);
     assert!(left[0].reason.contains("CUST-EU"), "{}", left[0].reason);
@@ -80,7 +80,7 @@ async fn stuck_then_replayed(w: World) {
     };
     assert_eq!(replay(dl, &by_code).await.expect("replay"), 1);
     w.settle().await.expect("settles");
-    assert!(w.erp.find("customers", "number", "ACC-DLQ-2").is_some());
+    assert!(w.bc().find("customers", "number", "ACC-DLQ-2").is_some());
     assert!(list(dl, &Filter::default()).await.expect("list").is_empty());
-    assert_eq!(w.erp.creates("customers"), 2, "each customer created once");
+    assert_eq!(w.bc().creates("customers"), 2, "each customer created once");
 }

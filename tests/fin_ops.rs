@@ -59,9 +59,9 @@ async fn business_events_need_the_key_and_a_redelivery_is_one_event() {
     );
     // This deployment pairs Dataverse with Business Central: the event is recorded as
     // ignored, with the reason, and nothing is written anywhere.
-    let before = (w.erp.log().len(), w.dataverse().log().len());
+    let before = (w.bc().log().len(), w.dataverse().log().len());
     w.settle().await.expect("settles");
-    assert_eq!((w.erp.log().len(), w.dataverse().log().len()), before);
+    assert_eq!((w.bc().log().len(), w.dataverse().log().len()), before);
     // F&O keys are case-insensitive, so the record's id is kept in lower case.
     let trail = w
         .pipeline
@@ -238,19 +238,19 @@ async fn an_invoice_posted_in_f_and_o_lands_in_the_crm_sales_history_against_its
     // 18,400.00 net crosses into the Silver tier: 2% accrued on the invoice.
     assert_eq!(invoice["p2c_rebatetier"], "Silver");
     assert_eq!(invoice["p2c_rebateaccrual"].to_string(), "368");
-    // The rebate credit note that crossing the tier raises cannot be written to F&O yet:
-    // it waits in the ERP dead-letter queue with the reason, nothing half-written.
+    // Crossing the tier raises the rebate credit note: an unposted free text invoice in F&O
+    // with one negative line, in the invoice's legal entity.
     let to_erp = p2c_core::ports::DeadLetters::list(&p.store, QueueName::ToErp)
         .await
         .expect("dead letters");
-    assert_eq!(to_erp.len(), 1, "{to_erp:?}");
-    assert!(
-        to_erp[0]
-            .reason
-            .contains("not written to Finance & Operations yet"),
-        "{}",
-        to_erp[0].reason
-    );
+    assert!(to_erp.is_empty(), "{to_erp:?}");
+    let notes = fo.records("FreeTextInvoiceHeaders");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["CustomersReference"], "REB-US-027-2026-Q2-Silver");
+    assert_eq!(notes[0]["dataAreaId"], "usmf");
+    let lines = fo.records("FreeTextInvoiceLines");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["Amount"], serde_json::json!(-368));
 }
 
 /// A deployment pairing Dataverse with Finance & Operations, both simulated.
@@ -495,4 +495,76 @@ async fn the_sales_order_header_sample_feeds_the_order_progress_mapping() {
     assert_eq!(out["order_number"], "SF-00000123");
     assert_eq!(out["erp_number"], "000731");
     assert_eq!(out["status"], "Confirmed");
+}
+
+/// F&O raises no event when a balance moves: a posted invoice and a posted payment each make
+/// p2c read the customer again, with its open transactions. Each event delivered twice still
+/// has one effect: one invoice and one payment in the CRM, the balance right after each.
+#[tokio::test]
+async fn posted_invoices_and_payments_move_the_crm_balance_once_each_even_redelivered() {
+    use p2c_core::domain::System;
+    let rules = std::sync::Arc::new(
+        crate::common::repo_rules()
+            .with_pairing(System::Dataverse, System::FinOps)
+            .expect("pairing"),
+    );
+    let (w, _d) = crate::common::world_with(rules).await;
+    let (crm, fo) = (w.dataverse(), w.fin_ops());
+    crm.create("accounts", crate::common::account("ACC-BAL", "Balance Ltd"))
+        .expect("account");
+    w.settle().await.expect("settles");
+    assert_eq!(
+        fo.find("CustomersV3", "CustomerAccount", "ACC-BAL").len(),
+        1
+    );
+    fo.set_credit_limit("ACC-BAL", "5000").expect("limit");
+    // An order entered in F&O directly, invoiced: 10 × 100.00 + 10 % tax.
+    fo.insert(
+        "SalesOrderHeadersV2",
+        serde_json::json!({"dataAreaId": "usmf", "SalesOrderNumber": "000900", "CustomersOrderReference": "",
+            "InvoiceCustomerAccountNumber": "ACC-BAL", "CurrencyCode": "USD", "SalesOrderStatus": "Backorder"}),
+    );
+    fo.insert(
+        "SalesOrderLines",
+        serde_json::json!({"dataAreaId": "usmf", "SalesOrderNumber": "000900", "InventoryLotId": "LOT-1",
+            "ItemNumber": "P-200", "OrderedSalesQuantity": 10, "SalesPrice": 100}),
+    );
+    let balance = || {
+        crm.find("accounts", "accountnumber", "ACC-BAL")
+            .and_then(|a| a.get("p2c_balance").cloned())
+            .map(|b| b.to_string())
+    };
+    let client = reqwest::Client::new();
+    let redeliver_all = |hooks: Vec<p2c_core::sim::Hook>| {
+        let client = client.clone();
+        async move {
+            for h in hooks.iter().chain(hooks.iter()) {
+                let (status, body) = h.send(&client).await.expect("sent");
+                assert_eq!(status, 202, "{}: {body}", h.label);
+            }
+        }
+    };
+    let invoice = fo.ship_and_invoice("000900").expect("invoiced");
+    redeliver_all(fo.outbox().take()).await;
+    w.settle().await.expect("settles");
+    assert_eq!(balance().as_deref(), Some("1100"));
+    assert_eq!(crm.records("invoices").len(), 1);
+    let payment = fo.register_payment(&invoice, "600").expect("paid");
+    redeliver_all(fo.outbox().take()).await;
+    w.settle().await.expect("settles");
+    assert_eq!(balance().as_deref(), Some("500"), "what is still open");
+    let payments = crm.records("p2c_payments");
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0]["p2c_paymentnumber"], payment.as_str());
+    // The trail shows why the customer was read.
+    let trail = w
+        .pipeline
+        .store
+        .trail("fin_ops/invoice/usmf:civ-000813")
+        .await
+        .expect("trail");
+    assert!(
+        trail.iter().any(|e| e.detail.contains("usmf:acc-bal")),
+        "{trail:?}"
+    );
 }

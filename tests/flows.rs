@@ -7,15 +7,15 @@ use serde_json::json;
 async fn a_business_central_collection_notification_expands_into_one_event_per_record() {
     let (w, _d) = world().await;
     for (n, name) in [("C-1", "Valve"), ("C-2", "Hose"), ("C-3", "Clamp")] {
-        w.erp
+        w.bc()
             .create_item(n, name, "10.00", "PCS", "PARTS")
             .expect("item");
     }
     // Over 1,000 changes in 30 s: BC sends one `collection` notification instead.
-    let _single = w.erp.outbox().take();
+    let _single = w.bc().outbox().take();
     let body = json!({"value": [{
         "subscriptionId": "sub-items", "clientState": w.bc_client_state, "expirationDateTime": "2026-12-01T00:00:00Z",
-        "resource": format!("/api/v2.0/companies({})/items?$filter=lastDateTimeModified%20gt%202026-05-14T09:29:00Z", w.erp.company()),
+        "resource": format!("/api/v2.0/companies({})/items?$filter=lastDateTimeModified%20gt%202026-05-14T09:29:00Z", w.bc().company()),
         "changeType": "collection", "lastModifiedDateTime": "2026-05-14T09:30:30.503Z"
     }]});
     let r = reqwest::Client::new()
@@ -52,7 +52,7 @@ async fn an_oversized_dataverse_event_is_read_back_through_the_web_api() {
     assert_eq!(status, 202);
     w.settle().await.expect("settles");
     assert_eq!(
-        w.erp
+        w.bc()
             .find("customers", "number", "ACC-BIG")
             .expect("customer")["displayName"],
         json!("Big Payload Ltd")
@@ -70,7 +70,7 @@ async fn a_contact_follows_its_account_into_the_erp() {
                                     "parentcustomerid_account@odata.bind": "/accounts(accountnumber='ACC-CON')"}))
         .expect("contact");
     w.settle().await.expect("settles");
-    let contacts = w.erp.records("contacts");
+    let contacts = w.bc().records("contacts");
     assert_eq!(contacts.len(), 1);
     assert_eq!(contacts[0]["displayName"], json!("Robert Townes"));
     assert_eq!(contacts[0]["email"], json!("robert.townes@contoso.example"));

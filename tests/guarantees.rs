@@ -42,10 +42,10 @@ async fn a_webhook_delivered_twice_has_one_effect() {
     assert_eq!(s3, 202);
     assert!(b3.contains("\"accepted\":1"), "{b3}");
     w.settle().await.expect("settles");
-    assert_eq!(w.erp.creates("customers"), 1);
-    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
+    assert_eq!(w.bc().creates("customers"), 1);
+    assert_eq!(count(&w.bc().log(), "POST customers"), 1);
     assert_eq!(
-        count(&w.erp.log(), "PATCH customers"),
+        count(&w.bc().log(), "PATCH customers"),
         0,
         "the duplicates caused no second write"
     );
@@ -87,8 +87,8 @@ async fn an_event_queued_twice_past_the_webhook_claim_is_synced_once() {
         .await
         .expect("sent again");
     w.settle().await.expect("settles");
-    assert_eq!(w.erp.creates("customers"), 1);
-    assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
+    assert_eq!(w.bc().creates("customers"), 1);
+    assert_eq!(count(&w.bc().log(), "PATCH customers"), 0);
     assert_eq!(
         sync_event(&w.pipeline.sync, ev).await.expect("syncs"),
         SyncOutcome::Duplicate
@@ -118,7 +118,7 @@ async fn a_stale_update_never_overwrites_newer_state() {
     v2[0].send(&client).await.expect("then the older v2");
     w.settle().await.expect("settles");
     let c = w
-        .erp
+        .bc()
         .find("customers", "number", "ACC-STALE")
         .expect("customer");
     assert_eq!(c["displayName"], json!("Name v3"));
@@ -135,16 +135,16 @@ async fn our_own_writes_coming_back_are_dropped_and_audited() {
         .create("accounts", account("ACC-ECHO", "Echo Ltd"))
         .expect("account");
     w.settle().await.expect("settles");
-    w.erp.set_credit_limit("ACC-ECHO", "1000").expect("limit");
+    w.bc().set_credit_limit("ACC-ECHO", "1000").expect("limit");
     w.settle().await.expect("settles (no loop)");
     let trail = outcomes(&w, "account:ACC-ECHO").await;
     assert!(
         trail.iter().filter(|o| *o == "sync:echo").count() >= 2,
         "{trail:?}"
     );
-    assert_eq!(count(&w.erp.log(), "POST customers"), 1);
+    assert_eq!(count(&w.bc().log(), "POST customers"), 1);
     assert_eq!(
-        count(&w.erp.log(), "PATCH customers"),
+        count(&w.bc().log(), "PATCH customers"),
         0,
         "the CRM echo did not write the customer again"
     );
@@ -165,18 +165,18 @@ async fn echoes_are_recognised_by_fingerprint_when_the_author_is_unknown() {
         .create("accounts", account("ACC-FP", "Fingerprint Ltd"))
         .expect("account");
     w.settle().await.expect("settles");
-    w.erp.set_credit_limit("ACC-FP", "2000").expect("limit");
+    w.bc().set_credit_limit("ACC-FP", "2000").expect("limit");
     w.settle().await.expect("settles (no loop)");
     let trail = outcomes(&w, "account:ACC-FP").await;
     assert!(trail.contains(&"sync:echo".to_string()), "{trail:?}");
-    assert_eq!(count(&w.erp.log(), "PATCH customers"), 0);
+    assert_eq!(count(&w.bc().log(), "PATCH customers"), 0);
 }
 
 /// 4. Dependencies: an order whose customer is not synced yet is parked, then released.
 #[tokio::test]
 async fn an_order_waits_for_its_customer_and_is_released_once_when_it_lands() {
     let (w, _d) = world().await;
-    w.erp
+    w.bc()
         .create_item("P-200", "Pump P-200", "460.00", "PCS", "PUMPS")
         .expect("item");
     w.settle().await.expect("settles");
@@ -193,7 +193,7 @@ async fn an_order_waits_for_its_customer_and_is_released_once_when_it_lands() {
         .expect("order");
     w.settle().await.expect("settles");
     assert!(
-        w.erp
+        w.bc()
             .find("salesOrders", "externalDocumentNumber", "ORD-WAIT")
             .is_none(),
         "not before its customer"
@@ -210,15 +210,15 @@ async fn an_order_waits_for_its_customer_and_is_released_once_when_it_lands() {
     assert!(outcomes(&w, "order:ORD-WAIT")
         .await
         .contains(&"sync:applied".to_string()));
-    w.erp.set_credit_limit("ACC-LATE", "10000").expect("limit");
+    w.bc().set_credit_limit("ACC-LATE", "10000").expect("limit");
     w.settle().await.expect("settles");
     assert!(
-        w.erp
+        w.bc()
             .find("salesOrders", "externalDocumentNumber", "ORD-WAIT")
             .is_some(),
         "released when the customer landed"
     );
-    assert_eq!(w.erp.creates("salesOrders"), 1);
+    assert_eq!(w.bc().creates("salesOrders"), 1);
     assert!(p2c_core::ports::ParkingStore::all_parked(&w.pipeline.store)
         .await
         .expect("parked")
@@ -236,7 +236,7 @@ async fn events_for_one_entity_apply_in_order_across_a_failed_delivery() {
         .create("accounts", account("ACC-ORDER", "Order v1"))
         .expect("account");
     w.settle().await.expect("settles");
-    w.erp.inject(p2c_core::sim::Fault {
+    w.bc().inject(p2c_core::sim::Fault {
         matching: "PATCH customers".into(),
         status: 503,
         retry_after: None,
@@ -250,7 +250,7 @@ async fn events_for_one_entity_apply_in_order_across_a_failed_delivery() {
         .expect("v3");
     w.settle().await.expect("settles");
     let c = w
-        .erp
+        .bc()
         .find("customers", "number", "ACC-ORDER")
         .expect("customer");
     assert_eq!(
@@ -259,7 +259,7 @@ async fn events_for_one_entity_apply_in_order_across_a_failed_delivery() {
         "v2's retry did not land after v3"
     );
     let patches: Vec<String> = w
-        .erp
+        .bc()
         .log()
         .into_iter()
         .filter(|l| l.starts_with("PATCH customers"))
@@ -296,17 +296,17 @@ async fn held_orders_show_the_reason_and_are_re_evaluated_when_financials_change
         "{reason}"
     );
     assert!(w
-        .erp
+        .bc()
         .find("salesOrders", "externalDocumentNumber", "ORD-HOLD")
         .is_none());
-    w.erp.set_credit_limit("ACC-HOLD", "10000").expect("raise");
+    w.bc().set_credit_limit("ACC-HOLD", "10000").expect("raise");
     w.settle().await.expect("settles");
     let o = w
         .dataverse()
         .find("salesorders", "ordernumber", "ORD-HOLD")
         .expect("order");
     assert_eq!(o["submitstatusdescription"], json!("Released to the ERP"));
-    assert_eq!(w.erp.creates("salesOrders"), 1);
+    assert_eq!(w.bc().creates("salesOrders"), 1);
 }
 
 #[tokio::test]

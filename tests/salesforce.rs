@@ -203,9 +203,9 @@ async fn changes_from_a_system_outside_the_pairing_are_ignored_with_the_reason()
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let before = w.erp.log().len();
+    let before = w.bc().log().len();
     w.settle().await.expect("settles");
-    assert_eq!(w.erp.log().len(), before, "nothing written to the ERP");
+    assert_eq!(w.bc().log().len(), before, "nothing written to the ERP");
     let trail =
         p2c_core::ports::AuditLog::trail(&w.pipeline.store, "salesforce/order/8015f000000Xy1QAAS")
             .await

@@ -153,12 +153,21 @@ impl Pipeline {
         if let Some((base, credentials)) = &endpoints.fin_ops {
             let http = Http::new(System::FinOps, credentials.source(System::FinOps)?)?;
             let settings = rules.settings(System::FinOps);
-            let c = Arc::new(crate::connectors::fo::FinOpsConnector::new(
-                http,
-                base,
-                settings.company_id.clone().unwrap_or_else(|| "usmf".into()),
-                settings.customer_group.clone().unwrap_or_default(),
-            ));
+            let c = Arc::new(
+                crate::connectors::fo::FinOpsConnector::new(
+                    http,
+                    base,
+                    settings.company_id.clone().unwrap_or_else(|| "usmf".into()),
+                    settings.customer_group.clone().unwrap_or_default(),
+                )
+                .with_open_transactions(
+                    settings
+                        .open_transactions_entity
+                        .clone()
+                        .unwrap_or_else(|| "CustomerOpenTransactions".into()),
+                )
+                .with_rebate_account(settings.rebate_gl_account.clone().unwrap_or_default()),
+            );
             connectors.insert(System::FinOps, c.clone());
             readers.insert(System::FinOps, c);
         }

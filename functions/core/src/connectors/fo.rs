@@ -16,13 +16,23 @@
 //!   `SalesQuotationLines` (the line entity's name and the reference field are not
 //!   confirmed by Microsoft's documentation; they follow the order entities).
 //!
+//! - Rebate credit notes: a free text invoice with a negative line, `FreeTextInvoiceHeaders`
+//!   found by `CustomersReference` (p2c's deterministic reference) and
+//!   `FreeTextInvoiceLines`, posted to the configured main account. It is left unposted for
+//!   accounts receivable to review and post. (These entities' names and fields are not
+//!   confirmed by Microsoft's documentation.)
+//!
 //! Reads: a posted invoice's business event names F&O's order number (`SalesOrderId`); the
 //! read adds the CRM's (`CustomersOrderReference` of the order header, `null` for an invoice
-//! without an order).
+//! without an order). A posted invoice or payment also changes its customer's balance, which
+//! F&O raises no event for: the read returns the customer too, to be read afresh. A customer
+//! is read from `CustomersV3` with its open transactions (the entity named by
+//! `open_transactions_entity` in `[systems.fin_ops]`, `CustomerOpenTransactions` unless set;
+//! an empty name reads none), from which the financials mapping computes the balance and
+//! what is overdue.
 //!
-//! Rebate credit notes and contacts are not written to F&O yet: the free-text invoice and
-//! contact-person entities' shapes are unconfirmed, so those commands fail permanently
-//! with that reason rather than guess.
+//! Contacts are not written to F&O yet: the contact-person entity's shape is unconfirmed, so
+//! that command fails permanently with that reason rather than guess.
 
 use super::http::{odata_literal, Http, Reply};
 use crate::command::{Action, Command};
@@ -45,6 +55,10 @@ pub struct FinOpsConnector {
     data_area: String,
     /// The customer group new customers get (F&O requires one).
     customer_group: String,
+    /// The entity a customer's open transactions are read from (none when empty).
+    open_transactions: String,
+    /// The main account rebate credit-note lines are posted to.
+    rebate_account: String,
 }
 
 fn permanent(status: u16, message: impl Into<String>) -> DeliveryError {
@@ -95,7 +109,101 @@ impl FinOpsConnector {
             base: base.into().trim_end_matches('/').to_string(),
             data_area: data_area.into().to_ascii_lowercase(),
             customer_group: customer_group.into(),
+            open_transactions: "CustomerOpenTransactions".into(),
+            rebate_account: String::new(),
         }
+    }
+
+    /// Reads a customer's open transactions from `entity` (none when empty).
+    pub fn with_open_transactions(mut self, entity: impl Into<String>) -> Self {
+        self.open_transactions = entity.into();
+        self
+    }
+
+    /// Posts rebate credit-note lines to this main account.
+    pub fn with_rebate_account(mut self, account: impl Into<String>) -> Self {
+        self.rebate_account = account.into();
+        self
+    }
+
+    /// A rebate credit note: an unposted free text invoice with one negative line, found
+    /// again by its reference, so a retry never makes a second one.
+    async fn create_credit_note(
+        &self,
+        note: &crate::command::RebateCreditNote,
+    ) -> Result<(String, bool), DeliveryError> {
+        const HEADER: &str = "FreeTextInvoiceHeaders";
+        const LINES: &str = "FreeTextInvoiceLines";
+        let (number, created) = match self
+            .find(HEADER, "CustomersReference", &note.reference)
+            .await?
+        {
+            Some(existing) => (text(&existing, "InvoiceIdentifier"), false),
+            None => {
+                let body = json!({
+                    "dataAreaId": self.data_area,
+                    "CustomerAccount": note.account_number,
+                    "CustomersReference": note.reference,
+                    "CurrencyCode": note.currency.as_str(),
+                    "InvoiceDescription": note.description,
+                });
+                let r = self.post(HEADER, &body).await?;
+                (text(&r.body, "InvoiceIdentifier"), true)
+            }
+        };
+        if number.is_empty() {
+            return Err(permanent(
+                502,
+                format!("{HEADER} {} has no InvoiceIdentifier", note.reference),
+            ));
+        }
+        // A retry after the header was made but not its line adds the line now.
+        if created
+            || self
+                .query(LINES, "InvoiceIdentifier", &number, 1)
+                .await?
+                .is_empty()
+        {
+            let line = json!({
+                "dataAreaId": self.data_area,
+                "InvoiceIdentifier": number,
+                "LineNumber": 1,
+                "Description": format!("{} ({})", note.description, note.period),
+                "MainAccountDisplayValue": self.rebate_account,
+                "Amount": decimal_number(-note.amount),
+            });
+            self.post(LINES, &line).await?;
+        }
+        Ok((number, created))
+    }
+
+    /// An event to read `account`'s customer record again (its balance changed with `ev`).
+    fn customer_reread(&self, ev: &ChangeEvent, account: &str) -> Option<ChangeEvent> {
+        let account = account.trim();
+        if account.is_empty() {
+            return None;
+        }
+        let area = ev.company.clone().unwrap_or_else(|| self.data_area.clone());
+        Some(ChangeEvent {
+            event_id: crate::domain::EventId(format!("{}:customer", ev.event_id)),
+            source: crate::domain::SourceRef::new(
+                System::FinOps,
+                EntityType::Account,
+                format!("{area}:{account}"),
+            ),
+            natural_key: Some(account.to_string()),
+            operation: crate::domain::Operation::Update,
+            fields: Default::default(),
+            previous: Default::default(),
+            needs_fetch: true,
+            resource: Some("CustomersV3".into()),
+            // Unversioned: a read of the record as it is now is never stale.
+            version: Default::default(),
+            origin: Default::default(),
+            company: Some(area),
+            received_at: ev.received_at,
+            content_hash: Default::default(),
+        })
     }
 
     /// This connector in `area` (a routed command's or an event's legal entity), or as
@@ -419,7 +527,11 @@ impl Connector for FinOpsConnector {
                     .await?;
                 (number.clone(), created, Some(number))
             }
-            Action::CreateCreditNote(_) | Action::UpsertContact(_) => {
+            Action::CreateCreditNote(note) => {
+                let (number, created) = this.create_credit_note(note).await?;
+                (number, created, None)
+            }
+            Action::UpsertContact(_) => {
                 return Err(permanent(
                     501,
                     format!(
@@ -475,7 +587,26 @@ impl SourceReader for FinOpsConnector {
                     .insert("CustomersOrderReference".into(), reference);
                 // The fields changed: the content hash is computed afresh.
                 ev.content_hash = Default::default();
-                Ok(vec![ev])
+                let account = ev
+                    .fields
+                    .get("InvoiceAccount")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let reread = self.customer_reread(&ev, &account);
+                Ok(std::iter::once(ev).chain(reread).collect())
+            }
+            EntityType::Payment => {
+                let mut ev = event.clone();
+                ev.needs_fetch = false;
+                let account = ev
+                    .fields
+                    .get("CustomerAccount")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let reread = self.customer_reread(&ev, &account);
+                Ok(std::iter::once(ev).chain(reread).collect())
             }
             _ => self.read_record(event).await,
         }
@@ -523,6 +654,12 @@ impl FinOpsConnector {
         if let Some((lines_set, number)) = lines {
             let found = scoped.query(lines_set, number, &key, 1000).await?;
             fields.insert(lines_set.into(), Value::Array(found));
+        }
+        if event.source.entity_type == EntityType::Account && !self.open_transactions.is_empty() {
+            let open = scoped
+                .query(&self.open_transactions, "CustomerAccount", &key, 10_000)
+                .await?;
+            fields.insert("OpenTransactions".into(), Value::Array(open));
         }
         let mut ev = event.clone();
         ev.fields = fields;
@@ -711,16 +848,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // Rebate credit notes are refused with the reason, not guessed at.
-        let cn = command(
-            EntityType::Account,
-            "ACC-1",
-            json!({"action": "create_credit_note", "record": {
-                "account_number": "ACC-1", "reference": "REB-1", "currency": "USD", "amount": "368.00",
-                "description": "Rebate", "period": "2026-Q2"
+        // Contacts are refused with the reason, not guessed at.
+        let contact = command(
+            EntityType::Contact,
+            "CON-1",
+            json!({"action": "upsert_contact", "record": {
+                "number": "CON-1", "account_number": "ACC-1", "first_name": "Ana", "last_name": "Silva"
             }}),
         );
-        match c.apply(&cn).await {
+        match c.apply(&contact).await {
             Err(DeliveryError::Permanent { message, .. }) => {
                 assert!(
                     message.contains("not written to Finance & Operations yet"),
@@ -729,6 +865,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_rebate_credit_note_is_one_negative_free_text_invoice_even_after_a_failed_line() {
+        let (sim, c) = env().await;
+        let c = c.with_rebate_account("403200");
+        let cn = command(
+            EntityType::Invoice,
+            "REB-ACC-1-2026-Q2-Silver",
+            json!({"action": "create_credit_note", "record": {
+                "account_number": "ACC-1", "reference": "REB-ACC-1-2026-Q2-Silver", "currency": "USD",
+                "amount": "368.00", "description": "Volume rebate", "period": "2026-Q2"
+            }}),
+        );
+        // The line fails after the header was made: the retry adds the line only.
+        sim.inject(Fault {
+            matching: "POST FreeTextInvoiceLines".into(),
+            status: 503,
+            retry_after: None,
+            message: "Service unavailable".into(),
+        });
+        assert!(c.apply(&cn).await.is_err());
+        let done = c.apply(&cn).await.expect("retried");
+        let again = c.apply(&cn).await.expect("once more");
+        assert_eq!(done.target_id, again.target_id);
+        assert!(!again.created);
+        let headers = sim.records("FreeTextInvoiceHeaders");
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers[0]["CustomersReference"], "REB-ACC-1-2026-Q2-Silver");
+        assert_eq!(
+            headers[0]["dataAreaId"], "usrt",
+            "the connector's legal entity"
+        );
+        let lines = sim.records("FreeTextInvoiceLines");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["Amount"], json!(-368));
+        assert_eq!(lines[0]["MainAccountDisplayValue"], "403200");
     }
 
     #[tokio::test]

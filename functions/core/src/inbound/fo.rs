@@ -13,13 +13,22 @@
 //! |---|---|---|
 //! | `SalesInvoicePostedBusinessEvent` (invoice created from a sales order) | invoice | `InvoiceId` |
 //! | `CustFreeTextInvoicePostedBusinessEvent` (free text invoice posted) | invoice | `InvoiceId` |
+//! | `CustPaymentPostedBusinessEvent` (payment posted) | payment | `Voucher` |
 //!
 //! The sales-invoice contract is documented (`InvoiceAccount`, `InvoiceId`, `SalesOrderId`,
 //! `InvoiceDate`, `InvoiceDueDate`, `InvoiceAmountInAccountingCurrency`,
-//! `InvoiceTaxAmount`, `LegalEntity`); the free-text invoice's class name is the catalogue's
-//! likely one and not confirmed. Other events (payment posted, collection status changed)
-//! have unconfirmed names and contracts, so they are refused with `unknown_entity` naming
-//! the event, rather than guessed at.
+//! `InvoiceTaxAmount`, `LegalEntity`). The free-text invoice's and the payment's class names
+//! are the catalogue's likely ones and **not confirmed**; the payment contract p2c reads
+//! (`CustomerAccount`, `Voucher`, `InvoiceId`, `PaymentDate`, `PaymentAmount`,
+//! `CurrencyCode`) is an assumption too, read only by the analysts' mapping script
+//! (`rules/mapping/fin_ops/payment_to_payment.rhai`) apart from the key. Compare them with
+//! the schema the business event catalogue downloads (*Business event catalog > Download
+//! schema*) before going live. Other events (collection status changed, …) are refused with
+//! `unknown_entity` naming the event.
+//!
+//! A posted invoice or payment changes the customer's balance, which F&O announces with no
+//! event of its own: reading these events, p2c also re-reads the customer (see
+//! `connectors::fo`). Payment events are therefore marked to be read first.
 //!
 //! Data events (create, update, delete of a data entity) arrive as a Dataverse
 //! `RemoteExecutionContext` when the Power Platform integration proxies them: p2c takes the
@@ -38,7 +47,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 /// The business events p2c reads: (class, entity type, key field of the contract).
-pub const BUSINESS_EVENTS: [(&str, EntityType, &str); 2] = [
+pub const BUSINESS_EVENTS: [(&str, EntityType, &str); 3] = [
     (
         "SalesInvoicePostedBusinessEvent",
         EntityType::Invoice,
@@ -48,6 +57,11 @@ pub const BUSINESS_EVENTS: [(&str, EntityType, &str); 2] = [
         "CustFreeTextInvoicePostedBusinessEvent",
         EntityType::Invoice,
         "InvoiceId",
+    ),
+    (
+        "CustPaymentPostedBusinessEvent",
+        EntityType::Payment,
+        "Voucher",
     ),
 ];
 
@@ -89,13 +103,17 @@ pub const DATA_ENTITIES: [(EntityType, &str, &str, &[&str]); 4] = [
         EntityType::Account,
         "CustomersV3",
         "CustomerAccount",
-        &["customerv3", "customersv3"],
+        &["customerv3", "customersv3", "custcustomerv3"],
     ),
     (
         EntityType::Item,
         "ReleasedProductsV2",
         "ItemNumber",
-        &["releasedproductv2", "releasedproductsv2"],
+        &[
+            "releasedproductv2",
+            "releasedproductsv2",
+            "ecoresreleasedproductv2",
+        ],
     ),
     (
         EntityType::Quote,
@@ -280,7 +298,8 @@ fn event(doc: &Value, received_at: DateTime<Utc>) -> Result<ChangeEvent, Webhook
         operation: Operation::Create,
         fields,
         previous: Map::new(),
-        needs_fetch: false,
+        // A payment is read for its customer's balance (an invoice is read for its order).
+        needs_fetch: *entity_type == EntityType::Payment,
         resource: None,
         version: SourceVersion {
             sequence: Some((control, 0)),

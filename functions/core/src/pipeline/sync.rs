@@ -252,8 +252,24 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
             note(ctx, &ev.source.group(), "ignored", &reason, &ev).await;
             return Ok(SyncOutcome::Ignored { reason });
         }
-        if read.len() == 1 && read[0].source == ev.source {
-            ev = read.remove(0);
+        // The record itself goes on here; anything else the read names (related records
+        // whose state the change affects, the records of a merged change) is queued first,
+        // so a crash after this point re-reads and re-queues it (the same ids, deduplicated).
+        if let Some(i) = read.iter().position(|r| r.source == ev.source) {
+            let record = read.remove(i);
+            if !read.is_empty() {
+                send_events(ctx.publisher.as_ref(), &read).await?;
+                let related: Vec<String> = read.iter().map(|r| r.source.to_string()).collect();
+                note(
+                    ctx,
+                    &ev.source.group(),
+                    "related",
+                    format!("queued {} to be read too", related.join(", ")),
+                    &ev,
+                )
+                .await;
+            }
+            ev = record;
         } else {
             let n = read.len();
             send_events(ctx.publisher.as_ref(), &read).await?;

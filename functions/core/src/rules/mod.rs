@@ -136,8 +136,12 @@ pub struct SystemSettings {
     /// Dataverse owning business unit, a Salesforce picklist). Its value — a lookup's id or
     /// name, or the text — is mapped through the `companies` value map.
     pub company_field: Option<String>,
-    /// Business Central: the G/L account rebate credit-memo lines are posted to.
+    /// Business Central: the G/L account rebate credit-memo lines are posted to; Finance &
+    /// Operations: the main account of rebate credit notes' lines.
     pub rebate_gl_account: Option<String>,
+    /// Finance & Operations: the data entity a customer's open transactions are read from
+    /// (for its balance and what is overdue); empty to read none.
+    pub open_transactions_entity: Option<String>,
     /// Salesforce: the client id p2c names in `Sforce-Call-Options`, which change events
     /// carry back in `changeOrigin` (how p2c knows its own writes). Default `p2c`.
     pub api_client: Option<String>,
