@@ -568,3 +568,72 @@ async fn posted_invoices_and_payments_move_the_crm_balance_once_each_even_redeli
         "{trail:?}"
     );
 }
+
+/// A business event configured in `[systems.fin_ops.business_events]` as being about a
+/// customer (here collections' status change, which raises no data event): p2c reads the
+/// customer again and the CRM gets its financials, the hold included. A class that is not
+/// listed stays refused.
+#[tokio::test]
+async fn a_configured_business_event_about_a_customer_reads_the_customer_again() {
+    use p2c_core::domain::System;
+    let rules = std::sync::Arc::new(
+        crate::common::repo_rules()
+            .with_pairing(System::Dataverse, System::FinOps)
+            .expect("pairing"),
+    );
+    let (w, _d) = crate::common::world_with(rules).await;
+    let (crm, fo) = (w.dataverse(), w.fin_ops());
+    crm.create(
+        "accounts",
+        crate::common::account("ACC-COL", "Collections Ltd"),
+    )
+    .expect("account");
+    w.settle().await.expect("settles");
+    assert!(fo.change_quietly(
+        "CustomersV3",
+        "CustomerAccount",
+        "ACC-COL",
+        serde_json::json!({"OnHoldStatus": "Invoice", "CreditLimit": 2500})
+    ));
+    let event = |class: &str, id: &str| {
+        serde_json::json!({
+            "BusinessEventId": class, "BusinessEventLegalEntity": "USMF", "ControlNumber": 5637144999u64,
+            "EventId": id, "EventTime": "/Date(1778753145000)/", "MajorVersion": 0, "MinorVersion": 0,
+            "CustomerAccount": "ACC-COL", "CollectionStatus": "Disputed",
+        })
+        .to_string()
+    };
+    let r = ingest(
+        &w.pipeline.ingest,
+        "fo",
+        &business_event(
+            Some(&w.bc_client_state),
+            event(
+                "CustCollectionStatusChangedBusinessEvent",
+                "0D8B6C2E-5A11-4C3B-9E7D-2F4A6B8C0E11",
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    w.settle().await.expect("settles");
+    let account = crm
+        .find("accounts", "accountnumber", "ACC-COL")
+        .expect("account");
+    assert_eq!(account["creditonhold"], true, "{account:?}");
+    assert_eq!(account["creditlimit"].to_string(), "2500");
+    let r = ingest(
+        &w.pipeline.ingest,
+        "fo",
+        &business_event(
+            Some(&w.bc_client_state),
+            event(
+                "CustInterestNotePostedBusinessEvent",
+                "0D8B6C2E-5A11-4C3B-9E7D-2F4A6B8C0E12",
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("unknown_entity"), "{}", r.body);
+}

@@ -224,6 +224,7 @@ impl Pipeline {
             ingest: IngestCtx {
                 publisher: s.clone(),
                 auth,
+                fin_ops_events: rules.fin_ops_business_events().into(),
             },
             sync: SyncCtx {
                 state: s.clone(),

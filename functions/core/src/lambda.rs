@@ -294,6 +294,7 @@ mod tests {
                 },
                 ..Default::default()
             },
+            fin_ops_events: crate::inbound::fo::default_business_events().into(),
         }
     }
 

@@ -868,6 +868,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn throttling_is_transient_with_the_retry_after_f_and_o_asks_for() {
+        let (sim, c) = env().await;
+        sim.inject(Fault {
+            matching: "GET CustomersV3".into(),
+            status: 429,
+            retry_after: Some(5),
+            message: "Too many requests".into(),
+        });
+        let err = c.apply(&customer("Contoso")).await.expect_err("throttled");
+        assert!(
+            matches!(
+                err,
+                DeliveryError::Transient {
+                    status: 429,
+                    retry_after_ms: Some(5000),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(sim.records("CustomersV3").is_empty(), "nothing written");
+        let done = c
+            .apply(&customer("Contoso"))
+            .await
+            .expect("the retry goes through");
+        assert!(done.created);
+    }
+
+    #[tokio::test]
     async fn a_rebate_credit_note_is_one_negative_free_text_invoice_even_after_a_failed_line() {
         let (sim, c) = env().await;
         let c = c.with_rebate_account("403200");

@@ -46,24 +46,43 @@ use crate::domain::{
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-/// The business events p2c reads: (class, entity type, key field of the contract).
-pub const BUSINESS_EVENTS: [(&str, EntityType, &str); 3] = [
-    (
-        "SalesInvoicePostedBusinessEvent",
-        EntityType::Invoice,
-        "InvoiceId",
-    ),
-    (
-        "CustFreeTextInvoicePostedBusinessEvent",
-        EntityType::Invoice,
-        "InvoiceId",
-    ),
-    (
-        "CustPaymentPostedBusinessEvent",
-        EntityType::Payment,
-        "Voucher",
-    ),
-];
+/// A business event p2c reads: its class, the entity it is about and the contract field
+/// keying that record. An event about a customer (`EntityType::Account`) carries no customer
+/// data p2c uses: the customer is read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessEventSpec {
+    pub class: String,
+    pub entity_type: EntityType,
+    pub key: String,
+}
+
+/// The business events read unless `[systems.fin_ops.business_events]` says otherwise.
+pub fn default_business_events() -> Vec<BusinessEventSpec> {
+    [
+        (
+            "SalesInvoicePostedBusinessEvent",
+            EntityType::Invoice,
+            "InvoiceId",
+        ),
+        (
+            "CustFreeTextInvoicePostedBusinessEvent",
+            EntityType::Invoice,
+            "InvoiceId",
+        ),
+        (
+            "CustPaymentPostedBusinessEvent",
+            EntityType::Payment,
+            "Voucher",
+        ),
+    ]
+    .into_iter()
+    .map(|(class, entity_type, key)| BusinessEventSpec {
+        class: class.into(),
+        entity_type,
+        key: key.into(),
+    })
+    .collect()
+}
 
 const FORMAT: &str = "Finance & Operations business event";
 
@@ -75,16 +94,25 @@ fn invalid(message: impl Into<String>) -> WebhookError {
 }
 
 /// Parses a request: a data event (a `RemoteExecutionContext`, as Dataverse proxies F&O
-/// data events), or business events (one or an array).
+/// data events), or business events (one or an array) of the built-in classes.
 pub fn parse(
     req: &WebhookRequest,
     received_at: DateTime<Utc>,
+) -> Result<Vec<ChangeEvent>, WebhookError> {
+    parse_with(req, received_at, &default_business_events())
+}
+
+/// [`parse`], reading the business events of `classes`.
+pub fn parse_with(
+    req: &WebhookRequest,
+    received_at: DateTime<Utc>,
+    classes: &[BusinessEventSpec],
 ) -> Result<Vec<ChangeEvent>, WebhookError> {
     let doc = parse_json_body(req)?;
     if doc.get("PrimaryEntityName").is_some() && doc.get("MessageName").is_some() {
         return Ok(vec![data_event(&doc, received_at)?]);
     }
-    parse_events(&doc, received_at)
+    parse_events_with(&doc, received_at, classes)
 }
 
 /// The data entities whose data events p2c reads: (entity type, OData entity set, key
@@ -218,15 +246,26 @@ fn data_event(doc: &Value, received_at: DateTime<Utc>) -> Result<ChangeEvent, We
     })
 }
 
-/// Parses a business-event document (one event or an array).
+/// Parses a business-event document (one event or an array) of the built-in classes.
 pub fn parse_events(
     doc: &Value,
     received_at: DateTime<Utc>,
 ) -> Result<Vec<ChangeEvent>, WebhookError> {
+    parse_events_with(doc, received_at, &default_business_events())
+}
+
+fn parse_events_with(
+    doc: &Value,
+    received_at: DateTime<Utc>,
+    classes: &[BusinessEventSpec],
+) -> Result<Vec<ChangeEvent>, WebhookError> {
     match doc {
         Value::Array(items) if items.is_empty() => Err(invalid("an empty list of events")),
-        Value::Array(items) => items.iter().map(|e| event(e, received_at)).collect(),
-        other => Ok(vec![event(other, received_at)?]),
+        Value::Array(items) => items
+            .iter()
+            .map(|e| event(e, received_at, classes))
+            .collect(),
+        other => Ok(vec![event(other, received_at, classes)?]),
     }
 }
 
@@ -261,22 +300,27 @@ fn plain(v: &Value) -> Value {
     }
 }
 
-fn event(doc: &Value, received_at: DateTime<Utc>) -> Result<ChangeEvent, WebhookError> {
+fn event(
+    doc: &Value,
+    received_at: DateTime<Utc>,
+    classes: &[BusinessEventSpec],
+) -> Result<ChangeEvent, WebhookError> {
     let o = doc
         .as_object()
         .ok_or_else(|| invalid("an event is not a JSON object"))?;
     let class =
         text(o, "BusinessEventId").ok_or(WebhookError::MissingKey("BusinessEventId".into()))?;
-    let (_, entity_type, key_field) = BUSINESS_EVENTS
+    let spec = classes
         .iter()
-        .find(|(c, _, _)| *c == class)
+        .find(|s| s.class == class)
         .ok_or_else(|| WebhookError::UnknownEntity(class.chars().take(64).collect()))?;
+    let (entity_type, key_field) = (&spec.entity_type, spec.key.as_str());
     let event_id = text(o, "EventId").ok_or(WebhookError::MissingKey("EventId".into()))?;
     let legal_entity = text(o, "BusinessEventLegalEntity")
         .or_else(|| text(o, "LegalEntity"))
         .ok_or(WebhookError::MissingKey("BusinessEventLegalEntity".into()))?
         .to_ascii_lowercase();
-    let key = text(o, key_field).ok_or_else(|| WebhookError::MissingKey((*key_field).into()))?;
+    let key = text(o, key_field).ok_or_else(|| WebhookError::MissingKey(key_field.into()))?;
     let control = control_number(o).ok_or(WebhookError::MissingKey("ControlNumber".into()))?;
     let event_ms = o
         .get("EventTimeIso8601")
@@ -285,7 +329,14 @@ fn event(doc: &Value, received_at: DateTime<Utc>) -> Result<ChangeEvent, Webhook
         .map(|t| t.timestamp_millis());
     let user = text(o, "InitiatingUserAADObjectId")
         .map(|u| u.trim_matches(['{', '}']).to_ascii_lowercase());
-    let fields: Map<String, Value> = o.iter().map(|(k, v)| (k.clone(), plain(v))).collect();
+    // An event about a customer is a cue to read the customer again: its fields are not the
+    // customer's, so none are kept.
+    let about_customer = *entity_type == EntityType::Account;
+    let fields: Map<String, Value> = if about_customer {
+        Map::new()
+    } else {
+        o.iter().map(|(k, v)| (k.clone(), plain(v))).collect()
+    };
     Ok(ChangeEvent {
         event_id: EventId(format!("fin_ops:{}", event_id.to_ascii_lowercase())),
         source: SourceRef::new(
@@ -298,9 +349,10 @@ fn event(doc: &Value, received_at: DateTime<Utc>) -> Result<ChangeEvent, Webhook
         operation: Operation::Create,
         fields,
         previous: Map::new(),
-        // A payment is read for its customer's balance (an invoice is read for its order).
-        needs_fetch: *entity_type == EntityType::Payment,
-        resource: None,
+        // A payment is read for its customer's balance (an invoice is read for its order), a
+        // customer read afresh.
+        needs_fetch: matches!(entity_type, EntityType::Payment | EntityType::Account),
+        resource: about_customer.then(|| "CustomersV3".to_string()),
         version: SourceVersion {
             sequence: Some((control, 0)),
             modified_ms: event_ms,

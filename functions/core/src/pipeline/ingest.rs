@@ -31,6 +31,8 @@ pub struct InboundAuth {
 pub struct IngestCtx {
     pub publisher: Arc<dyn Publisher>,
     pub auth: InboundAuth,
+    /// The Finance & Operations business events read (from the rules' F&O settings).
+    pub fin_ops_events: Arc<[fo::BusinessEventSpec]>,
 }
 
 /// The 2xx answer body.
@@ -103,7 +105,7 @@ async fn ingest_inner(
                 return Err(WebhookError::MethodNotAllowed(req.method.clone()));
             }
             ctx.auth.fin_ops.check(req)?;
-            Parsed::Events(fo::parse(req, now)?)
+            Parsed::Events(fo::parse_with(req, now, &ctx.fin_ops_events)?)
         }
     };
     let events = match parsed {

@@ -142,9 +142,22 @@ pub struct SystemSettings {
     /// Finance & Operations: the data entity a customer's open transactions are read from
     /// (for its balance and what is overdue); empty to read none.
     pub open_transactions_entity: Option<String>,
+    /// Finance & Operations: business events to read besides the built-in ones (or instead
+    /// of them, by class name): what each is about and the contract field that keys it.
+    pub business_events: BTreeMap<String, BusinessEventConfig>,
     /// Salesforce: the client id p2c names in `Sforce-Call-Options`, which change events
     /// carry back in `changeOrigin` (how p2c knows its own writes). Default `p2c`.
     pub api_client: Option<String>,
+}
+
+/// A business event's class as configured: `entity` is `invoice`, `payment` or `customer`
+/// (a change to the customer's financials: the customer is read again), `key` the contract
+/// field holding that record's key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessEventConfig {
+    pub entity: String,
+    pub key: String,
 }
 
 impl SystemSettings {
@@ -357,6 +370,7 @@ impl RuleSet {
                 return Err(RuleError::Missing { rule: s.clone() });
             }
         }
+        fin_ops_business_events(&catalogue.systems)?;
         if catalogue.pairing.crm.side() != Side::Crm || catalogue.pairing.erp.side() != Side::Erp {
             return Err(RuleError::Config {
                 message: "pairing: `crm` must be a CRM and `erp` an ERP".into(),
@@ -478,6 +492,12 @@ impl RuleSet {
             Side::Crm => self.catalogue.pairing.erp,
             Side::Erp => self.catalogue.pairing.crm,
         }
+    }
+
+    /// The Finance & Operations business events p2c reads: the built-in ones, with those in
+    /// `[systems.fin_ops.business_events]` added or replacing them by class name.
+    pub fn fin_ops_business_events(&self) -> Vec<crate::inbound::fo::BusinessEventSpec> {
+        fin_ops_business_events(&self.catalogue.systems).unwrap_or_default()
     }
 
     pub fn settings(&self, system: System) -> SystemSettings {
@@ -612,6 +632,45 @@ pub fn content_version(files: &BTreeMap<String, String>) -> String {
     format!("r-{}", &crate::json::hash_parts(&parts)[..12])
 }
 
+/// The business-event table from the F&O settings (checked when the rules load).
+fn fin_ops_business_events(
+    systems: &BTreeMap<System, SystemSettings>,
+) -> Result<Vec<crate::inbound::fo::BusinessEventSpec>, RuleError> {
+    use crate::inbound::fo::BusinessEventSpec;
+    let mut specs = crate::inbound::fo::default_business_events();
+    let configured = systems
+        .get(&System::FinOps)
+        .map(|s| s.business_events.clone())
+        .unwrap_or_default();
+    for (class, c) in configured {
+        let entity_type = match c.entity.as_str() {
+            "invoice" => EntityType::Invoice,
+            "payment" => EntityType::Payment,
+            "customer" => EntityType::Account,
+            other => {
+                return Err(RuleError::Config {
+                    message: format!(
+                        "systems.fin_ops.business_events.{class}: entity `{other}` is not one of \
+                         invoice, payment, customer"
+                    ),
+                })
+            }
+        };
+        if c.key.trim().is_empty() {
+            return Err(RuleError::Config {
+                message: format!("systems.fin_ops.business_events.{class}: `key` is empty"),
+            });
+        }
+        specs.retain(|s| s.class != class);
+        specs.push(BusinessEventSpec {
+            class,
+            entity_type,
+            key: c.key,
+        });
+    }
+    Ok(specs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,6 +680,53 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules"),
         ))
         .expect("the repository's rules compile")
+    }
+
+    #[test]
+    fn f_and_o_business_events_are_configured_by_class_and_checked_when_the_rules_load() {
+        let rules = repo_rules();
+        let events = rules.fin_ops_business_events();
+        let class = |c: &str| events.iter().find(|s| s.class == c).cloned();
+        assert_eq!(
+            class("SalesInvoicePostedBusinessEvent").map(|s| (s.entity_type, s.key)),
+            Some((EntityType::Invoice, "InvoiceId".to_string()))
+        );
+        assert_eq!(
+            class("CustCollectionStatusChangedBusinessEvent").map(|s| s.entity_type),
+            Some(EntityType::Account),
+            "added in flows.toml"
+        );
+        let with = |table: &str| {
+            let mut files = rules.files.clone();
+            let flows = files.get_mut("flows.toml").expect("flows");
+            *flows = flows.replace(
+                "CustCollectionStatusChangedBusinessEvent = { entity = \"customer\", key = \"CustomerAccount\" }",
+                table,
+            );
+            RuleSet::from_files(files)
+        };
+        // The same class replaces the built-in entry.
+        let replaced = with(
+            "CustPaymentPostedBusinessEvent = { entity = \"payment\", key = \"PaymentReference\" }",
+        )
+        .expect("loads");
+        let payments: Vec<_> = replaced
+            .fin_ops_business_events()
+            .into_iter()
+            .filter(|s| s.class == "CustPaymentPostedBusinessEvent")
+            .collect();
+        assert_eq!(payments.len(), 1);
+        assert_eq!(payments[0].key, "PaymentReference");
+        let Err(err) =
+            with("VendInvoicePostedBusinessEvent = { entity = \"vendor\", key = \"InvoiceId\" }")
+        else {
+            panic!("an unknown entity is refused");
+        };
+        assert!(
+            err.to_string()
+                .contains("not one of invoice, payment, customer"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -237,6 +237,20 @@ impl SimFinOps {
         self.inner.env.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Changes fields of the default legal entity's record of `entity` whose `field` is
+    /// `value`, raising no data event (a process whose data events are not enabled, such as
+    /// collections). Returns whether there was such a record.
+    pub fn change_quietly(&self, entity: &str, field: &str, value: &str, fields: Value) -> bool {
+        let area = self.inner.default_company.clone();
+        update(
+            &mut self.env(),
+            entity,
+            &[("dataAreaId", &area), (field, value)],
+            fields,
+        )
+        .is_some()
+    }
+
     /// A credit controller sets a customer's credit limit (a data event on `CustomersV3`).
     pub fn set_credit_limit(&self, customer: &str, limit: &str) -> Result<(), String> {
         let limit: Decimal = limit.parse().map_err(|_| "bad limit")?;
