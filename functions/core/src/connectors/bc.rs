@@ -676,4 +676,83 @@ mod tests {
             Some(json!("Routed Ltd"))
         );
     }
+
+    /// Create, then update by number with the etag; throttling is transient with the
+    /// Retry-After Business Central gives; a refusal is permanent with BC's own message.
+    #[tokio::test]
+    async fn a_customer_is_created_then_updated_throttling_waits_and_refusals_keep_the_message() {
+        let company = "b18aed47-c385-49d2-b954-dbdf8ad71780";
+        let sim = SimBusinessCentral::start(company).await.expect("sim");
+        let http = Http::new(
+            System::BusinessCentral,
+            Arc::new(super::super::http::StaticToken("t".into())),
+        )
+        .expect("http");
+        let c = BcConnector::new(http, sim.root(), company, "6910");
+        let customer = |name: &str| {
+            let action: Action =
+                serde_json::from_value(json!({"action": "upsert_customer", "record": {
+                    "number": "C-1", "name": name, "address": {}
+                }}))
+                .expect("action");
+            Command::new(
+                "sync#e-1",
+                &EventId("dataverse:e-1".into()),
+                System::BusinessCentral,
+                EntityKey::new(EntityType::Account, "C-1").expect("key"),
+                action,
+                "r-1",
+            )
+        };
+        assert!(
+            c.apply(&customer("Contoso"))
+                .await
+                .expect("created")
+                .created
+        );
+        sim.inject(crate::sim::Fault {
+            matching: "PATCH customers".into(),
+            status: 429,
+            retry_after: Some(2),
+            message: "Too many requests".into(),
+        });
+        let err = c
+            .apply(&customer("Contoso Ltd"))
+            .await
+            .expect_err("throttled");
+        assert!(
+            matches!(
+                err,
+                DeliveryError::Transient {
+                    status: 429,
+                    retry_after_ms: Some(2000),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let done = c.apply(&customer("Contoso Ltd")).await.expect("retried");
+        assert!(!done.created);
+        assert_eq!(
+            sim.find("customers", "number", "C-1")
+                .and_then(|r| r.get("displayName").cloned()),
+            Some(json!("Contoso Ltd"))
+        );
+        assert_eq!(sim.creates("customers"), 1);
+        sim.inject(crate::sim::Fault {
+            matching: "PATCH customers".into(),
+            status: 400,
+            retry_after: None,
+            message: "The field Name of table Customer contains a value that is too long.".into(),
+        });
+        match c.apply(&customer("Contoso Limited")).await {
+            Err(DeliveryError::Permanent {
+                status, message, ..
+            }) => {
+                assert_eq!(status, 400);
+                assert!(message.contains("too long"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -425,3 +425,99 @@ impl SourceReader for DataverseConnector {
         }])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EntityKey, EventId};
+    use crate::sim::dataverse::SimDataverse;
+    use crate::sim::Fault;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    async fn env() -> (SimDataverse, DataverseConnector) {
+        let sim = SimDataverse::start("7d5c0e12-3b1a-ef11-9f8a-6045bdd4c6be")
+            .await
+            .expect("sim");
+        let http = Http::new(
+            System::Dataverse,
+            Arc::new(super::super::http::StaticToken("t".into())),
+        )
+        .expect("http");
+        let c = DataverseConnector::new(http, sim.api_base(), SystemSettings::default());
+        (sim, c)
+    }
+
+    fn financials(account: &str, balance: &str) -> Command {
+        let action: Action = serde_json::from_value(json!({"action": "set_financials", "record": {
+            "account_number": account, "currency": "USD", "balance": balance, "credit_limit": "5000",
+            "overdue_amount": "0", "days_overdue": 0, "on_hold": false
+        }}))
+        .expect("action");
+        Command::new(
+            "sync#e-1",
+            &EventId("business_central:e-1".into()),
+            System::Dataverse,
+            EntityKey::new(EntityType::Account, account).expect("key"),
+            action,
+            "r-1",
+        )
+    }
+
+    /// An update by alternate key; throttling is transient with the Retry-After Dataverse
+    /// gives; a refusal is permanent with Dataverse's own message.
+    #[tokio::test]
+    async fn an_account_is_updated_by_its_key_throttling_waits_and_refusals_keep_the_message() {
+        let (sim, c) = env().await;
+        sim.create(
+            "accounts",
+            json!({"accountnumber": "ACC-1", "name": "Contoso"}),
+        )
+        .expect("account");
+        sim.inject(Fault {
+            matching: "PATCH accounts".into(),
+            status: 429,
+            retry_after: Some(4),
+            message:
+                "Number of requests exceeded the limit of 6000 over time window of 300 seconds."
+                    .into(),
+        });
+        let err = c
+            .apply(&financials("ACC-1", "10"))
+            .await
+            .expect_err("throttled");
+        assert!(
+            matches!(
+                err,
+                DeliveryError::Transient {
+                    status: 429,
+                    retry_after_ms: Some(4000),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let done = c.apply(&financials("ACC-1", "10")).await.expect("retried");
+        assert!(!done.created);
+        let account = sim
+            .find("accounts", "accountnumber", "ACC-1")
+            .expect("account");
+        assert_eq!(account["p2c_balance"].to_string(), "10");
+        sim.inject(Fault {
+            matching: "PATCH accounts".into(),
+            status: 400,
+            retry_after: None,
+            message: "A validation error occurred. The value of 'creditlimit' is out of range."
+                .into(),
+        });
+        match c.apply(&financials("ACC-1", "20")).await {
+            Err(DeliveryError::Permanent {
+                status, message, ..
+            }) => {
+                assert_eq!(status, 400);
+                assert!(message.contains("out of range"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
