@@ -595,24 +595,20 @@ async fn a_configured_business_event_about_a_customer_reads_the_customer_again()
         "ACC-COL",
         serde_json::json!({"OnHoldStatus": "Invoice", "CreditLimit": 2500})
     ));
-    let event = |class: &str, id: &str| {
-        serde_json::json!({
+    let post = |class: &str, id: &str| {
+        let body = serde_json::json!({
             "BusinessEventId": class, "BusinessEventLegalEntity": "USMF", "ControlNumber": 5637144999u64,
             "EventId": id, "EventTime": "/Date(1778753145000)/", "MajorVersion": 0, "MinorVersion": 0,
             "CustomerAccount": "ACC-COL", "CollectionStatus": "Disputed",
         })
-        .to_string()
+        .to_string();
+        let req = business_event(Some(&w.bc_client_state), body);
+        let ctx = &w.pipeline.ingest;
+        async move { ingest(ctx, "fo", &req).await }
     };
-    let r = ingest(
-        &w.pipeline.ingest,
-        "fo",
-        &business_event(
-            Some(&w.bc_client_state),
-            event(
-                "CustCollectionStatusChangedBusinessEvent",
-                "0D8B6C2E-5A11-4C3B-9E7D-2F4A6B8C0E11",
-            ),
-        ),
+    let r = post(
+        "CustCollectionStatusChangedBusinessEvent",
+        "0D8B6C2E-5A11-4C3B-9E7D-2F4A6B8C0E11",
     )
     .await;
     assert_eq!(r.status, 202, "{}", r.body);
@@ -622,16 +618,9 @@ async fn a_configured_business_event_about_a_customer_reads_the_customer_again()
         .expect("account");
     assert_eq!(account["creditonhold"], true, "{account:?}");
     assert_eq!(account["creditlimit"].to_string(), "2500");
-    let r = ingest(
-        &w.pipeline.ingest,
-        "fo",
-        &business_event(
-            Some(&w.bc_client_state),
-            event(
-                "CustInterestNotePostedBusinessEvent",
-                "0D8B6C2E-5A11-4C3B-9E7D-2F4A6B8C0E12",
-            ),
-        ),
+    let r = post(
+        "CustInterestNotePostedBusinessEvent",
+        "0D8B6C2E-5A11-4C3B-9E7D-2F4A6B8C0E12",
     )
     .await;
     assert_eq!(r.status, 422, "{}", r.body);

@@ -256,14 +256,14 @@ impl SimFinOps {
         let limit: Decimal = limit.parse().map_err(|_| "bad limit")?;
         let area = self.inner.default_company.clone();
         let mut env = self.env();
-        let rec = update(
+        changed_by_user(
+            &self.inner,
             &mut env,
             "CustomersV3",
             &[("dataAreaId", &area), ("CustomerAccount", customer)],
             json!({ "CreditLimit": decimal_number(limit) }),
         )
         .ok_or("no such customer")?;
-        data_event(&self.inner, &mut env, "CustomersV3", "Update", &rec, USER);
         Ok(())
     }
 
@@ -329,7 +329,8 @@ impl SimFinOps {
                     continue;
                 }
                 let tax = (excl * Decimal::new(10, 2)).round_dp(2);
-                if let Some(rec) = update(
+                if changed_by_user(
+                    &self.inner,
                     &mut env,
                     header,
                     &[("dataAreaId", &area), (number, &no)],
@@ -338,8 +339,9 @@ impl SimFinOps {
                         "TotalTaxAmount": decimal_number(tax),
                         "TotalAmount": decimal_number(excl + tax),
                     }),
-                ) {
-                    data_event(&self.inner, &mut env, header, "Update", &rec, USER);
+                )
+                .is_some()
+                {
                     changed += 1;
                 }
             }
@@ -365,21 +367,14 @@ impl SimFinOps {
                 );
             }
         }
-        let rec = update(
+        changed_by_user(
+            &self.inner,
             &mut env,
             "SalesOrderHeadersV2",
             &[("dataAreaId", &area), ("SalesOrderNumber", order_number)],
             json!({ "DocumentStatus": "PickingList" }),
         )
         .ok_or("no such order")?;
-        data_event(
-            &self.inner,
-            &mut env,
-            "SalesOrderHeadersV2",
-            "Update",
-            &rec,
-            USER,
-        );
         Ok(())
     }
 
@@ -436,21 +431,14 @@ impl SimFinOps {
                 "TotalInvoiceAmount": decimal_number(total), "TotalTaxAmount": decimal_number(tax),
             }),
         );
-        let rec = update(
+        changed_by_user(
+            &self.inner,
             &mut env,
             "SalesOrderHeadersV2",
             &key,
             json!({ "SalesOrderStatus": "Invoiced", "DocumentStatus": "Invoice" }),
         )
         .ok_or("no such order")?;
-        data_event(
-            &self.inner,
-            &mut env,
-            "SalesOrderHeadersV2",
-            "Update",
-            &rec,
-            USER,
-        );
         business_event(
             &self.inner,
             &mut env,
@@ -571,6 +559,20 @@ fn find_in(env: &Env, entity: &str, key: &[(&str, &str)]) -> Option<Map<String, 
         .iter()
         .find(|r| matches(r, &key))
         .cloned()
+}
+
+/// A user's (or batch job's) change to the record at `key`: the fields set, the data event
+/// raised. Returns the record as it is now.
+fn changed_by_user(
+    inner: &Inner,
+    env: &mut Env,
+    entity: &str,
+    key: &[(&str, &str)],
+    fields: Value,
+) -> Option<Map<String, Value>> {
+    let rec = update(env, entity, key, fields)?;
+    data_event(inner, env, entity, "Update", &rec, USER);
+    Some(rec)
 }
 
 /// Sets fields of the record at `key` (a new etag); returns the record as it is now.
