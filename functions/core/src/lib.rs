@@ -25,3 +25,12 @@ pub mod pipeline;
 pub mod ports;
 pub mod rules;
 pub mod sim;
+
+/// mimalloc is the allocator of every binary that links p2c-core (the CLI, the Lambda
+/// functions, the tests and benchmarks): each event allocates and frees its parsed
+/// documents, maps and strings step by step, and glibc's allocator was a fifth of the
+/// pipeline's time. Measured with the `drain` example, 20,000 webhooks: in memory 98–105 →
+/// 87–89 µs/event, on the SQLite file 128–129 → 118–123.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
