@@ -626,3 +626,53 @@ async fn a_configured_business_event_about_a_customer_reads_the_customer_again()
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains("unknown_entity"), "{}", r.body);
 }
+
+/// With signing secrets set (a relay that signs F&O's events), the signature is required:
+/// the key alone is refused, a signed event is queued once, the same signed request again
+/// is a replay, and an old signature is stale. Nothing refused is queued.
+#[tokio::test]
+async fn signed_events_need_a_fresh_signature_and_the_key_alone_is_refused() {
+    use p2c_core::inbound::SignedAuth;
+    let (mut w, _d) = world().await;
+    w.pipeline.ingest.auth.fin_ops = DataverseAuth {
+        header: Some("x-p2c-key".into()),
+        query_param: None,
+        secrets: vec!["fo-key".into()],
+    };
+    w.pipeline.ingest.auth.fin_ops_signed = SignedAuth::new(vec!["relay-secret".into()], 300);
+    let body = fixture("fo_invoice_posted_event.json");
+    let signed = |ts: i64, secret: &str| {
+        let mut req = business_event(None, body.clone());
+        req.headers.push(("x-p2c-timestamp".into(), ts.to_string()));
+        req.headers.push((
+            "x-p2c-signature".into(),
+            SignedAuth::sign(secret, ts, body.as_bytes()),
+        ));
+        req
+    };
+    let now = chrono::Utc::now().timestamp();
+    let depth = || async {
+        w.pipeline
+            .store
+            .depth(QueueName::Inbound)
+            .await
+            .expect("depth")
+    };
+    for (req, code) in [
+        (business_event(Some("fo-key"), body.clone()), "unauthorized"),
+        (signed(now, "guess"), "unauthorized"),
+        (signed(now - 3600, "relay-secret"), "stale_signature"),
+    ] {
+        let r = ingest(&w.pipeline.ingest, "fo", &req).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(r.body.contains(code), "{}", r.body);
+    }
+    assert_eq!(depth().await, 0, "nothing refused is queued");
+    let once = signed(now, "relay-secret");
+    let r = ingest(&w.pipeline.ingest, "fo", &once).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let r = ingest(&w.pipeline.ingest, "fo", &once).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("replayed_signature"), "{}", r.body);
+    assert_eq!(depth().await, 1);
+}

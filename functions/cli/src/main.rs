@@ -133,6 +133,19 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     fo_keys: Vec<String>,
+    /// Secrets of a relay that signs Finance & Operations events (HMAC-SHA256 of
+    /// `<timestamp>.<body>` in `X-P2C-Signature`, the time in `X-P2C-Timestamp`;
+    /// comma-separated). When set, the signature is required instead of the key.
+    #[arg(
+        long,
+        env = "P2C_FO_SIGNING_SECRETS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    fo_signing_secrets: Vec<String>,
+    /// How far a signature's timestamp may be from now, in seconds.
+    #[arg(long, env = "P2C_SIGNATURE_WINDOW_SECS", default_value_t = 300)]
+    signature_window_secs: u64,
 }
 
 /// Where the dead letters are.
@@ -312,6 +325,8 @@ async fn run(cli: Cli) -> Result<()> {
                 salesforce_keys,
                 salesforce_org_ids,
                 fo_keys,
+                fo_signing_secrets,
+                signature_window_secs,
             } = *args;
             let rules = Arc::new(load_rules(&cli.rules)?);
             if dataverse_keys.is_empty() || bc_client_states.is_empty() {
@@ -344,6 +359,10 @@ async fn run(cli: Cli) -> Result<()> {
                     query_param: Some("code".into()),
                     secrets: fo_keys,
                 },
+                fin_ops_signed: p2c_core::inbound::SignedAuth::new(
+                    fo_signing_secrets,
+                    signature_window_secs,
+                ),
             };
             let store = EmbeddedStore::open(&store)?;
             let pipeline =

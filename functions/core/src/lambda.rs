@@ -97,6 +97,12 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
             query_param: Some("code".into()),
             secrets: list("P2C_FO_KEYS"),
         },
+        fin_ops_signed: crate::inbound::SignedAuth::new(
+            list("P2C_FO_SIGNING_SECRETS"),
+            var("P2C_SIGNATURE_WINDOW_SECS")
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(300),
+        ),
     };
     let backend = backend_from_env().await?;
     Pipeline::new(backend, rules, auth, &endpoints, Timings::default())

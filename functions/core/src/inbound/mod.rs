@@ -122,6 +122,12 @@ pub enum Parsed {
 pub enum WebhookError {
     #[error("missing or wrong credentials")]
     Unauthorized,
+    /// A signed request whose timestamp is outside the replay window (or missing).
+    #[error("the signature's timestamp is missing or more than {window_secs} s from now")]
+    StaleSignature { window_secs: u64 },
+    /// A signature already accepted within the replay window: each delivery is signed anew.
+    #[error("this signature was already used")]
+    ReplayedSignature,
     #[error("body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("content type `{0}` is not accepted by this endpoint")]
@@ -167,7 +173,9 @@ impl WebhookError {
     /// The one mapping from error to HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            WebhookError::Unauthorized => 401,
+            WebhookError::Unauthorized
+            | WebhookError::StaleSignature { .. }
+            | WebhookError::ReplayedSignature => 401,
             WebhookError::TooLarge { .. } => 413,
             WebhookError::UnsupportedMediaType(_) => 415,
             WebhookError::MalformedJson(_)
@@ -187,6 +195,8 @@ impl WebhookError {
     pub fn code(&self) -> &'static str {
         match self {
             WebhookError::Unauthorized => "unauthorized",
+            WebhookError::StaleSignature { .. } => "stale_signature",
+            WebhookError::ReplayedSignature => "replayed_signature",
             WebhookError::TooLarge { .. } => "payload_too_large",
             WebhookError::UnsupportedMediaType(_) => "unsupported_media_type",
             WebhookError::MalformedJson(_) => "malformed_json",
@@ -294,6 +304,111 @@ pub fn parse_json_body(req: &WebhookRequest) -> Result<serde_json::Value, Webhoo
     })
 }
 
+/// HMAC-SHA256 request signing, for senders that can sign (a relay in front of Finance &
+/// Operations' business events, an Azure Function or Logic App forwarding them):
+///
+/// - `X-P2C-Timestamp`: the time of signing, Unix seconds;
+/// - `X-P2C-Signature`: `sha256=<hex>`, the HMAC-SHA256 of `<timestamp>.<body>` under one of
+///   the active secrets (several `sha256=` values, comma-separated, while a sender rotates).
+///
+/// A timestamp further than the window from now is refused (`stale_signature`), and so is a
+/// signature this process has already accepted within the window (`replayed_signature`):
+/// each delivery, retries included, is signed anew. (A replay reaching another instance is
+/// the same event again and deduplicated downstream.) Tags are compared in constant time.
+#[derive(Debug, Clone, Default)]
+pub struct SignedAuth {
+    /// Active secrets (several during a rotation).
+    pub secrets: Vec<String>,
+    /// How far a timestamp may be from now, in seconds (300 when 0).
+    pub window_secs: u64,
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>>,
+}
+
+/// The signatures remembered for replay checks, at most (expired ones are dropped first).
+const MAX_REMEMBERED_SIGNATURES: usize = 100_000;
+
+impl SignedAuth {
+    pub fn new(secrets: Vec<String>, window_secs: u64) -> Self {
+        Self {
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            window_secs,
+            seen: Default::default(),
+        }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
+    fn window(&self) -> i64 {
+        match self.window_secs {
+            0 => 300,
+            w => w.min(86_400) as i64,
+        }
+    }
+
+    /// The signature value for `body` at `timestamp` under `secret` (for senders and tests).
+    pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+        format!("sha256={}", hex::encode(Self::tag(secret, timestamp, body)))
+    }
+
+    fn tag(secret: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks a request at `now` (Unix seconds).
+    pub fn check(&self, req: &WebhookRequest, now: i64) -> Result<(), WebhookError> {
+        use subtle::ConstantTimeEq;
+        if !self.is_configured() {
+            return Err(WebhookError::Unauthorized);
+        }
+        let Some(signature) = req.header("x-p2c-signature") else {
+            return Err(WebhookError::Unauthorized);
+        };
+        let window = self.window();
+        let timestamp = req
+            .header("x-p2c-timestamp")
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .filter(|t| (now - t).abs() <= window)
+            .ok_or(WebhookError::StaleSignature {
+                window_secs: window as u64,
+            })?;
+        let presented: Vec<[u8; 32]> = signature
+            .split(',')
+            .filter_map(|v| v.trim().strip_prefix("sha256="))
+            .filter_map(|h| hex::decode(h).ok())
+            .filter_map(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .collect();
+        let mut matched: Option<[u8; 32]> = None;
+        for secret in &self.secrets {
+            let expected = Self::tag(secret, timestamp, &req.body);
+            for p in &presented {
+                if bool::from(expected.ct_eq(p)) {
+                    matched = Some(expected);
+                }
+            }
+        }
+        let tag = matched.ok_or(WebhookError::Unauthorized)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.get(&tag).is_some_and(|until| *until >= now) {
+            return Err(WebhookError::ReplayedSignature);
+        }
+        if seen.len() >= MAX_REMEMBERED_SIGNATURES {
+            seen.retain(|_, until| *until >= now);
+        }
+        if seen.len() < MAX_REMEMBERED_SIGNATURES {
+            seen.insert(tag, timestamp + window);
+        }
+        Ok(())
+    }
+}
+
 /// Constant-time check of a presented secret against any of the active ones.
 pub fn secret_matches(presented: &str, active: &[String]) -> bool {
     use subtle::ConstantTimeEq;
@@ -313,6 +428,97 @@ pub fn secret_matches(presented: &str, active: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signed(body: &str, headers: &[(&str, String)]) -> WebhookRequest {
+        WebhookRequest {
+            method: "POST".into(),
+            path: "/webhooks/fo".into(),
+            query: vec![],
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn signatures_are_checked_in_their_window_once_each_under_any_active_secret() {
+        let auth = SignedAuth::new(vec!["old-secret".into(), "new-secret".into()], 300);
+        let now = 1_780_000_000;
+        let body = r#"{"BusinessEventId":"SalesInvoicePostedBusinessEvent"}"#;
+        let req = |ts: i64, sig: String| {
+            signed(
+                body,
+                &[
+                    ("x-p2c-timestamp", ts.to_string()),
+                    ("x-p2c-signature", sig),
+                ],
+            )
+        };
+        // Either active secret; several signatures in the header while a sender rotates.
+        let first = req(now, SignedAuth::sign("new-secret", now, body.as_bytes()));
+        assert_eq!(auth.check(&first, now), Ok(()));
+        let rotating = req(
+            now - 10,
+            format!(
+                "sha256={},{}",
+                "ab".repeat(32),
+                SignedAuth::sign("old-secret", now - 10, body.as_bytes())
+            ),
+        );
+        assert_eq!(auth.check(&rotating, now), Ok(()));
+        // The same signed request again: a replay.
+        assert_eq!(
+            auth.check(&first, now + 5),
+            Err(WebhookError::ReplayedSignature)
+        );
+        // Signed anew (a retry), it is accepted.
+        let retry = req(
+            now + 6,
+            SignedAuth::sign("new-secret", now + 6, body.as_bytes()),
+        );
+        assert_eq!(auth.check(&retry, now + 6), Ok(()));
+        // Outside the window, or without a timestamp: stale.
+        let old = req(
+            now - 301,
+            SignedAuth::sign("new-secret", now - 301, body.as_bytes()),
+        );
+        assert_eq!(
+            auth.check(&old, now).map_err(|e| e.code()),
+            Err("stale_signature")
+        );
+        let untimed = signed(
+            body,
+            &[(
+                "x-p2c-signature",
+                SignedAuth::sign("new-secret", now, body.as_bytes()),
+            )],
+        );
+        assert_eq!(
+            auth.check(&untimed, now).map_err(|e| e.code()),
+            Err("stale_signature")
+        );
+        // A wrong secret, a changed body, a changed timestamp, no signature: unauthorized.
+        for bad in [
+            req(now, SignedAuth::sign("guess", now, body.as_bytes())),
+            req(now, SignedAuth::sign("new-secret", now, b"{}")),
+            req(
+                now + 1,
+                SignedAuth::sign("new-secret", now, body.as_bytes()),
+            ),
+            req(now, String::new()),
+            req(now, "sha256=not-hex".into()),
+        ] {
+            assert_eq!(auth.check(&bad, now), Err(WebhookError::Unauthorized));
+        }
+        assert_eq!(WebhookError::ReplayedSignature.status(), 401);
+        // Not configured: nothing is accepted.
+        assert_eq!(
+            SignedAuth::new(vec![String::new()], 300).check(&first, now),
+            Err(WebhookError::Unauthorized)
+        );
+    }
 
     #[test]
     fn query_strings_are_decoded() {

@@ -24,6 +24,9 @@ pub struct InboundAuth {
     /// Finance & Operations business events: a key in a header or in the endpoint URL's
     /// query (`?code=`), checked as Dataverse's is.
     pub fin_ops: dataverse::DataverseAuth,
+    /// Finance & Operations events through a relay that signs them: when secrets are set,
+    /// a valid HMAC signature within the replay window is required instead of the key.
+    pub fin_ops_signed: crate::inbound::SignedAuth,
 }
 
 /// What the ingest step needs.
@@ -104,7 +107,11 @@ async fn ingest_inner(
             if !req.method.eq_ignore_ascii_case("POST") {
                 return Err(WebhookError::MethodNotAllowed(req.method.clone()));
             }
-            ctx.auth.fin_ops.check(req)?;
+            if ctx.auth.fin_ops_signed.is_configured() {
+                ctx.auth.fin_ops_signed.check(req, now.timestamp())?;
+            } else {
+                ctx.auth.fin_ops.check(req)?;
+            }
             Parsed::Events(fo::parse_with(req, now, &ctx.fin_ops_events)?)
         }
     };
