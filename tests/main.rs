@@ -9,6 +9,7 @@ mod dlq;
 mod fin_ops;
 mod flows;
 mod guarantees;
+mod logs;
 mod moto;
 mod payloads;
 mod rules_cases;

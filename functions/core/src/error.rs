@@ -140,3 +140,102 @@ impl DeliveryError {
         matches!(self, DeliveryError::Transient { .. })
     }
 }
+
+/// Free text as it may be logged: e-mail addresses and phone numbers are replaced, since
+/// error messages from target systems and parsers can repeat the personal data they were
+/// given. (The dead-letter records keep the text whole: they are not logs.) A phone number
+/// is a run of digits and separators with at least seven digits that starts with `+` or is
+/// broken up by spaces or parentheses; bare digit runs (ids, amounts, dates) are kept.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('@') && !text.bytes().any(|b| b.is_ascii_digit()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let core = word.trim_matches(|c: char| !c.is_alphanumeric() && c != '@' && c != '+');
+        let is_email = core.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.ends_with('.')
+        });
+        if is_email {
+            out.push_str(&word.replace(core, "[e-mail]"));
+            changed = true;
+        } else {
+            out.push_str(word);
+        }
+    }
+    let redacted = redact_phones(&out);
+    if changed || redacted != out {
+        std::borrow::Cow::Owned(redacted)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+fn redact_phones(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars[i] == '+' || chars[i] == '(' || chars[i].is_ascii_digit();
+        if starts {
+            let mut j = i;
+            let (mut digits, mut broken) = (0, false);
+            while j < chars.len()
+                && matches!(chars[j], '0'..='9' | '+' | ' ' | '-' | '(' | ')' | '.')
+            {
+                match chars[j] {
+                    '0'..='9' => digits += 1,
+                    ' ' | '(' | ')' => broken = true,
+                    _ => {}
+                }
+                j += 1;
+            }
+            // Trailing separators belong to the text around the number.
+            while j > i && !chars[j - 1].is_ascii_digit() && chars[j - 1] != ')' {
+                j -= 1;
+            }
+            if digits >= 7 && (chars[i] == '+' || broken) {
+                out.push_str("[phone]");
+                i = j;
+                continue;
+            }
+            // Not a phone number: keep the run as it is.
+            let end = j.max(i + 1);
+            out.extend(&chars[i..end]);
+            i = end;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn e_mail_addresses_and_phone_numbers_are_replaced_and_the_rest_kept() {
+        assert_eq!(
+            redact("Customer with e-mail ap.payables@fabrikam.example and phone +1 425 555 0199 is blocked."),
+            "Customer with e-mail [e-mail] and phone [phone] is blocked."
+        );
+        assert_eq!(
+            redact("call (425) 555-0199, or <a@b.co>"),
+            "call [phone], or <[e-mail]>"
+        );
+        for kept in [
+            "balance 0.00 + open orders 18,400.00 = 64,400.00 USD > limit 50,000.00",
+            "invoice 103001 dated 2026-05-14, order SO-000731, RecId 5637144576",
+            "no data here",
+            "user@ alone, @handle, x@localhost",
+        ] {
+            assert_eq!(redact(kept), kept);
+        }
+    }
+}

@@ -100,7 +100,7 @@ pub async fn handle_message(ctx: &DeliverCtx, d: &Delivery) -> Disposition {
             reason,
             retry_after,
         }) => {
-            tracing::warn!(%reason, "delivery will be retried");
+            tracing::warn!(reason = %crate::error::redact(&reason), "delivery will be retried");
             let backoff = super::backoff(ctx.timings.retry_base, d.receive_count, &d.message_id);
             Disposition::Retry {
                 delay: retry_after.map_or(backoff, |r| r.max(backoff)),
@@ -108,7 +108,13 @@ pub async fn handle_message(ctx: &DeliverCtx, d: &Delivery) -> Disposition {
             }
         }
         Err(DeliverError::Permanent { code, message }) => {
-            tracing::warn!(%code, %message, "delivery failed permanently");
+            // The target's own message can repeat what it was sent: logged redacted, kept
+            // whole in the dead-letter record.
+            tracing::warn!(
+                %code,
+                message = %crate::error::redact(&message),
+                "delivery failed permanently"
+            );
             Disposition::DeadLetter {
                 code,
                 reason: message,

@@ -50,7 +50,13 @@ pub async fn ingest(ctx: &IngestCtx, system: &str, req: &WebhookRequest) -> Webh
         Ok(r) => r,
         Err(e) => {
             // Internal details go to the log; the caller gets the stable code.
-            tracing::warn!(system, code = e.code(), error = %e, "webhook refused");
+            // Parser messages can quote the payload: redacted.
+            tracing::warn!(
+                system,
+                code = e.code(),
+                error = %crate::error::redact(&e.to_string()),
+                "webhook refused"
+            );
             e.response()
         }
     }

@@ -122,11 +122,14 @@ pub async fn handle_message(ctx: &SyncCtx, d: &Delivery) -> Disposition {
     let _g = span.enter();
     match sync_event(ctx, ev).await {
         Ok(outcome) => {
-            tracing::info!(?outcome, "synced");
+            tracing::info!(
+                outcome = %crate::error::redact(&format!("{outcome:?}")),
+                "synced"
+            );
             Disposition::Done
         }
         Err(e) => {
-            tracing::warn!(error = %e, "sync failed");
+            tracing::warn!(error = %crate::error::redact(&e.to_string()), "sync failed");
             e.disposition(d.receive_count, ctx, &d.message_id)
         }
     }
