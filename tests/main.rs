@@ -9,6 +9,7 @@ mod dlq;
 mod fin_ops;
 mod flows;
 mod guarantees;
+mod iam;
 mod logs;
 mod moto;
 mod payloads;
