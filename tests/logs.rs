@@ -1,8 +1,19 @@
 //! Secrets and personal data never reach the logs, at any level: webhook keys, BC
 //! `clientState`s, bearer tokens, and the e-mail addresses and phone numbers of the records
 //! synced, even when a target system's error message repeats them.
+//!
+//! A test binary of its own: it installs the process's global log subscriber, so every
+//! log line of the run is captured (a per-thread subscriber in the shared test binary could
+//! miss call sites other tests had already registered).
 
-use crate::common::{json_webhook, world};
+#[path = "common.rs"]
+#[allow(dead_code)]
+mod common;
+#[path = "moto.rs"]
+#[allow(dead_code)]
+mod moto;
+
+use common::{json_webhook, world};
 use p2c_core::pipeline::ingest::ingest;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -45,8 +56,7 @@ async fn no_secret_or_personal_data_reaches_the_logs_at_any_level() {
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .finish();
-    // The test's runtime is single-threaded: everything it runs logs here.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
     let (w, _d) = world().await;
     let email = "ap.payables@fabrikam.example";
     let phone = "+1 425 555 0199";
@@ -58,7 +68,7 @@ async fn no_secret_or_personal_data_reaches_the_logs_at_any_level() {
         retry_after: None,
         message: format!("Customer with e-mail {email} and phone {phone} is blocked."),
     });
-    let mut account = crate::common::account("ACC-LOG", "Fabrikam Logs Ltd");
+    let mut account = common::account("ACC-LOG", "Fabrikam Logs Ltd");
     account["emailaddress1"] = json!(email);
     account["telephone1"] = json!(phone);
     w.dataverse().create("accounts", account).expect("account");

@@ -65,7 +65,9 @@ pub enum RuleError {
         column: usize,
         message: String,
     },
-    #[error("rule `{rule}` failed at line {line}, column {column}: {message}")]
+    /// `line` and `column` are 0 when the engine gives the fault no position (a limit hit
+    /// in nested calls).
+    #[error("rule `{rule}` failed{}: {message}", at(*line, *column))]
     Runtime {
         rule: String,
         line: usize,
@@ -85,6 +87,15 @@ pub enum RuleError {
     Missing { rule: String },
     #[error("rule set is invalid: {message}")]
     Config { message: String },
+}
+
+/// ` at line L, column C`, or nothing when the position is unknown.
+fn at(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" at line {line}, column {column}")
+    }
 }
 
 impl RuleError {

@@ -65,8 +65,11 @@ pub(crate) fn build_engine_with(limits: Limits, maps: Arc<host::PreparedMaps>) -
         .set_strict_variables(true)
         .set_fail_on_invalid_map_property(false)
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
-    // No dynamic code, no output to the host's stdout.
+    // No dynamic code, no modules (refused when the script is compiled, wherever they
+    // appear: an `import` in a nested block would otherwise be skipped silently), no
+    // output to the host's stdout.
     engine.disable_symbol("eval");
+    engine.disable_symbol("import");
     engine.on_print(|_| {});
     engine.on_debug(|_, _, _| {});
     register_host_api(&mut engine, maps);
@@ -310,17 +313,23 @@ pub fn run(engine: &Engine, script: &Script, input: Dynamic) -> Result<Dynamic, 
         .map_err(|e| to_rule_error(&script.name, *e))
 }
 
-/// The innermost error and where it happened (calls wrap the real fault).
-fn innermost(e: EvalAltResult) -> EvalAltResult {
+/// The innermost error and the deepest place known for it (calls wrap the real fault; a
+/// fault without a position of its own, such as calls nested too deeply, is placed at the
+/// innermost call that has one).
+fn innermost(e: EvalAltResult, at: Position) -> (EvalAltResult, Position) {
     match e {
-        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost(*inner),
-        other => other,
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, pos) => {
+            innermost(*inner, if pos.is_none() { at } else { pos })
+        }
+        other => {
+            let own = other.position();
+            (other, if own.is_none() { at } else { own })
+        }
     }
 }
 
 fn to_rule_error(rule: &str, e: EvalAltResult) -> RuleError {
-    let e = innermost(e);
-    let p = e.position();
+    let (e, p) = innermost(e, Position::NONE);
     let (line, column) = (p.line().unwrap_or(0), p.position().unwrap_or(0));
     if let EvalAltResult::ErrorRuntime(value, _) = &e {
         if let Some(m) = value.read_lock::<RMap>() {
@@ -550,10 +559,16 @@ mod tests {
             run(&e, &s, Dynamic::UNIT),
             Err(RuleError::Runtime { .. })
         ));
-        let s = compile(&e, "imp.rhai", "fn rule(input) { import \"os\" as os; 1 }");
-        match s {
-            Ok(s) => assert!(run(&e, &s, Dynamic::UNIT).is_err()),
-            Err(err) => assert!(matches!(err, RuleError::Compile { .. })),
+        // Imports and eval are refused when the rule is compiled, wherever they appear.
+        for src in [
+            "fn rule(input) { import \"os\" as os; 1 }",
+            "fn rule(input) { if input == () { import \"os\" as os; } 1 }",
+            "fn rule(input) { if input == () { eval(\"1\"); } 1 }",
+        ] {
+            assert!(
+                matches!(compile(&e, "imp.rhai", src), Err(RuleError::Compile { .. })),
+                "{src}"
+            );
         }
         let s = compile(
             &e,
@@ -561,10 +576,19 @@ mod tests {
             "fn f(n) { f(n + 1) } fn rule(input) { f(0) }",
         )
         .expect("compiles");
-        assert!(matches!(
-            run(&e, &s, Dynamic::UNIT),
-            Err(RuleError::Runtime { .. })
-        ));
+        match run(&e, &s, Dynamic::UNIT) {
+            Err(RuleError::Runtime {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                // Rhai gives this fault no position; nothing is invented.
+                assert_eq!((line, column), (0, 0), "{message}");
+                assert!(message.contains("nested too deeply"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
