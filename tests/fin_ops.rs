@@ -502,13 +502,7 @@ async fn the_sales_order_header_sample_feeds_the_order_progress_mapping() {
 /// has one effect: one invoice and one payment in the CRM, the balance right after each.
 #[tokio::test]
 async fn posted_invoices_and_payments_move_the_crm_balance_once_each_even_redelivered() {
-    use p2c_core::domain::System;
-    let rules = std::sync::Arc::new(
-        crate::common::repo_rules()
-            .with_pairing(System::Dataverse, System::FinOps)
-            .expect("pairing"),
-    );
-    let (w, _d) = crate::common::world_with(rules).await;
+    let (w, _d) = dataverse_and_fin_ops().await;
     let (crm, fo) = (w.dataverse(), w.fin_ops());
     crm.create("accounts", crate::common::account("ACC-BAL", "Balance Ltd"))
         .expect("account");
@@ -575,13 +569,7 @@ async fn posted_invoices_and_payments_move_the_crm_balance_once_each_even_redeli
 /// listed stays refused.
 #[tokio::test]
 async fn a_configured_business_event_about_a_customer_reads_the_customer_again() {
-    use p2c_core::domain::System;
-    let rules = std::sync::Arc::new(
-        crate::common::repo_rules()
-            .with_pairing(System::Dataverse, System::FinOps)
-            .expect("pairing"),
-    );
-    let (w, _d) = crate::common::world_with(rules).await;
+    let (w, _d) = dataverse_and_fin_ops().await;
     let (crm, fo) = (w.dataverse(), w.fin_ops());
     crm.create(
         "accounts",
@@ -675,4 +663,15 @@ async fn signed_events_need_a_fresh_signature_and_the_key_alone_is_refused() {
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body.contains("replayed_signature"), "{}", r.body);
     assert_eq!(depth().await, 1);
+}
+
+/// A world pairing simulated Dataverse with simulated Finance & Operations.
+async fn dataverse_and_fin_ops() -> (p2c_core::demo::World, tempfile::TempDir) {
+    use p2c_core::domain::System;
+    let rules = std::sync::Arc::new(
+        crate::common::repo_rules()
+            .with_pairing(System::Dataverse, System::FinOps)
+            .expect("pairing"),
+    );
+    crate::common::world_with(rules).await
 }
