@@ -10,6 +10,7 @@ mod fin_ops;
 mod flows;
 mod guarantees;
 mod iam;
+mod load;
 mod moto;
 mod payloads;
 mod rules_cases;

@@ -15,6 +15,8 @@ use std::sync::Mutex;
 pub struct MemoryConnector {
     system: System,
     records: Mutex<BTreeMap<(String, String), Value>>,
+    /// Writes applied (every call that succeeded).
+    applied: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryConnector {
@@ -22,7 +24,13 @@ impl MemoryConnector {
         Self {
             system,
             records: Mutex::new(BTreeMap::new()),
+            applied: Default::default(),
         }
+    }
+
+    /// How many writes were applied (a repeated write counts again: the effect count).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many distinct records were written.
@@ -61,6 +69,8 @@ impl Connector for MemoryConnector {
             retry_after_ms: None,
         })?;
         let created = records.insert(key, record).is_none();
+        self.applied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let assigned = matches!(cmd.action, Action::UpsertOrder(_) | Action::UpsertQuote(_))
             .then(|| format!("M-{}", cmd.entity.key));
         Ok(Outcome {

@@ -10,6 +10,7 @@
 pub mod bc;
 pub mod dataverse;
 pub mod fo;
+pub mod load;
 pub mod salesforce;
 
 use serde_json::Value;
