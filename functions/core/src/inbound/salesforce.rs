@@ -168,7 +168,7 @@ fn invalid(message: impl Into<String>) -> WebhookError {
 
 /// Finds the change event payload in an EventBridge envelope, an AppFlow envelope, or a
 /// bare payload; checks the partner event source's org id against `allowed_orgs` (when
-/// any are configured).
+/// any are configured: a bare payload, which names no org, is then refused).
 fn payload<'a>(
     doc: &'a Value,
     allowed_orgs: &[String],
@@ -177,6 +177,10 @@ fn payload<'a>(
         .as_object()
         .ok_or_else(|| invalid("not a JSON object"))?;
     if obj.contains_key("ChangeEventHeader") {
+        // A bare payload names no org: with an allow-list configured it cannot pass it.
+        if !allowed_orgs.is_empty() {
+            return Err(WebhookError::Unauthorized);
+        }
         return Ok(obj);
     }
     let detail = obj
