@@ -51,7 +51,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --version 0.13.2
 fi
 RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir tests/fuzz
-echo "cargo fuzz build: dataverse, business_central, salesforce_cdc, salesforce_soap, fin_ops, rules built"
+echo "cargo fuzz build: dataverse, business_central, salesforce_cdc, salesforce_soap, fin_ops, generic, rules built"
 
 # moto server: DynamoDB and SQS on loopback for the AWS-adapter tests (dummy credentials;
 # nothing but 127.0.0.1 is ever targeted). Started here, stopped when the script exits.

@@ -57,7 +57,13 @@ async fn no_secret_or_personal_data_reaches_the_logs_at_any_level() {
         .with_ansi(false)
         .finish();
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
-    let (w, _d) = world().await;
+    let (mut w, _d) = world().await;
+    let sender_secret = "generic-sender-secret-7d1";
+    w.pipeline.ingest.auth.senders = p2c_core::inbound::generic::Senders::from_json(
+        &json!({"bridge": {"systems": ["dataverse"], "secrets": [sender_secret]}}).to_string(),
+        300,
+    )
+    .expect("senders");
     let email = "ap.payables@fabrikam.example";
     let phone = "+1 425 555 0199";
     // Business Central refuses the customer, repeating its e-mail and phone: the refusal is
@@ -89,6 +95,23 @@ async fn no_secret_or_personal_data_reaches_the_logs_at_any_level() {
         .await;
         assert!(r.status >= 400, "{}", r.body);
     }
+    // A generic sender: a wrong signature, and a signed batch of another system's record.
+    let now = chrono::Utc::now().timestamp();
+    for (secret, system) in [("guess", "dataverse"), (sender_secret, "business_central")] {
+        let body = json!({"events": [{"event_id": "e1", "system": system, "entity": "account",
+            "id": "a1", "version": {"sequence": 1}, "fields": {"emailaddress1": email}}]})
+        .to_string();
+        let mut req = json_webhook("/webhooks/events", None, body.clone());
+        req.headers.push(("x-p2c-sender".into(), "bridge".into()));
+        req.headers
+            .push(("x-p2c-timestamp".into(), now.to_string()));
+        req.headers.push((
+            "x-p2c-signature".into(),
+            p2c_core::inbound::SignedAuth::sign(secret, now, body.as_bytes()),
+        ));
+        let r = ingest(&w.pipeline.ingest, "events", &req).await;
+        assert!(r.status == 401 || r.status == 403, "{}", r.body);
+    }
     let text = logs.text();
     assert!(
         text.contains("delivery failed permanently") && text.contains("webhook refused"),
@@ -97,6 +120,7 @@ async fn no_secret_or_personal_data_reaches_the_logs_at_any_level() {
     for (what, secret) in [
         ("the Dataverse webhook key", w.crm_secret.as_str()),
         ("the BC clientState", w.bc_client_state.as_str()),
+        ("a generic sender's secret", sender_secret),
         ("the bearer token", "sim-token"),
         ("an e-mail address", email),
         ("a phone number", phone),

@@ -16,4 +16,5 @@ mod payloads;
 mod rules_cases;
 mod salesforce;
 mod sandbox;
+mod senders;
 mod store_contract;

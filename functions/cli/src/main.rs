@@ -146,6 +146,10 @@ struct ServeArgs {
     /// How far a signature's timestamp may be from now, in seconds.
     #[arg(long, env = "P2C_SIGNATURE_WINDOW_SECS", default_value_t = 300)]
     signature_window_secs: u64,
+    /// Generic senders posting p2c's event format to `/webhooks/events`, as JSON:
+    /// `{"<sender>": {"systems": ["business_central"], "secrets": ["…"]}}`.
+    #[arg(long, env = "P2C_SENDERS", hide_env_values = true, default_value = "")]
+    senders: String,
 }
 
 /// Where the dead letters are.
@@ -327,6 +331,7 @@ async fn run(cli: Cli) -> Result<()> {
                 fo_keys,
                 fo_signing_secrets,
                 signature_window_secs,
+                senders,
             } = *args;
             let rules = Arc::new(load_rules(&cli.rules)?);
             if dataverse_keys.is_empty() || bc_client_states.is_empty() {
@@ -363,6 +368,11 @@ async fn run(cli: Cli) -> Result<()> {
                     fo_signing_secrets,
                     signature_window_secs,
                 ),
+                senders: p2c_core::inbound::generic::Senders::from_json(
+                    &senders,
+                    signature_window_secs,
+                )
+                .map_err(anyhow::Error::msg)?,
             };
             let store = EmbeddedStore::open(&store)?;
             let pipeline =
@@ -371,7 +381,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             eprintln!(
-                "p2c serving webhooks on http://{listen}/webhooks/{{dataverse,bc}} with rules {}",
+                "p2c serving webhooks on http://{listen}/webhooks/{{dataverse,bc,salesforce,fo,events}} with rules {}",
                 rules.version
             );
             let worker = pipeline.clone();

@@ -81,6 +81,9 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
         (var("P2C_SALESFORCE_URL"), var("P2C_SALESFORCE_TOKEN")),
         (var("P2C_FO_URL"), var("P2C_FO_TOKEN")),
     )?;
+    let window = var("P2C_SIGNATURE_WINDOW_SECS")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(300);
     let auth = InboundAuth {
         dataverse: DataverseAuth {
             header: Some(var("P2C_DATAVERSE_KEY_HEADER").unwrap_or_else(|| "x-p2c-key".into())),
@@ -97,12 +100,12 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
             query_param: Some("code".into()),
             secrets: list("P2C_FO_KEYS"),
         },
-        fin_ops_signed: crate::inbound::SignedAuth::new(
-            list("P2C_FO_SIGNING_SECRETS"),
-            var("P2C_SIGNATURE_WINDOW_SECS")
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(300),
-        ),
+        fin_ops_signed: crate::inbound::SignedAuth::new(list("P2C_FO_SIGNING_SECRETS"), window),
+        senders: crate::inbound::generic::Senders::from_json(
+            &var("P2C_SENDERS").unwrap_or_default(),
+            window,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
     };
     let backend = backend_from_env().await?;
     Pipeline::new(backend, rules, auth, &endpoints, Timings::default())

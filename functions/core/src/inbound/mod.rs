@@ -7,6 +7,7 @@
 pub mod bc;
 pub mod dataverse;
 pub mod fo;
+pub mod generic;
 pub mod salesforce;
 
 use crate::domain::ChangeEvent;
@@ -151,6 +152,9 @@ pub enum WebhookError {
     MissingKey(String),
     #[error("no webhook for system `{0}`")]
     UnknownSystem(String),
+    /// A generic sender sent a change of a system it is not configured for.
+    #[error("sender `{sender}` may not send changes of `{system}`")]
+    SystemNotAllowed { sender: String, system: String },
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
     /// The change names no particular records (a Salesforce overflow event, or a wildcard
@@ -185,6 +189,7 @@ impl WebhookError {
             | WebhookError::UnknownEntity(_)
             | WebhookError::MissingKey(_)
             | WebhookError::ResyncRequired { .. } => 422,
+            WebhookError::SystemNotAllowed { .. } => 403,
             WebhookError::UnknownSystem(_) => 404,
             WebhookError::MethodNotAllowed(_) => 405,
             WebhookError::Unavailable => 503,
@@ -206,6 +211,7 @@ impl WebhookError {
             WebhookError::UnknownEntity(_) => "unknown_entity",
             WebhookError::MissingKey(_) => "missing_key",
             WebhookError::UnknownSystem(_) => "unknown_system",
+            WebhookError::SystemNotAllowed { .. } => "system_not_allowed",
             WebhookError::MethodNotAllowed(_) => "method_not_allowed",
             WebhookError::ResyncRequired { .. } => "resync_required",
             WebhookError::Unavailable => "unavailable",

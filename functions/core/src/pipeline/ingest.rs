@@ -27,6 +27,8 @@ pub struct InboundAuth {
     /// Finance & Operations events through a relay that signs them: when secrets are set,
     /// a valid HMAC signature within the replay window is required instead of the key.
     pub fin_ops_signed: crate::inbound::SignedAuth,
+    /// Generic senders (`/webhooks/events`): p2c's own event format, HMAC-signed.
+    pub senders: crate::inbound::generic::Senders,
 }
 
 /// What the ingest step needs.
@@ -67,6 +69,14 @@ async fn ingest_inner(
     system: &str,
     req: &WebhookRequest,
 ) -> Result<WebhookResponse, WebhookError> {
+    if system == "events" {
+        if !req.method.eq_ignore_ascii_case("POST") {
+            return Err(WebhookError::MethodNotAllowed(req.method.clone()));
+        }
+        let events = ctx.auth.senders.accept(req, chrono::Utc::now())?;
+        let accepted = queue(ctx, &events).await?;
+        return Ok(WebhookResponse::json(202, &Accepted { accepted }));
+    }
     let system: System = system
         .parse()
         .map_err(|_| WebhookError::UnknownSystem(system.chars().take(32).collect()))?;
