@@ -9,8 +9,10 @@ use p2c_core::inbound::dataverse::DataverseAuth;
 use p2c_core::pipeline::ingest::InboundAuth;
 use p2c_core::pipeline::Timings;
 use p2c_core::ports::{AuditLog, StateStore};
-use p2c_core::rules::{cases, DirLoader, EmbeddedLoader, RuleLoader, RuleSet};
+use p2c_core::rules::RuleSet;
 use std::path::PathBuf;
+
+mod rules_cmd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -235,12 +237,7 @@ enum RulesAction {
 }
 
 fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
-    let loader: Box<dyn RuleLoader> = match dir {
-        Some(d) => Box::new(DirLoader(d.clone())),
-        None => Box::new(EmbeddedLoader),
-    };
-    RuleSet::load(loader.as_ref())
-        .with_context(|| format!("loading rules from {}", loader.origin()))
+    rules_cmd::load(dir, &mut std::io::stderr())
 }
 
 fn parse_source(s: &str) -> Option<SourceRef> {
@@ -458,34 +455,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Rules { action } => {
-            let rules = load_rules(&cli.rules)?;
+            let mut out = std::io::stdout().lock();
             match action {
-                RulesAction::Check => {
-                    println!(
-                        "rules {}: {} scripts compile",
-                        rules.version,
-                        rules.script_names().count()
-                    );
-                }
-                RulesAction::Test => {
-                    let results = cases::run_all(&rules);
-                    let failed = results.iter().filter(|r| !r.passed()).count();
-                    for r in &results {
-                        if r.passed() {
-                            println!("ok    {} / {}", r.script, r.case);
-                        } else {
-                            println!("FAIL  {} / {}", r.script, r.case);
-                            println!("      input: {}", r.input);
-                            for f in &r.failures {
-                                println!("      {f}");
-                            }
-                        }
-                    }
-                    println!("{} passed, {} failed", results.len() - failed, failed);
-                    if failed > 0 {
-                        bail!("{failed} rule case(s) failed");
-                    }
-                }
+                RulesAction::Check => rules_cmd::check(&cli.rules, &mut out)?,
+                RulesAction::Test => rules_cmd::test(&cli.rules, &mut out)?,
             }
         }
     }

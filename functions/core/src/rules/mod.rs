@@ -5,6 +5,7 @@
 //! the binary), so tests, the CLI and the Lambda functions load rules the same way.
 
 pub mod cases;
+pub mod diagnostic;
 pub mod engine;
 pub mod fast;
 

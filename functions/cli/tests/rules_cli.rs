@@ -1,0 +1,111 @@
+//! `p2c rules check` and `p2c rules test` as an analyst runs them: on a copy of the
+//! repository's rules, broken in the ways analysts break them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules")
+}
+
+/// A copy of the rules to break.
+fn copy_rules() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("dir");
+        for e in std::fs::read_dir(from).expect("read") {
+            let e = e.expect("entry");
+            let dest = to.join(e.file_name());
+            if e.path().is_dir() {
+                copy(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), dest).expect("copy");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy(&repo_rules(), dir.path());
+    dir
+}
+
+/// Runs `p2c --rules <dir> rules <action>`: (success, stdout + stderr).
+fn p2c_rules(dir: &Path, action: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
+        .args(["--rules", dir.to_str().expect("utf-8"), "rules", action])
+        .env_remove("P2C_RULES")
+        .output()
+        .expect("runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn edit(dir: &Path, file: &str, from: &str, to: &str) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} has no `{from}`");
+    std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+}
+
+#[test]
+fn the_shipped_rules_check_and_pass() {
+    let (ok, out) = p2c_rules(&repo_rules(), "check");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("scripts compile, the catalogue is consistent"),
+        "{out}"
+    );
+    let (ok, out) = p2c_rules(&repo_rules(), "test");
+    assert!(ok, "{out}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn a_broken_rule_fails_check_and_test_with_its_place_and_a_caret() {
+    let dir = copy_rules();
+    edit(dir.path(), "credit_limit.rhai", "if ", "if (");
+    let source = std::fs::read_to_string(dir.path().join("credit_limit.rhai")).expect("read");
+    let line = source
+        .lines()
+        .position(|l| l.contains("if ("))
+        .expect("edited")
+        + 1;
+    for action in ["check", "test"] {
+        let (ok, out) = p2c_rules(dir.path(), action);
+        assert!(!ok, "{action} must fail:\n{out}");
+        assert!(
+            out.contains("error: Expecting ')'"),
+            "{action}: says what it expected:\n{out}"
+        );
+        let at = format!("credit_limit.rhai:{line}:");
+        assert!(out.contains(&at), "{action}: names {at}:\n{out}");
+        assert!(
+            out.contains(&format!("{line} |")) && out.contains("^ here"),
+            "{action}: shows the line and a caret:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_failing_case_shows_its_input_and_an_expected_versus_actual_diff() {
+    let dir = copy_rules();
+    // The analyst expects a hold where the rule releases.
+    edit(
+        dir.path(),
+        "credit_limit.cases.json",
+        r#""expect": { "decision": "release" }"#,
+        r#""expect": { "decision": "hold" }"#,
+    );
+    let (ok, out) = p2c_rules(dir.path(), "test");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL  credit_limit.rhai / an order within the limit is released"),
+        "{out}"
+    );
+    assert!(
+        out.contains("input:") && out.contains("\"total\": 18400.0"),
+        "{out}"
+    );
+    assert!(out.contains("-   \"decision\": \"hold\""), "{out}");
+    assert!(out.contains("+   \"decision\": \"release\""), "{out}");
+    assert!(out.contains(" passed, 1 failed"), "{out}");
+}
