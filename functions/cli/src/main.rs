@@ -234,6 +234,19 @@ enum RulesAction {
     Check,
     /// Run every rule's test cases.
     Test,
+    /// Evaluate one rule once and show how it decided: each statement run, the values set,
+    /// which way each `if` went, and the output.
+    Run {
+        /// The rule: its path under the rules folder (`credit_limit.rhai`,
+        /// `mapping/account_to_customer`) or its name when only one script has it.
+        rule: String,
+        /// The rule's input as JSON (`-` reads stdin).
+        #[arg(long, conflicts_with = "case")]
+        input: Option<PathBuf>,
+        /// Or the input of one of the rule's test cases (a part of its name).
+        #[arg(long)]
+        case: Option<String>,
+    },
 }
 
 fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
@@ -459,6 +472,13 @@ async fn run(cli: Cli) -> Result<()> {
             match action {
                 RulesAction::Check => rules_cmd::check(&cli.rules, &mut out)?,
                 RulesAction::Test => rules_cmd::test(&cli.rules, &mut out)?,
+                RulesAction::Run { rule, input, case } => rules_cmd::run(
+                    &cli.rules,
+                    &rule,
+                    input.as_deref(),
+                    case.as_deref(),
+                    &mut out,
+                )?,
             }
         }
     }

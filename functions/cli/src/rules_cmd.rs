@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use p2c_core::rules::cases::{self, CaseResult, DiffLine};
 use p2c_core::rules::diagnostic::{self, Severity};
+use p2c_core::rules::trace;
 use p2c_core::rules::{DirLoader, EmbeddedLoader, RuleLoader, RuleSet};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -147,4 +148,158 @@ fn write_failure(
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// The script a name means: a path under the rules folder, with or without `.rhai`, or a
+/// script's name alone when only one script has it.
+pub fn resolve(rules: &RuleSet, name: &str) -> Result<String> {
+    let wanted = name.trim_start_matches("rules/").trim_end_matches(".rhai");
+    let scripts: Vec<&String> = rules.script_names().collect();
+    if let Some(s) = scripts
+        .iter()
+        .find(|s| s.trim_end_matches(".rhai") == wanted)
+    {
+        return Ok((*s).clone());
+    }
+    let by_name: Vec<&&String> = scripts
+        .iter()
+        .filter(|s| {
+            s.trim_end_matches(".rhai")
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n == wanted)
+        })
+        .collect();
+    match by_name.as_slice() {
+        [one] => Ok((**one).clone()),
+        [] => bail!(
+            "no rule `{name}`; the rules are: {}",
+            scripts
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        many => bail!(
+            "`{name}` could be {}: name one by its path",
+            many.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    }
+}
+
+/// The input of the rule's test case whose name contains `part` (one case only).
+fn case_input(rules: &RuleSet, script: &str, part: &str) -> Result<serde_json::Value> {
+    let path = script.trim_end_matches(".rhai").to_string() + ".cases.json";
+    let Some(text) = rules.files().get(&path) else {
+        bail!("{script} has no test cases ({path})");
+    };
+    let all: Vec<cases::Case> = serde_json::from_str(text)?;
+    let found: Vec<&cases::Case> = all.iter().filter(|c| c.name.contains(part)).collect();
+    match found.as_slice() {
+        [one] => Ok(one.input.clone()),
+        [] => bail!(
+            "no case of {script} is named like `{part}`; its cases:\n  {}",
+            all.iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ),
+        many => bail!(
+            "`{part}` names {} cases of {script}: {}",
+            many.len(),
+            many.iter()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `p2c rules run`: one rule on one input, with the trace of how it decided.
+pub fn run(
+    dir: &Option<PathBuf>,
+    rule: &str,
+    input: Option<&std::path::Path>,
+    case: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let rules = load(dir, out)?;
+    let script = resolve(&rules, rule)?;
+    let input: serde_json::Value = match (input, case) {
+        (Some(p), None) => {
+            let text = if p.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
+            };
+            serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not JSON: {e} (line {}, column {})",
+                    p.display(),
+                    e.line(),
+                    e.column()
+                )
+            })?
+        }
+        (None, Some(c)) => case_input(&rules, &script, c)?,
+        _ => bail!("give the input as --input <file.json> (or - for stdin), or --case <name>"),
+    };
+    let trace = rules.trace(&script, &input)?;
+    writeln!(out, "rule {script} (rules {})\n", rules.version)?;
+    writeln!(out, "how it decided:")?;
+    let width = trace
+        .steps
+        .iter()
+        .map(|s| s.source.chars().count().min(60) + 2 * s.depth)
+        .max()
+        .unwrap_or(0);
+    for s in &trace.steps {
+        let code: String = s.source.chars().take(60).collect();
+        let code = format!("{}{code}", "  ".repeat(s.depth));
+        let mut notes: Vec<String> = Vec::new();
+        if let Some(c) = s.condition {
+            let answer = if c { "yes" } else { "no" };
+            notes.push(match &s.because {
+                Some(b) => format!("{answer} ({b})"),
+                None => answer.to_string(),
+            });
+        }
+        for (name, value) in &s.set {
+            notes.push(format!("{name} = {}", trace::shown(value, 80)));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("  → {}", notes.join(", "))
+        };
+        writeln!(out, "  {:>4} | {code:<width$}{notes}", s.line)?;
+    }
+    writeln!(out)?;
+    match trace.result {
+        Ok(v) => {
+            writeln!(out, "output:")?;
+            for line in serde_json::to_string_pretty(&v)?.lines() {
+                writeln!(out, "  {line}")?;
+            }
+            Ok(())
+        }
+        Err(p2c_core::error::RuleError::Rejected { code, message, .. }) => {
+            writeln!(out, "rejected: {code}: {message}")?;
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(d) = diagnostic::of_error(&e) {
+                write!(
+                    out,
+                    "{}",
+                    d.render(rules.files().get(&d.file).map(String::as_str), &origin(dir))
+                )?;
+            }
+            bail!("{e}")
+        }
+    }
 }

@@ -109,3 +109,80 @@ fn a_failing_case_shows_its_input_and_an_expected_versus_actual_diff() {
     assert!(out.contains("+   \"decision\": \"release\""), "{out}");
     assert!(out.contains(" passed, 1 failed"), "{out}");
 }
+
+/// Runs `p2c --rules <dir> rules run …`.
+fn p2c_run(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
+        .args(["--rules", dir.to_str().expect("utf-8"), "rules", "run"])
+        .args(args)
+        .env_remove("P2C_RULES")
+        .output()
+        .expect("runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn rules_run_shows_how_a_rule_decided_on_an_input() {
+    let dir = tempfile::tempdir().expect("dir");
+    let input = dir.path().join("order.json");
+    std::fs::write(
+        &input,
+        r#"{"order": {"number": "ORD-9", "total": 9000, "currency": "USD"},
+            "customer": {"number": "ACC-9", "financials_known": true, "credit_limit": 10000,
+                         "balance": 1500, "open_orders": 0, "overdue_amount": 0,
+                         "days_overdue": 0, "on_hold": false}}"#,
+    )
+    .expect("write");
+    let (ok, out) = p2c_run(
+        &repo_rules(),
+        &["credit_limit", "--input", input.to_str().expect("utf-8")],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("rule credit_limit.rhai"), "{out}");
+    // The decisive comparison, with the values compared, and the decision.
+    assert!(out.contains("exposure = 10500"), "{out}");
+    assert!(out.contains("yes (10500 > 10000)"), "{out}");
+    assert!(out.contains("\"decision\": \"hold\""), "{out}");
+    // A test case's input by part of its name.
+    let (ok, out) = p2c_run(
+        &repo_rules(),
+        &["credit_limit", "--case", "within the limit"],
+    );
+    assert!(ok && out.contains("\"decision\": \"release\""), "{out}");
+    // A rejection is an answer, not a failure.
+    let (ok, out) = p2c_run(
+        &repo_rules(),
+        &[
+            "mapping/account_to_customer.rhai",
+            "--case",
+            "without a number",
+        ],
+    );
+    assert!(
+        ok && out.contains("rejected: missing_account_number"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rules_run_reports_a_fault_at_its_line_and_unclear_names() {
+    let dir = copy_rules();
+    edit(
+        dir.path(),
+        "credit_limit.rhai",
+        "let c = input.customer;",
+        "let c = input.customer;\n    let boom = c.balance / 0;",
+    );
+    let (ok, out) = p2c_run(dir.path(), &["credit_limit", "--case", "within the limit"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("credit_limit.rhai:15:"), "{out}");
+    assert!(out.contains("^ here"), "{out}");
+    let (ok, out) = p2c_run(dir.path(), &["account_to_customer", "--case", "x"]);
+    assert!(!ok && out.contains("name one by its path"), "{out}");
+    let (ok, out) = p2c_run(dir.path(), &["no_such_rule", "--case", "x"]);
+    assert!(!ok && out.contains("no rule `no_such_rule`"), "{out}");
+    let (ok, out) = p2c_run(dir.path(), &["credit_limit", "--case", "no such case"]);
+    assert!(!ok && out.contains("its cases:"), "{out}");
+}

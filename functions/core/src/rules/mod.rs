@@ -8,6 +8,8 @@ pub mod cases;
 pub mod diagnostic;
 pub mod engine;
 pub mod fast;
+#[cfg(feature = "trace")]
+pub mod trace;
 
 use crate::domain::{EntityType, Side, System};
 use crate::error::RuleError;
