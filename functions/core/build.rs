@@ -11,6 +11,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for p in paths {
+        // Hidden entries (`.defs`, the language server's definitions) and definition
+        // files are not rules.
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') || name.ends_with(".d.rhai") {
+            continue;
+        }
         if p.is_dir() {
             println!("cargo:rerun-if-changed={}", p.display());
             walk(root, &p, out);

@@ -247,6 +247,14 @@ enum RulesAction {
         #[arg(long)]
         case: Option<String>,
     },
+    /// Write definition files (`.d.rhai`) of the functions rules can call, for the Rhai
+    /// language server's completion and hover help.
+    Defs {
+        /// Where to write them (default: `.defs` in the rules folder, which the rules
+        /// loader skips).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
@@ -479,6 +487,7 @@ async fn run(cli: Cli) -> Result<()> {
                     case.as_deref(),
                     &mut out,
                 )?,
+                RulesAction::Defs { out: to } => rules_cmd::defs(&cli.rules, to, &mut out)?,
             }
         }
     }

@@ -303,3 +303,22 @@ pub fn run(
         }
     }
 }
+
+/// `p2c rules defs`: writes the language server's definition files.
+pub fn defs(dir: &Option<PathBuf>, to: Option<PathBuf>, out: &mut dyn Write) -> Result<()> {
+    let rules = load(dir, out)?;
+    let to = to.unwrap_or_else(|| {
+        dir.clone()
+            .unwrap_or_else(|| PathBuf::from("rules"))
+            .join(".defs")
+    });
+    std::fs::create_dir_all(&to)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", to.display()))?;
+    for (name, text) in rules.definitions() {
+        let path = to.join(&name);
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        writeln!(out, "wrote {}", path.display())?;
+    }
+    Ok(())
+}

@@ -186,3 +186,22 @@ fn rules_run_reports_a_fault_at_its_line_and_unclear_names() {
     let (ok, out) = p2c_run(dir.path(), &["credit_limit", "--case", "no such case"]);
     assert!(!ok && out.contains("its cases:"), "{out}");
 }
+
+#[test]
+fn rules_defs_writes_definitions_beside_the_rules_without_disturbing_them() {
+    let dir = copy_rules();
+    let (ok, out) = p2c_rules(dir.path(), "defs");
+    assert!(ok, "{out}");
+    let host =
+        std::fs::read_to_string(dir.path().join(".defs/__static__.d.rhai")).expect("written");
+    assert!(
+        host.contains("fn value_map(map: String, key: ?) -> ?;"),
+        "{host}"
+    );
+    // The definitions (`.d.rhai`) are not taken for rules.
+    for action in ["check", "test"] {
+        let (ok, out) = p2c_rules(dir.path(), action);
+        assert!(ok, "{action}: {out}");
+        assert!(!out.contains("warning"), "{action}: {out}");
+    }
+}

@@ -170,27 +170,119 @@ pub(crate) mod host {
     }
 }
 
+/// Registers one host function with its parameters and documentation, which the Rhai
+/// language server shows (`p2c rules defs`; recorded only with the `tools` feature).
+fn reg<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
+    engine: &mut Engine,
+    name: &str,
+    params: &[&str],
+    doc: &str,
+    func: FUNC,
+) where
+    R: rhai::Variant + Clone,
+    FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+{
+    let r = rhai::FuncRegistration::new(name);
+    #[cfg(feature = "tools")]
+    let r = r.with_params_info(params).with_comments([doc
+        .lines()
+        .map(|l| format!("/// {l}").trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")]);
+    #[cfg(not(feature = "tools"))]
+    let _ = (params, doc);
+    r.register_into_engine(engine, func);
+}
+
 fn register_host_api(engine: &mut Engine, prepared: Arc<host::PreparedMaps>) {
     // Decimal money.
-    engine.register_fn(
+    const DEC: &str = "An exact decimal number (money is never a float).\n\n```rhai\nlet price = dec(\"12.50\");\n```\nA missing value (`()`) is zero.";
+    reg(
+        engine,
         "dec",
+        &["text: String", "Decimal"],
+        DEC,
         |s: ImmutableString| -> Result<Decimal, Box<EvalAltResult>> {
             host::dec_of_str(&s).map_err(rt_err)
         },
     );
-    engine.register_fn("dec", |i: rhai::INT| Decimal::from(i));
-    engine.register_fn("dec", |d: Decimal| d);
-    engine.register_fn("dec", |_: ()| Decimal::ZERO);
-    engine.register_fn("money", host::money);
-    engine.register_fn("money", host::money_int);
-    engine.register_fn("max", |a: Decimal, b: Decimal| a.max(b));
-    engine.register_fn("min", |a: Decimal, b: Decimal| a.min(b));
-    engine.register_fn("max", |a: Decimal, b: rhai::INT| a.max(Decimal::from(b)));
-    engine.register_fn("min", |a: Decimal, b: rhai::INT| a.min(Decimal::from(b)));
-    engine.register_fn("fmt_money", host::fmt_money);
-    engine.register_fn("fmt_money", |i: rhai::INT| {
-        host::fmt_money(Decimal::from(i))
+    reg(
+        engine,
+        "dec",
+        &["number: int", "Decimal"],
+        DEC,
+        |i: rhai::INT| Decimal::from(i),
+    );
+    reg(
+        engine,
+        "dec",
+        &["number: Decimal", "Decimal"],
+        DEC,
+        |d: Decimal| d,
+    );
+    reg(engine, "dec", &["missing: ()", "Decimal"], DEC, |_: ()| {
+        Decimal::ZERO
     });
+    const MONEY: &str = "Rounds to cents, halves away from zero: `money(dec(\"2.345\"))` is 2.35.";
+    reg(
+        engine,
+        "money",
+        &["amount: Decimal", "Decimal"],
+        MONEY,
+        host::money,
+    );
+    reg(
+        engine,
+        "money",
+        &["amount: int", "Decimal"],
+        MONEY,
+        host::money_int,
+    );
+    const MAX: &str = "The larger of two amounts.";
+    const MIN: &str = "The smaller of two amounts.";
+    reg(
+        engine,
+        "max",
+        &["a: Decimal", "b: Decimal", "Decimal"],
+        MAX,
+        |a: Decimal, b: Decimal| a.max(b),
+    );
+    reg(
+        engine,
+        "min",
+        &["a: Decimal", "b: Decimal", "Decimal"],
+        MIN,
+        |a: Decimal, b: Decimal| a.min(b),
+    );
+    reg(
+        engine,
+        "max",
+        &["a: Decimal", "b: int", "Decimal"],
+        MAX,
+        |a: Decimal, b: rhai::INT| a.max(Decimal::from(b)),
+    );
+    reg(
+        engine,
+        "min",
+        &["a: Decimal", "b: int", "Decimal"],
+        MIN,
+        |a: Decimal, b: rhai::INT| a.min(Decimal::from(b)),
+    );
+    const FMT: &str = "An amount for people to read, with thousands separators and cents: `fmt_money(dec(\"1200.5\"))` is \"1,200.50\".";
+    reg(
+        engine,
+        "fmt_money",
+        &["amount: Decimal", "String"],
+        FMT,
+        host::fmt_money,
+    );
+    reg(
+        engine,
+        "fmt_money",
+        &["amount: int", "String"],
+        FMT,
+        |i: rhai::INT| host::fmt_money(Decimal::from(i)),
+    );
 
     // Value maps.
     fn key_text(key: &Dynamic) -> String {
@@ -200,8 +292,11 @@ fn register_host_api(engine: &mut Engine, prepared: Arc<host::PreparedMaps>) {
         }
     }
     let vm = prepared.clone();
-    engine.register_fn(
+    reg(
+        engine,
         "value_map",
+        &["map: String", "key: ?", "?"],
+        "Looks `key` up in the map `map` of `rules/value_maps.toml`.\nA key the map lacks rejects the record with `unmapped_value`, naming map and key.\n\n```rhai\nlet terms = value_map(\"payment_terms\", a.paymenttermscode);\n```",
         move |name: ImmutableString, key: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
             let k = key_text(&key);
             match vm.lookup(&name, &k).map_err(rt_err)? {
@@ -214,8 +309,11 @@ fn register_host_api(engine: &mut Engine, prepared: Arc<host::PreparedMaps>) {
         },
     );
     let vm = prepared;
-    engine.register_fn(
+    reg(
+        engine,
         "value_map",
+        &["map: String", "key: ?", "default: ?", "?"],
+        "Looks `key` up in the map `map` of `rules/value_maps.toml`; `default` when the map lacks it.",
         move |name: ImmutableString,
               key: Dynamic,
               default: Dynamic|
@@ -229,35 +327,53 @@ fn register_host_api(engine: &mut Engine, prepared: Arc<host::PreparedMaps>) {
     );
 
     // Dates (ISO-8601 strings in, plain values out).
-    engine.register_fn(
+    reg(
+        engine,
         "days_between",
+        &["from: String", "to: String", "int"],
+        "Whole days from one date to another (`YYYY-MM-DD`, a time after it is ignored); negative when `to` is earlier.",
         |from: ImmutableString, to: ImmutableString| -> Result<rhai::INT, Box<EvalAltResult>> {
             host::days_between(&from, &to).map_err(rt_err)
         },
     );
-    engine.register_fn(
+    reg(
+        engine,
         "date_of",
+        &["timestamp: String", "String"],
+        "The date (`YYYY-MM-DD`) of a date or timestamp: `date_of(\"2026-06-30T12:00:00Z\")` is \"2026-06-30\".",
         |s: ImmutableString| -> Result<String, Box<EvalAltResult>> {
             host::date_of(&s).map_err(rt_err)
         },
     );
-    engine.register_fn(
+    reg(
+        engine,
         "period_of",
+        &["date: String", "kind: String", "String"],
+        "The period a date falls in: kind \"month\" (\"2026-06\"), \"quarter\" (\"2026-Q2\") or \"year\" (\"2026\").",
         |date: ImmutableString, kind: ImmutableString| -> Result<String, Box<EvalAltResult>> {
             host::period_of(&date, &kind).map_err(rt_err)
         },
     );
 
     // Small conveniences for optional data.
-    engine.register_fn("is_blank", |v: Dynamic| {
-        v.is_unit()
-            || v.clone()
-                .into_immutable_string()
-                .map(|s| s.trim().is_empty())
-                .unwrap_or(false)
-    });
-    engine.register_fn(
+    reg(
+        engine,
+        "is_blank",
+        &["value: ?", "bool"],
+        "True for a missing value (`()`) and for text that is empty or only spaces.",
+        |v: Dynamic| {
+            v.is_unit()
+                || v.clone()
+                    .into_immutable_string()
+                    .map(|s| s.trim().is_empty())
+                    .unwrap_or(false)
+        },
+    );
+    reg(
+        engine,
         "or_else",
+        &["value: ?", "default: ?", "?"],
+        "`value`, or `default` when it is missing (`()`).",
         |v: Dynamic, default: Dynamic| if v.is_unit() { default } else { v },
     );
 }

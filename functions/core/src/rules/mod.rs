@@ -8,7 +8,7 @@ pub mod cases;
 pub mod diagnostic;
 pub mod engine;
 pub mod fast;
-#[cfg(feature = "trace")]
+#[cfg(feature = "tools")]
 pub mod trace;
 
 use crate::domain::{EntityType, Side, System};
@@ -274,6 +274,12 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for p in paths {
+        // Hidden entries (`.defs`, the language server's definitions) and definition
+        // files are not rules.
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') || name.ends_with(".d.rhai") {
+            continue;
+        }
         if p.is_dir() {
             walk(root, &p, out)?;
         } else if matches!(
@@ -576,6 +582,19 @@ impl RuleSet {
     }
 
     /// Every file of the set (for case runs and publishing).
+    /// Rhai language-server definition files for the engine rules run in: the host API
+    /// p2c adds (`__static__.d.rhai`, with each function's parameters and documentation)
+    /// and Rhai's own functions and operators. (file name, content).
+    #[cfg(feature = "tools")]
+    pub fn definitions(&self) -> Vec<(String, String)> {
+        self.engine
+            .definitions()
+            .with_headers(true)
+            .include_standard_packages(true)
+            .iter_files()
+            .collect()
+    }
+
     pub fn files(&self) -> &BTreeMap<String, String> {
         &self.files
     }

@@ -422,4 +422,39 @@ mod tests {
             .collect();
         assert_eq!(after, vec!["q"], "{:#?}", t.steps);
     }
+
+    #[test]
+    fn the_definitions_document_every_host_function_with_its_parameters() {
+        let defs = rules().definitions();
+        let names: Vec<&str> = defs.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"__static__.d.rhai"), "{names:?}");
+        let host = &defs
+            .iter()
+            .find(|(n, _)| n == "__static__.d.rhai")
+            .expect("static")
+            .1;
+        assert!(host.starts_with("module static;"));
+        for sig in [
+            "fn dec(text: String) -> Decimal;",
+            "fn money(amount: Decimal) -> Decimal;",
+            "fn fmt_money(amount: Decimal) -> String;",
+            "fn value_map(map: String, key: ?) -> ?;",
+            "fn value_map(map: String, key: ?, default: ?) -> ?;",
+            "fn days_between(from: String, to: String) -> int;",
+            "fn date_of(timestamp: String) -> String;",
+            "fn period_of(date: String, kind: String) -> String;",
+            "fn is_blank(value: ?) -> bool;",
+            "fn or_else(value: ?, default: ?) -> ?;",
+        ] {
+            let at = host
+                .find(sig)
+                .unwrap_or_else(|| panic!("{sig} is not defined"));
+            // Each is documented: a doc comment right above it.
+            let before = host[..at].trim_end();
+            assert!(
+                before.lines().last().is_some_and(|l| l.starts_with("///")),
+                "{sig} has no documentation"
+            );
+        }
+    }
 }
