@@ -13,6 +13,7 @@ mod iam;
 mod load;
 mod moto;
 mod payloads;
+mod publish;
 mod rules_cases;
 mod salesforce;
 mod sandbox;

@@ -76,6 +76,9 @@ struct ServeArgs {
     listen: String,
     #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
     store: PathBuf,
+    /// How often to look for a rule set published with `p2c rules publish` (seconds).
+    #[arg(long, env = "P2C_RULES_CHECK_SECS", default_value_t = 30)]
+    rules_check_secs: u64,
     /// Dataverse Web API base, e.g. https://org.crm.dynamics.com/api/data/v9.2
     #[arg(long, env = "P2C_DATAVERSE_URL")]
     dataverse_url: Option<String>,
@@ -247,6 +250,25 @@ enum RulesAction {
         #[arg(long)]
         case: Option<String>,
     },
+    /// Check and test the rules, store them and make them the active version: a running
+    /// `p2c serve` on the same store picks them up within its check interval.
+    Publish {
+        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
+        store: PathBuf,
+    },
+    /// Make an earlier version active again (default: the one before the active one).
+    Rollback {
+        /// The version to return to (`r-…`, as `p2c rules versions` lists them).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
+        store: PathBuf,
+    },
+    /// The published versions, newest first, and which one is active.
+    Versions {
+        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
+        store: PathBuf,
+    },
     /// Write definition files (`.d.rhai`) of the functions rules can call, for the Rhai
     /// language server's completion and hover help.
     Defs {
@@ -333,6 +355,7 @@ async fn run(cli: Cli) -> Result<()> {
             let ServeArgs {
                 listen,
                 store,
+                rules_check_secs,
                 dataverse_url,
                 dataverse_token,
                 bc_url,
@@ -393,8 +416,10 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(anyhow::Error::msg)?,
             };
             let store = EmbeddedStore::open(&store)?;
+            let rule_store: Arc<dyn p2c_core::ports::RuleStore> = Arc::new(store.clone());
             let pipeline =
-                Pipeline::new(store, rules.clone(), auth, &endpoints, Timings::default())?;
+                Pipeline::new(store, rules.clone(), auth, &endpoints, Timings::default())?
+                    .with_live_rules(rule_store, Duration::from_secs(rules_check_secs));
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -488,6 +513,16 @@ async fn run(cli: Cli) -> Result<()> {
                     &mut out,
                 )?,
                 RulesAction::Defs { out: to } => rules_cmd::defs(&cli.rules, to, &mut out)?,
+                RulesAction::Publish { store } => {
+                    rules_cmd::publish(&cli.rules, &EmbeddedStore::open(&store)?, &mut out).await?
+                }
+                RulesAction::Rollback { to, store } => {
+                    rules_cmd::rollback(&EmbeddedStore::open(&store)?, to.as_deref(), &mut out)
+                        .await?
+                }
+                RulesAction::Versions { store } => {
+                    rules_cmd::versions(&EmbeddedStore::open(&store)?, &mut out).await?
+                }
             }
         }
     }

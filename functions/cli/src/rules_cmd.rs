@@ -1,9 +1,10 @@
 //! `p2c rules …`: the analysts' commands.
 
 use anyhow::{bail, Result};
+use p2c_core::ports::RuleStore;
 use p2c_core::rules::cases::{self, CaseResult, DiffLine};
 use p2c_core::rules::diagnostic::{self, Severity};
-use p2c_core::rules::trace;
+use p2c_core::rules::{live, trace};
 use p2c_core::rules::{DirLoader, EmbeddedLoader, RuleLoader, RuleSet};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -319,6 +320,105 @@ pub fn defs(dir: &Option<PathBuf>, to: Option<PathBuf>, out: &mut dyn Write) -> 
         std::fs::write(&path, text)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         writeln!(out, "wrote {}", path.display())?;
+    }
+    Ok(())
+}
+
+fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `p2c rules publish`: only a rule set that checks clean and passes every case is stored
+/// and made active.
+pub async fn publish(
+    dir: &Option<PathBuf>,
+    store: &dyn RuleStore,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let files = loader(dir).load()?;
+    let errors: Vec<_> = diagnostic::check(&files)
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        write!(
+            out,
+            "{}",
+            diagnostic::render_all(&errors, &files, &origin(dir))
+        )?;
+        bail!("not published: {} error(s) in the rules", errors.len());
+    }
+    let rules = RuleSet::from_files(files.clone())?;
+    let failed: Vec<CaseResult> = cases::run_all(&rules)
+        .into_iter()
+        .filter(|r| !r.passed())
+        .collect();
+    if !failed.is_empty() {
+        for r in &failed {
+            write_failure(r, rules.files(), &origin(dir), out)?;
+        }
+        bail!("not published: {} rule case(s) fail", failed.len());
+    }
+    let a = live::activate(store, &files, "publish", &operator()).await?;
+    writeln!(
+        out,
+        "published rules {} (activation {}); running services pick it up within their check interval",
+        a.version, a.seq
+    )?;
+    Ok(())
+}
+
+/// `p2c rules rollback`: an earlier stored version made active again.
+pub async fn rollback(store: &dyn RuleStore, to: Option<&str>, out: &mut dyn Write) -> Result<()> {
+    let history = store.activations(1000).await?;
+    let Some(current) = history.first() else {
+        bail!("nothing is published yet: there is nothing to roll back");
+    };
+    let target = match to {
+        Some(v) => v.to_string(),
+        None => match history.iter().find(|a| a.version != current.version) {
+            Some(a) => a.version.clone(),
+            None => bail!("{} is the only version ever active", current.version),
+        },
+    };
+    if target == current.version {
+        bail!("{target} is already active");
+    }
+    let Some(files) = store.get_rules(&target).await? else {
+        bail!("no stored rule set {target}; `p2c rules versions` lists them");
+    };
+    let a = live::activate(store, &files, "rollback", &operator()).await?;
+    writeln!(
+        out,
+        "rolled back from {} to {} (activation {})",
+        current.version, a.version, a.seq
+    )?;
+    Ok(())
+}
+
+/// `p2c rules versions`: the activations, newest first.
+pub async fn versions(store: &dyn RuleStore, out: &mut dyn Write) -> Result<()> {
+    let history = store.activations(100).await?;
+    if history.is_empty() {
+        writeln!(
+            out,
+            "nothing published yet: services run the rules they were started with"
+        )?;
+        return Ok(());
+    }
+    for (i, a) in history.iter().enumerate() {
+        writeln!(
+            out,
+            "{:>4}  {}  {:<8}  {}  by {}{}",
+            a.seq,
+            a.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            a.action,
+            a.version,
+            a.by,
+            if i == 0 { "  (active)" } else { "" }
+        )?;
     }
     Ok(())
 }

@@ -205,3 +205,91 @@ fn rules_defs_writes_definitions_beside_the_rules_without_disturbing_them() {
         assert!(!out.contains("warning"), "{action}: {out}");
     }
 }
+
+/// Runs `p2c --rules <dir> rules <args…> --store <store>`.
+fn p2c_store(dir: &Path, store: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
+        .args(["--rules", dir.to_str().expect("utf-8"), "rules"])
+        .args(args)
+        .args(["--store", store.to_str().expect("utf-8")])
+        .env_remove("P2C_RULES")
+        .env_remove("P2C_STORE")
+        .output()
+        .expect("runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn publish_refuses_broken_or_failing_rules_and_rollback_returns_to_the_last_version() {
+    let dir = copy_rules();
+    let store = dir.path().join("store.db");
+    let (ok, out) = p2c_store(dir.path(), &store, &["versions"]);
+    assert!(ok && out.contains("nothing published yet"), "{out}");
+    let (ok, out) = p2c_store(dir.path(), &store, &["rollback"]);
+    assert!(!ok && out.contains("nothing is published yet"), "{out}");
+    let (ok, out) = p2c_store(dir.path(), &store, &["publish"]);
+    assert!(ok, "{out}");
+    let first = out
+        .split_whitespace()
+        .find(|w| w.starts_with("r-"))
+        .expect("a version")
+        .to_string();
+    // A failing case is not published.
+    edit(
+        dir.path(),
+        "credit_limit.rhai",
+        "let reject_after_days = 120;",
+        "let reject_after_days = 50;",
+    );
+    let (ok, out) = p2c_store(dir.path(), &store, &["publish"]);
+    assert!(
+        !ok && out.contains("not published") && out.contains("FAIL  credit_limit.rhai"),
+        "{out}"
+    );
+    // Neither is a rule that does not compile.
+    edit(dir.path(), "credit_limit.rhai", "if ", "if (");
+    let (ok, out) = p2c_store(dir.path(), &store, &["publish"]);
+    assert!(
+        !ok && out.contains("not published") && out.contains("^ here"),
+        "{out}"
+    );
+    // A good change is; then rolled back.
+    edit(dir.path(), "credit_limit.rhai", "if (", "if ");
+    edit(
+        dir.path(),
+        "credit_limit.rhai",
+        "let reject_after_days = 50;",
+        "let reject_after_days = 120; // reviewed",
+    );
+    let (ok, out) = p2c_store(dir.path(), &store, &["publish"]);
+    assert!(ok, "{out}");
+    let second = out
+        .split_whitespace()
+        .find(|w| w.starts_with("r-"))
+        .expect("a version")
+        .to_string();
+    assert_ne!(first, second);
+    let (ok, out) = p2c_store(dir.path(), &store, &["rollback"]);
+    assert!(
+        ok && out.contains(&format!("from {second} to {first}")),
+        "{out}"
+    );
+    let (ok, out) = p2c_store(dir.path(), &store, &["versions"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("rollback")
+            && lines[0].contains(&first)
+            && lines[0].ends_with("(active)"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("publish") && lines[1].contains(&second),
+        "{out}"
+    );
+    let (ok, out) = p2c_store(dir.path(), &store, &["rollback", "--to", "r-nope"]);
+    assert!(!ok && out.contains("no stored rule set r-nope"), "{out}");
+}

@@ -233,6 +233,7 @@ impl Pipeline {
                 figures: s.clone(),
                 publisher: s.clone(),
                 rules,
+                live: None,
                 readers,
                 timings,
             },
@@ -254,6 +255,22 @@ impl Pipeline {
     /// one commit for up to a hundred messages. A crash loses the unit's work and the queue
     /// redelivers all of it, which every step is built to survive; a webhook answered
     /// meanwhile commits what the unit has done so far first.
+    /// Runs each sync batch on the rule set active in `store` (looked up at most every
+    /// `every`), so `p2c rules publish` and `rollback` take effect without a restart. The
+    /// rules given at start serve until a version is active.
+    pub fn with_live_rules(
+        mut self,
+        store: Arc<dyn crate::ports::RuleStore>,
+        every: Duration,
+    ) -> Self {
+        self.sync.live = Some(Arc::new(crate::rules::live::LiveRules::new(
+            store,
+            self.sync.rules.clone(),
+            every,
+        )));
+        self
+    }
+
     pub async fn run_until_idle(&self, deadline: Duration) -> anyhow::Result<usize> {
         let n = runner::run_until_idle(&self.store, deadline, |q| async move {
             let steps = async {

@@ -462,3 +462,41 @@ pub trait SourceReader: Send + Sync {
     /// Reads what `event` refers to. A collection notification yields several events.
     async fn read(&self, event: &ChangeEvent) -> Result<Vec<ChangeEvent>, DeliveryError>;
 }
+
+// ---------------------------------------------------------------- published rule sets
+
+/// One activation of a rule set: a publish or a rollback. The newest is the active one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// 1, 2, 3, … in the order activations happened.
+    pub seq: u64,
+    /// The rule set's content version (`r-…`).
+    pub version: String,
+    pub at: DateTime<Utc>,
+    /// Who did it (the operating-system user running the command).
+    pub by: String,
+    /// `publish` or `rollback`.
+    pub action: String,
+}
+
+/// Published rule sets and which one is active, so running functions can pick up a new
+/// version without a deploy.
+#[async_trait]
+pub trait RuleStore: Send + Sync {
+    /// Stores a version's files (path under `rules/` → content). The version is their
+    /// content hash, so storing it again changes nothing.
+    async fn put_rules(
+        &self,
+        version: &str,
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError>;
+    async fn get_rules(
+        &self,
+        version: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, StoreError>;
+    /// Records `activation` if its `seq` is the next one (the active one is still what the
+    /// caller saw); `false` when another activation came first.
+    async fn activate(&self, activation: &Activation) -> Result<bool, StoreError>;
+    /// Activations, newest first, at most `limit`.
+    async fn activations(&self, limit: usize) -> Result<Vec<Activation>, StoreError>;
+}

@@ -80,6 +80,16 @@ CREATE TABLE IF NOT EXISTS message_dedup (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rule_version (
+    version TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    stored_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rule_activation (
+    seq INTEGER PRIMARY KEY,
+    version TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letter (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL UNIQUE,

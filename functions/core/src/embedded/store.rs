@@ -4,13 +4,14 @@ use super::{ms_to_time, now_ms, Cached, EmbeddedStore, Tx};
 use crate::domain::{EntityKey, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
-    AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
-    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, StateStore,
+    Activation, AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
+    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, RuleStore, StateStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -362,5 +363,74 @@ impl FiguresStore for EmbeddedStore {
         )
         .map_err(StoreError::backend)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RuleStore for EmbeddedStore {
+    async fn put_rules(
+        &self,
+        version: &str,
+        files: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(files).map_err(|e| corrupt(version, e))?;
+        let conn = self.lock()?;
+        conn.exec(
+            "INSERT INTO rule_version (version, body, stored_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(version) DO NOTHING",
+            params![version, body, chrono::Utc::now().timestamp()],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn get_rules(
+        &self,
+        version: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        let conn = self.lock()?;
+        let body: Option<String> = conn
+            .row(
+                "SELECT body FROM rule_version WHERE version = ?1",
+                params![version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::backend)?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(version, e)))
+            .transpose()
+    }
+
+    async fn activate(&self, activation: &Activation) -> Result<bool, StoreError> {
+        let body =
+            serde_json::to_string(activation).map_err(|e| corrupt(&activation.version, e))?;
+        let seq = i64::try_from(activation.seq).map_err(|e| corrupt(&activation.version, e))?;
+        let conn = self.lock()?;
+        let changed = conn
+            .exec(
+                "INSERT INTO rule_activation (seq, version, body)
+                 SELECT ?1, ?2, ?3
+                 WHERE ?1 = (SELECT COALESCE(MAX(seq), 0) + 1 FROM rule_activation)
+                 ON CONFLICT(seq) DO NOTHING",
+                params![seq, activation.version, body],
+            )
+            .map_err(StoreError::backend)?;
+        Ok(changed == 1)
+    }
+
+    async fn activations(&self, limit: usize) -> Result<Vec<Activation>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM rule_activation ORDER BY seq DESC LIMIT ?1")
+            .map_err(StoreError::backend)?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| r.get::<_, String>(0))
+            .map_err(StoreError::backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let body = r.map_err(StoreError::backend)?;
+            out.push(serde_json::from_str(&body).map_err(|e| corrupt("rule_activation", e))?);
+        }
+        Ok(out)
     }
 }

@@ -47,6 +47,9 @@ pub struct SyncCtx {
     pub figures: Arc<dyn FiguresStore>,
     pub publisher: Arc<dyn Publisher>,
     pub rules: Arc<RuleSet>,
+    /// When set, each batch runs on the rule set active in the rule store (published with
+    /// `p2c rules publish`), looked up at most every so often; `rules` until one is.
+    pub live: Option<Arc<crate::rules::live::LiveRules>>,
     pub readers: BTreeMap<System, Arc<dyn SourceReader>>,
     pub timings: Timings,
 }

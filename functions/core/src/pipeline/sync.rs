@@ -1277,6 +1277,10 @@ pub async fn handle_batch(ctx: &SyncCtx, batch: &[Delivery]) -> Vec<Disposition>
     });
     let mut scoped = ctx.clone();
     scoped.publisher = deferred.clone();
+    if let Some(live) = &ctx.live {
+        // The whole batch runs on one rule set: the one active now.
+        scoped.rules = live.current().await;
+    }
     let scoped = &scoped;
     let deferred_ref = &deferred;
     let mut out = super::process_batch(batch, |d| async move {

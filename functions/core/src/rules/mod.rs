@@ -8,6 +8,7 @@ pub mod cases;
 pub mod diagnostic;
 pub mod engine;
 pub mod fast;
+pub mod live;
 #[cfg(feature = "tools")]
 pub mod trace;
 
