@@ -528,3 +528,75 @@ async fn figures<S: p2c_core::ports::FiguresStore>(s: &S) {
     s.save_rebate("A", "2026", &f).await.expect("save");
     assert_eq!(s.rebate("A", "2026").await.expect("rebate"), f);
 }
+
+on_both_stores!(published_rules: published_rules_embedded, published_rules_dynamodb);
+
+/// Published rule sets: stored once by version, activations in order, a stale or racing
+/// activation refused, the newest one active — and a running process follows them.
+async fn published_rules<S: p2c_core::ports::RuleStore + Clone + 'static>(s: &S) {
+    use p2c_core::ports::Activation;
+    use p2c_core::rules::live::{activate, LiveRules};
+    use std::sync::Arc;
+    assert_eq!(s.activations(5).await.expect("none yet"), vec![]);
+    assert_eq!(s.get_rules("r-none").await.expect("read"), None);
+    let files = crate::common::rule_files();
+    let first = activate(s, &files, "publish", "ana")
+        .await
+        .expect("published");
+    assert_eq!(first.seq, 1);
+    assert_eq!(
+        s.get_rules(&first.version).await.expect("read"),
+        Some(files.clone())
+    );
+    let mut changed = files.clone();
+    changed.insert(
+        "credit_limit.rhai".into(),
+        files["credit_limit.rhai"]
+            .replace("let hold_after_days = 60;", "let hold_after_days = 45;"),
+    );
+    let live = LiveRules::new(
+        Arc::new(s.clone()),
+        Arc::new(p2c_core::rules::RuleSet::from_files(files.clone()).expect("rules")),
+        std::time::Duration::ZERO,
+    );
+    let second = activate(s, &changed, "publish", "ana")
+        .await
+        .expect("published");
+    assert_eq!(second.seq, 2);
+    assert_eq!(live.current().await.version, second.version);
+    // Another activation with a seq already taken, or one that skips ahead, loses.
+    for seq in [2, 4] {
+        let stale = Activation {
+            seq,
+            version: first.version.clone(),
+            at: chrono::Utc::now(),
+            by: "bo".into(),
+            action: "rollback".into(),
+        };
+        assert!(!s.activate(&stale).await.expect("answers"), "seq {seq}");
+    }
+    let back = activate(s, &files, "rollback", "bo")
+        .await
+        .expect("rolled back");
+    assert_eq!(
+        (back.seq, back.version.as_str()),
+        (3, first.version.as_str())
+    );
+    assert_eq!(live.current().await.version, first.version);
+    let seen: Vec<(u64, String, String)> = s
+        .activations(10)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|a| (a.seq, a.action, a.by))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (3, "rollback".into(), "bo".into()),
+            (2, "publish".into(), "ana".into()),
+            (1, "publish".into(), "ana".into())
+        ]
+    );
+    assert_eq!(s.activations(1).await.expect("newest").len(), 1);
+}

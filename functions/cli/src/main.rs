@@ -157,9 +157,9 @@ struct ServeArgs {
     senders: String,
 }
 
-/// Where the dead letters are.
+/// Which store: the embedded one, or a deployment's DynamoDB table and SQS queues.
 #[derive(clap::Args)]
-struct DlqWhere {
+struct StoreWhere {
     /// The embedded store (`p2c serve`'s).
     #[arg(
         long,
@@ -168,8 +168,8 @@ struct DlqWhere {
         conflicts_with = "aws"
     )]
     store: PathBuf,
-    /// The SQS dead-letter queues of a deployment, named by `P2C_TABLE` and the
-    /// `P2C_*_QUEUE_URL` / `P2C_*_DLQ_URL` variables (the functions' environment).
+    /// A deployment's table and queues, named by `P2C_TABLE` and the `P2C_*_QUEUE_URL` /
+    /// `P2C_*_DLQ_URL` variables (the functions' environment).
     #[arg(long)]
     aws: bool,
 }
@@ -205,7 +205,7 @@ enum DlqAction {
         #[command(flatten)]
         select: DlqSelect,
         #[command(flatten)]
-        at: DlqWhere,
+        at: StoreWhere,
     },
     /// Put dead letters back on their queues (the steps' idempotency keeps the effect
     /// exactly once).
@@ -216,15 +216,16 @@ enum DlqAction {
         #[arg(long)]
         all: bool,
         #[command(flatten)]
-        at: DlqWhere,
+        at: StoreWhere,
     },
 }
 
-async fn dead_letters(at: DlqWhere) -> Result<p2c_core::backend::Backend> {
+/// The store `at` names; an embedded one is created when `create` (else it must exist).
+async fn open_store(at: StoreWhere, create: bool) -> Result<p2c_core::backend::Backend> {
     Ok(if at.aws {
         p2c_core::backend::AwsBackend::from_env().await?.into()
     } else {
-        if !at.store.exists() {
+        if !create && !at.store.exists() {
             bail!("no store at {}", at.store.display());
         }
         EmbeddedStore::open(&at.store)?.into()
@@ -253,21 +254,21 @@ enum RulesAction {
     /// Check and test the rules, store them and make them the active version: a running
     /// `p2c serve` on the same store picks them up within its check interval.
     Publish {
-        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        at: StoreWhere,
     },
     /// Make an earlier version active again (default: the one before the active one).
     Rollback {
         /// The version to return to (`r-…`, as `p2c rules versions` lists them).
         #[arg(long)]
         to: Option<String>,
-        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        at: StoreWhere,
     },
     /// The published versions, newest first, and which one is active.
     Versions {
-        #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        at: StoreWhere,
     },
     /// Write definition files (`.d.rhai`) of the functions rules can call, for the Rhai
     /// language server's completion and hover help.
@@ -444,7 +445,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Dlq { action } => match action {
             DlqAction::List { select, at } => {
-                let backend = dead_letters(at).await?;
+                let backend = open_store(at, false).await?;
                 let letters = p2c_core::dlq::list(&backend, &select.filter()).await?;
                 print!("{}", p2c_core::dlq::render(&letters));
             }
@@ -453,7 +454,7 @@ async fn run(cli: Cli) -> Result<()> {
                 if filter.is_empty() && !all {
                     bail!("say what to replay: --queue, --entity, --code, or --all");
                 }
-                let backend = dead_letters(at).await?;
+                let backend = open_store(at, false).await?;
                 let n = p2c_core::dlq::replay(&backend, &filter).await?;
                 println!("{n} dead letter(s) put back on their queues");
             }
@@ -513,15 +514,15 @@ async fn run(cli: Cli) -> Result<()> {
                     &mut out,
                 )?,
                 RulesAction::Defs { out: to } => rules_cmd::defs(&cli.rules, to, &mut out)?,
-                RulesAction::Publish { store } => {
-                    rules_cmd::publish(&cli.rules, &EmbeddedStore::open(&store)?, &mut out).await?
+                RulesAction::Publish { at } => {
+                    rules_cmd::publish(&cli.rules, &open_store(at, true).await?, &mut out).await?
                 }
-                RulesAction::Rollback { to, store } => {
-                    rules_cmd::rollback(&EmbeddedStore::open(&store)?, to.as_deref(), &mut out)
+                RulesAction::Rollback { to, at } => {
+                    rules_cmd::rollback(&open_store(at, true).await?, to.as_deref(), &mut out)
                         .await?
                 }
-                RulesAction::Versions { store } => {
-                    rules_cmd::versions(&EmbeddedStore::open(&store)?, &mut out).await?
+                RulesAction::Versions { at } => {
+                    rules_cmd::versions(&open_store(at, true).await?, &mut out).await?
                 }
             }
         }

@@ -7,9 +7,9 @@ use crate::domain::{EntityKey, SourceRef};
 use crate::embedded::EmbeddedStore;
 use crate::error::{QueueError, StoreError};
 use crate::ports::{
-    AuditEntry, AuditLog, Claim, Consumer, DeadLetter, DeadLetterSink, DeadLetters, Delivery,
-    EntityState, FiguresStore, IdemRecord, IdempotencyStore, OutMessage, ParkedEvent, ParkingStore,
-    Publisher, QueueName, RebateFigures, StateStore,
+    Activation, AuditEntry, AuditLog, Claim, Consumer, DeadLetter, DeadLetterSink, DeadLetters,
+    Delivery, EntityState, FiguresStore, IdemRecord, IdempotencyStore, OutMessage, ParkedEvent,
+    ParkingStore, Publisher, QueueName, RebateFigures, RuleStore, StateStore,
 };
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -194,6 +194,29 @@ impl ParkingStore for Backend {
     }
     async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
         store!(self, s => s.all_parked().await)
+    }
+}
+
+#[async_trait]
+impl RuleStore for Backend {
+    async fn put_rules(
+        &self,
+        version: &str,
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        store!(self, s => s.put_rules(version, files).await)
+    }
+    async fn get_rules(
+        &self,
+        version: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, StoreError> {
+        store!(self, s => s.get_rules(version).await)
+    }
+    async fn activate(&self, activation: &Activation) -> Result<bool, StoreError> {
+        store!(self, s => s.activate(activation).await)
+    }
+    async fn activations(&self, limit: usize) -> Result<Vec<Activation>, StoreError> {
+        store!(self, s => s.activations(limit).await)
     }
 }
 

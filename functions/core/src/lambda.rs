@@ -108,7 +108,18 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
         .map_err(|e| anyhow::anyhow!(e))?,
     };
     let backend = backend_from_env().await?;
-    Pipeline::new(backend, rules, auth, &endpoints, Timings::default())
+    // Rule sets published with `p2c rules publish --aws` replace the built-in rules
+    // between batches, looked up at most every P2C_RULES_CHECK_SECS (30).
+    let every = std::time::Duration::from_secs(
+        var("P2C_RULES_CHECK_SECS")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
+    let rule_store: Arc<dyn crate::ports::RuleStore> = Arc::new(backend.clone());
+    Ok(
+        Pipeline::new(backend, rules, auth, &endpoints, Timings::default())?
+            .with_live_rules(rule_store, every),
+    )
 }
 
 /// A Function URL / HTTP API request → the ingest step → the response.

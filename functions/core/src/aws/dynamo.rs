@@ -17,8 +17,8 @@ use super::{describe, Counters};
 use crate::domain::{EntityKey, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
-    AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
-    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, StateStore,
+    Activation, AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
+    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, RuleStore, StateStore,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
@@ -740,5 +740,99 @@ impl FiguresStore for DynamoStore {
             ("body".to_string(), s(body)),
         ]))
         .await
+    }
+}
+
+/// Published rule sets: `rules#<version>` / `files` holds a version's files (deflated
+/// JSON), `rules#active` / `<seq>` one item per activation; the highest seq is active.
+const RULES_ACTIVE: &str = "rules#active";
+
+#[async_trait]
+impl RuleStore for DynamoStore {
+    async fn put_rules(
+        &self,
+        version: &str,
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(files).map_err(|e| corrupt(version, e))?;
+        // The version is the content's hash: an existing item is the same rule set.
+        self.put_if(
+            HashMap::from([
+                ("pk".to_string(), s(format!("rules#{version}"))),
+                ("sk".to_string(), s("files")),
+                ("z".to_string(), AttributeValue::B(pack(&json).into())),
+            ]),
+            "attribute_not_exists(pk)",
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn get_rules(
+        &self,
+        version: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, StoreError> {
+        let Some(item) = self.get(format!("rules#{version}"), "files").await? else {
+            return Ok(None);
+        };
+        let Some(AttributeValue::B(blob)) = item.get("z") else {
+            return Err(corrupt(version, "no rule files in the item"));
+        };
+        let json = unpack(version, blob.as_ref())?;
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| corrupt(version, e))
+    }
+
+    async fn activate(&self, activation: &Activation) -> Result<bool, StoreError> {
+        let body =
+            serde_json::to_string(activation).map_err(|e| corrupt(&activation.version, e))?;
+        // The next seq only: the one before it must exist (or this is the first), and
+        // this one must not. Two activations racing for a seq: one wins.
+        if activation.seq > 1
+            && self
+                .get(RULES_ACTIVE.into(), &format!("{:010}", activation.seq - 1))
+                .await?
+                .is_none()
+        {
+            return Ok(false);
+        }
+        self.put_if(
+            HashMap::from([
+                ("pk".to_string(), s(RULES_ACTIVE)),
+                ("sk".to_string(), s(format!("{:010}", activation.seq))),
+                ("body".to_string(), s(body)),
+            ]),
+            "attribute_not_exists(pk)",
+            None,
+        )
+        .await
+    }
+
+    async fn activations(&self, limit: usize) -> Result<Vec<Activation>, StoreError> {
+        self.counters.request("Query");
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(RULES_ACTIVE))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("Query", &e))?;
+        let items = page.items.unwrap_or_default();
+        self.counters
+            .read_units(read_units(items.iter().map(size).sum()));
+        items
+            .iter()
+            .map(|i| {
+                serde_json::from_str(get_s(i, "body").unwrap_or(""))
+                    .map_err(|e| corrupt(RULES_ACTIVE, e))
+            })
+            .collect()
     }
 }
