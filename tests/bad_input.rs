@@ -2,7 +2,7 @@
 //! failing rule sends its event to the dead-letter queue with the rule's name, line and
 //! column while other events keep flowing.
 
-use crate::common::{account, fixture, rule_files, world, world_with};
+use crate::common::{account, fixture, inbound_depth, rule_files, world, world_with};
 use p2c_core::ports::{DeadLetters, QueueName};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -342,12 +342,7 @@ async fn salesforce_and_f_and_o_bad_input_gets_documented_4xx_and_loses_nothing(
     )
     .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    let queued_before = w
-        .pipeline
-        .store
-        .depth(QueueName::Inbound)
-        .await
-        .expect("depth");
+    let queued_before = inbound_depth(&w).await;
     assert_eq!(queued_before, 1);
 
     let other_org = soap.replace(org, "00D000000000001AAA");
@@ -566,11 +561,7 @@ async fn salesforce_and_f_and_o_bad_input_gets_documented_4xx_and_loses_nothing(
     .await;
     assert_eq!(again.status, 202);
     assert_eq!(
-        w.pipeline
-            .store
-            .depth(QueueName::Inbound)
-            .await
-            .expect("depth"),
+        inbound_depth(&w).await,
         2,
         "the first event and the signed one, nothing else"
     );

@@ -151,3 +151,14 @@ pub fn pipeline_on_file(
     .expect("pipeline");
     (p, dir)
 }
+
+/// How many messages wait on the inbound queue (what ingest accepted and sync has not
+/// taken yet).
+pub async fn inbound_depth(w: &World) -> usize {
+    use p2c_core::ports::Consumer;
+    w.pipeline
+        .store
+        .depth(p2c_core::ports::QueueName::Inbound)
+        .await
+        .expect("depth")
+}

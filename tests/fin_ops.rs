@@ -3,11 +3,11 @@
 //! (invoices, order progress, products) against a simulated F&O and Dataverse, and
 //! multi-company routing into F&O legal entities.
 
-use crate::common::{fixture, world};
+use crate::common::{fixture, inbound_depth, world};
 use p2c_core::inbound::dataverse::DataverseAuth;
 use p2c_core::inbound::WebhookRequest;
 use p2c_core::pipeline::ingest::ingest;
-use p2c_core::ports::{AuditLog, Consumer, QueueName};
+use p2c_core::ports::{AuditLog, QueueName};
 
 fn business_event(key: Option<&str>, body: String) -> WebhookRequest {
     crate::common::json_webhook("/webhooks/fo", key, body)
@@ -31,14 +31,7 @@ async fn business_events_need_the_key_and_a_redelivery_is_one_event() {
         .await;
         assert_eq!(r.status, 401, "{}", r.body);
     }
-    assert_eq!(
-        w.pipeline
-            .store
-            .depth(QueueName::Inbound)
-            .await
-            .expect("depth"),
-        0
-    );
+    assert_eq!(inbound_depth(&w).await, 0);
     // Delivered twice (F&O retries until it gets a 2xx): queued once.
     for _ in 0..2 {
         let r = ingest(
@@ -49,14 +42,7 @@ async fn business_events_need_the_key_and_a_redelivery_is_one_event() {
         .await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
-    assert_eq!(
-        w.pipeline
-            .store
-            .depth(QueueName::Inbound)
-            .await
-            .expect("depth"),
-        1
-    );
+    assert_eq!(inbound_depth(&w).await, 1);
     // This deployment pairs Dataverse with Business Central: the event is recorded as
     // ignored, with the reason, and nothing is written anywhere.
     let before = (w.bc().log().len(), w.dataverse().log().len());
@@ -639,13 +625,6 @@ async fn signed_events_need_a_fresh_signature_and_the_key_alone_is_refused() {
         req
     };
     let now = chrono::Utc::now().timestamp();
-    let depth = || async {
-        w.pipeline
-            .store
-            .depth(QueueName::Inbound)
-            .await
-            .expect("depth")
-    };
     for (req, code) in [
         (business_event(Some("fo-key"), body.clone()), "unauthorized"),
         (signed(now, "guess"), "unauthorized"),
@@ -655,14 +634,14 @@ async fn signed_events_need_a_fresh_signature_and_the_key_alone_is_refused() {
         assert_eq!(r.status, 401, "{}", r.body);
         assert!(r.body.contains(code), "{}", r.body);
     }
-    assert_eq!(depth().await, 0, "nothing refused is queued");
+    assert_eq!(inbound_depth(&w).await, 0, "nothing refused is queued");
     let once = signed(now, "relay-secret");
     let r = ingest(&w.pipeline.ingest, "fo", &once).await;
     assert_eq!(r.status, 202, "{}", r.body);
     let r = ingest(&w.pipeline.ingest, "fo", &once).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body.contains("replayed_signature"), "{}", r.body);
-    assert_eq!(depth().await, 1);
+    assert_eq!(inbound_depth(&w).await, 1);
 }
 
 /// A world pairing simulated Dataverse with simulated Finance & Operations.

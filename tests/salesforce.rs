@@ -2,11 +2,11 @@
 //! allow-list, SOAP Ack only once queued), and what the pipeline does with changes from a
 //! Salesforce org it is not paired with.
 
-use crate::common::{fixture, world};
+use crate::common::{fixture, inbound_depth, world};
 use p2c_core::inbound::salesforce::SalesforceAuth;
 use p2c_core::inbound::WebhookRequest;
 use p2c_core::pipeline::ingest::ingest;
-use p2c_core::ports::{Consumer, QueueName};
+use p2c_core::ports::QueueName;
 
 const ORG: &str = "00D5f000005KcCnEAK";
 
@@ -33,10 +33,6 @@ async fn an_outbound_message_is_acked_only_once_queued_and_only_with_the_key_and
         org_ids: vec![ORG.into()],
     };
     let sample = fixture("salesforce_outbound_message.xml");
-    let depth = |w: &p2c_core::demo::World| {
-        let store = w.pipeline.store.clone();
-        async move { store.depth(QueueName::Inbound).await.expect("depth") }
-    };
 
     for (key, why) in [(None, "no key"), (Some("wrong"), "a wrong key")] {
         let r = ingest(
@@ -72,7 +68,7 @@ async fn an_outbound_message_is_acked_only_once_queued_and_only_with_the_key_and
         "{}",
         r.body
     );
-    assert_eq!(depth(&w).await, 0, "nothing refused was queued");
+    assert_eq!(inbound_depth(&w).await, 0, "nothing refused was queued");
 
     // Both keys work while one is rotated; the retry Salesforce sends is the same event.
     for key in ["old-key", "new-key"] {
@@ -87,7 +83,7 @@ async fn an_outbound_message_is_acked_only_once_queued_and_only_with_the_key_and
         assert!(r.body.contains("<Ack>true</Ack>"), "{}", r.body);
     }
     assert_eq!(
-        depth(&w).await,
+        inbound_depth(&w).await,
         1,
         "the repeated notification was dropped by the queue"
     );
@@ -147,14 +143,7 @@ async fn a_change_event_posted_by_an_api_destination_is_queued_only_with_the_key
     .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("malformed_json"), "{}", r.body);
-    assert_eq!(
-        w.pipeline
-            .store
-            .depth(QueueName::Inbound)
-            .await
-            .expect("depth"),
-        0
-    );
+    assert_eq!(inbound_depth(&w).await, 0);
     let r = ingest(
         &w.pipeline.ingest,
         "salesforce",
@@ -163,14 +152,7 @@ async fn a_change_event_posted_by_an_api_destination_is_queued_only_with_the_key
     .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.body, "{\"accepted\":1}");
-    assert_eq!(
-        w.pipeline
-            .store
-            .depth(QueueName::Inbound)
-            .await
-            .expect("depth"),
-        1
-    );
+    assert_eq!(inbound_depth(&w).await, 1);
 }
 
 struct Down;

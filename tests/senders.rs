@@ -1,32 +1,24 @@
 //! Generic senders (`/webhooks/events`): p2c's own event format, HMAC-signed per sender,
 //! through the whole pipeline with the same guarantees as a system's own webhooks.
 
-use crate::common::{outcomes, world};
-use p2c_core::inbound::generic::Senders;
+use crate::common::{inbound_depth, outcomes, world};
+use p2c_core::inbound::generic::{sign_request, Senders};
 use p2c_core::inbound::{SignedAuth, WebhookRequest};
 use p2c_core::pipeline::ingest::ingest;
-use p2c_core::ports::{Consumer, QueueName};
 use serde_json::{json, Value};
 
 const SECRET: &str = "bridge-secret";
 
 fn signed(sender: &str, secret: &str, ts: i64, body: &Value) -> WebhookRequest {
-    let body = serde_json::to_vec(body).expect("json");
-    WebhookRequest {
+    let mut req = WebhookRequest {
         method: "POST".into(),
         path: "/webhooks/events".into(),
         query: vec![],
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("x-p2c-sender".into(), sender.into()),
-            ("x-p2c-timestamp".into(), ts.to_string()),
-            (
-                "x-p2c-signature".into(),
-                SignedAuth::sign(secret, ts, &body),
-            ),
-        ],
-        body,
-    }
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(body).expect("json"),
+    };
+    sign_request(&mut req, sender, secret, ts);
+    req
 }
 
 /// A Dataverse account as a middleware that listens to the CRM would send it.
@@ -131,11 +123,7 @@ async fn a_signed_senders_changes_flow_once_in_order_and_only_for_its_systems() 
     assert_eq!(again.status, 401);
     assert!(again.body.contains("replayed_signature"), "{}", again.body);
     assert_eq!(
-        w.pipeline
-            .store
-            .depth(QueueName::Inbound)
-            .await
-            .expect("depth"),
+        inbound_depth(&w).await,
         1,
         "only the one valid request is queued"
     );

@@ -27,16 +27,31 @@ fn copy_rules() -> tempfile::TempDir {
     dir
 }
 
-/// Runs `p2c --rules <dir> rules <action>`: (success, stdout + stderr).
-fn p2c_rules(dir: &Path, action: &str) -> (bool, String) {
+/// Runs `p2c --rules <dir> rules <args…>`: (success, stdout + stderr).
+fn p2c(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
-        .args(["--rules", dir.to_str().expect("utf-8"), "rules", action])
+        .args(["--rules", dir.to_str().expect("utf-8"), "rules"])
+        .args(args)
         .env_remove("P2C_RULES")
+        .env_remove("P2C_STORE")
         .output()
         .expect("runs");
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
+}
+
+/// `p2c rules run <args…>`.
+fn p2c_run(dir: &Path, args: &[&str]) -> (bool, String) {
+    p2c(dir, &[&["run"], args].concat())
+}
+
+/// `p2c rules <args…> --store <store>`.
+fn p2c_store(dir: &Path, store: &Path, args: &[&str]) -> (bool, String) {
+    p2c(
+        dir,
+        &[args, &["--store", store.to_str().expect("utf-8")]].concat(),
+    )
 }
 
 fn edit(dir: &Path, file: &str, from: &str, to: &str) {
@@ -48,13 +63,13 @@ fn edit(dir: &Path, file: &str, from: &str, to: &str) {
 
 #[test]
 fn the_shipped_rules_check_and_pass() {
-    let (ok, out) = p2c_rules(&repo_rules(), "check");
+    let (ok, out) = p2c(&repo_rules(), &["check"]);
     assert!(ok, "{out}");
     assert!(
         out.contains("scripts compile, the catalogue is consistent"),
         "{out}"
     );
-    let (ok, out) = p2c_rules(&repo_rules(), "test");
+    let (ok, out) = p2c(&repo_rules(), &["test"]);
     assert!(ok, "{out}");
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
@@ -70,7 +85,7 @@ fn a_broken_rule_fails_check_and_test_with_its_place_and_a_caret() {
         .expect("edited")
         + 1;
     for action in ["check", "test"] {
-        let (ok, out) = p2c_rules(dir.path(), action);
+        let (ok, out) = p2c(dir.path(), &[action]);
         assert!(!ok, "{action} must fail:\n{out}");
         assert!(
             out.contains("error: Expecting ')'"),
@@ -95,7 +110,7 @@ fn a_failing_case_shows_its_input_and_an_expected_versus_actual_diff() {
         r#""expect": { "decision": "release" }"#,
         r#""expect": { "decision": "hold" }"#,
     );
-    let (ok, out) = p2c_rules(dir.path(), "test");
+    let (ok, out) = p2c(dir.path(), &["test"]);
     assert!(!ok, "{out}");
     assert!(
         out.contains("FAIL  credit_limit.rhai / an order within the limit is released"),
@@ -108,19 +123,6 @@ fn a_failing_case_shows_its_input_and_an_expected_versus_actual_diff() {
     assert!(out.contains("-   \"decision\": \"hold\""), "{out}");
     assert!(out.contains("+   \"decision\": \"release\""), "{out}");
     assert!(out.contains(" passed, 1 failed"), "{out}");
-}
-
-/// Runs `p2c --rules <dir> rules run …`.
-fn p2c_run(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
-        .args(["--rules", dir.to_str().expect("utf-8"), "rules", "run"])
-        .args(args)
-        .env_remove("P2C_RULES")
-        .output()
-        .expect("runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 #[test]
@@ -190,7 +192,7 @@ fn rules_run_reports_a_fault_at_its_line_and_unclear_names() {
 #[test]
 fn rules_defs_writes_definitions_beside_the_rules_without_disturbing_them() {
     let dir = copy_rules();
-    let (ok, out) = p2c_rules(dir.path(), "defs");
+    let (ok, out) = p2c(dir.path(), &["defs"]);
     assert!(ok, "{out}");
     let host =
         std::fs::read_to_string(dir.path().join(".defs/__static__.d.rhai")).expect("written");
@@ -200,25 +202,10 @@ fn rules_defs_writes_definitions_beside_the_rules_without_disturbing_them() {
     );
     // The definitions (`.d.rhai`) are not taken for rules.
     for action in ["check", "test"] {
-        let (ok, out) = p2c_rules(dir.path(), action);
+        let (ok, out) = p2c(dir.path(), &[action]);
         assert!(ok, "{action}: {out}");
         assert!(!out.contains("warning"), "{action}: {out}");
     }
-}
-
-/// Runs `p2c --rules <dir> rules <args…> --store <store>`.
-fn p2c_store(dir: &Path, store: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
-        .args(["--rules", dir.to_str().expect("utf-8"), "rules"])
-        .args(args)
-        .args(["--store", store.to_str().expect("utf-8")])
-        .env_remove("P2C_RULES")
-        .env_remove("P2C_STORE")
-        .output()
-        .expect("runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 #[test]

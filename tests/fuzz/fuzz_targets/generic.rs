@@ -3,8 +3,7 @@
 //! panic, and an accepted event is always of a system the sender may speak for.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use p2c_core::inbound::generic::Senders;
-use p2c_core::inbound::SignedAuth;
+use p2c_core::inbound::generic::{sign_request, Senders};
 
 #[path = "common.rs"]
 mod common;
@@ -17,13 +16,7 @@ fuzz_target!(|body: &[u8]| {
     .expect("config");
     let now = chrono::Utc::now();
     let mut req = common::request("/webhooks/events", "application/json", body);
-    req.headers.push(("x-p2c-sender".into(), "fuzz".into()));
-    req.headers
-        .push(("x-p2c-timestamp".into(), now.timestamp().to_string()));
-    req.headers.push((
-        "x-p2c-signature".into(),
-        SignedAuth::sign("fuzz-secret", now.timestamp(), body),
-    ));
+    sign_request(&mut req, "fuzz", "fuzz-secret", now.timestamp());
     match senders.accept(&req, now) {
         Ok(events) => {
             assert!(!events.is_empty());
