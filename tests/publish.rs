@@ -94,3 +94,67 @@ async fn a_published_credit_rule_applies_to_the_next_orders_and_a_rollback_undoe
     assert!(in_erp("ORD-PUB-3"));
     assert_eq!(version_of("ORD-PUB-3").await, started_with);
 }
+
+/// The sync step keeps each credit decision with the input the rule saw, and a candidate
+/// rule set evaluated over that history names the orders it would decide differently.
+#[tokio::test]
+async fn a_candidate_is_compared_with_the_decisions_actually_made() {
+    use p2c_core::ports::DecisionLog;
+    let (w, _d) = world().await;
+    let since = chrono::Utc::now() - chrono::Duration::seconds(1);
+    customer_with_item(&w, "ACC-DIFF", "10000").await;
+    for (n, qty) in [("ORD-D1", 5), ("ORD-D2", 14), ("ORD-D3", 30)] {
+        w.dataverse()
+            .create_document(
+                "salesorders",
+                order_header(n, "ACC-DIFF"),
+                vec![order_line("P-200", qty, "460.00")],
+            )
+            .expect("order");
+    }
+    w.settle().await.expect("settles");
+    let decisions = w.pipeline.store.decisions(since).await.expect("decisions");
+    let credit: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.rule == "credit_limit.rhai")
+        .collect();
+    let subjects: Vec<&str> = credit.iter().map(|d| d.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        vec!["order:ORD-D1", "order:ORD-D2", "order:ORD-D3"]
+    );
+    assert_eq!(credit[1].input["order"]["total"].to_string(), "6440");
+    assert_eq!(credit[1].output["decision"], "release");
+    assert_eq!(
+        credit[2].output["decision"], "hold",
+        "with the open orders, over 10,000"
+    );
+    assert!(credit
+        .iter()
+        .all(|d| d.rules_version == w.pipeline.sync.rules.version));
+    // A candidate holding orders over 80% of the limit: only ORD-D2 changes.
+    let mut files = rule_files();
+    let strict = files["credit_limit.rhai"].replace(
+        "if exposure > c.credit_limit {",
+        "if exposure > c.credit_limit * 0.8 {",
+    );
+    files.insert("credit_limit.rhai".into(), strict);
+    let candidate = p2c_core::rules::RuleSet::from_files(files).expect("candidate");
+    let report = p2c_core::rules::diff::diff(&w.pipeline.sync.rules, &candidate, &decisions);
+    let changed: Vec<(&str, &str, &str)> = report
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                c.decision.subject.as_str(),
+                c.current.as_str(),
+                c.candidate.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(changed, vec![("order:ORD-D2", "release", "hold")]);
+    assert_eq!(
+        report.summary[0].sentence(),
+        "1 order(s) would be held instead of released, total 6,440.00 USD"
+    );
+}

@@ -600,3 +600,43 @@ async fn published_rules<S: p2c_core::ports::RuleStore + Clone + 'static>(s: &S)
     );
     assert_eq!(s.activations(1).await.expect("newest").len(), 1);
 }
+
+on_both_stores!(decision_log: decision_log_embedded, decision_log_dynamodb);
+
+/// Decisions are kept once each and read back by time, across days.
+async fn decision_log<S: p2c_core::ports::DecisionLog>(s: &S) {
+    use p2c_core::ports::Decision;
+    let now = chrono::Utc::now();
+    let decision = |id: &str, at: chrono::DateTime<chrono::Utc>| Decision {
+        id: id.into(),
+        at,
+        rule: "credit_limit.rhai".into(),
+        subject: format!("order:{id}"),
+        input: serde_json::json!({"order": {"total": 1}}),
+        output: serde_json::json!({"decision": "release"}),
+        rules_version: "r-1".into(),
+    };
+    let old = decision("ORD-OLD", now - chrono::Duration::days(1));
+    let new = decision("ORD-NEW", now);
+    s.record(&old).await.expect("kept");
+    s.record(&new).await.expect("kept");
+    s.record(&new).await.expect("kept again: once");
+    let ids = |ds: Vec<Decision>| ds.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s
+            .decisions(now - chrono::Duration::days(2))
+            .await
+            .expect("read")),
+        vec!["ORD-OLD", "ORD-NEW"]
+    );
+    assert_eq!(
+        ids(s
+            .decisions(now - chrono::Duration::hours(1))
+            .await
+            .expect("read")),
+        vec!["ORD-NEW"]
+    );
+    let back = s.decisions(now).await.expect("read");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0], new, "stored as recorded");
+}

@@ -265,6 +265,22 @@ enum RulesAction {
         #[command(flatten)]
         at: StoreWhere,
     },
+    /// What a candidate rule set would decide differently: both evaluated over the credit
+    /// and rebate decisions kept in the store (or a folder of inputs), every changed
+    /// outcome listed, then a summary ("12 orders would be held instead of released").
+    Diff {
+        /// The candidate rules (a folder like `rules/`).
+        #[arg(long)]
+        candidate: PathBuf,
+        /// The decisions of the last N days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Instead: a folder of `.json` files, each `{"rule", "input"}` or a list of them.
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+        #[command(flatten)]
+        at: StoreWhere,
+    },
     /// The published versions, newest first, and which one is active.
     Versions {
         #[command(flatten)]
@@ -520,6 +536,22 @@ async fn run(cli: Cli) -> Result<()> {
                 RulesAction::Rollback { to, at } => {
                     rules_cmd::rollback(&open_store(at, true).await?, to.as_deref(), &mut out)
                         .await?
+                }
+                RulesAction::Diff {
+                    candidate,
+                    days,
+                    inputs,
+                    at,
+                } => {
+                    rules_cmd::diff(
+                        &cli.rules,
+                        &open_store(at, true).await?,
+                        &candidate,
+                        days,
+                        inputs.as_deref(),
+                        &mut out,
+                    )
+                    .await?
                 }
                 RulesAction::Versions { at } => {
                     rules_cmd::versions(&open_store(at, true).await?, &mut out).await?

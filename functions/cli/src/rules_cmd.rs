@@ -1,7 +1,7 @@
 //! `p2c rules …`: the analysts' commands.
 
 use anyhow::{bail, Result};
-use p2c_core::ports::RuleStore;
+use p2c_core::ports::{Decision, DecisionLog, RuleStore};
 use p2c_core::rules::cases::{self, CaseResult, DiffLine};
 use p2c_core::rules::diagnostic::{self, Severity};
 use p2c_core::rules::{live, trace};
@@ -419,6 +419,137 @@ pub async fn versions(store: &dyn RuleStore, out: &mut dyn Write) -> Result<()> 
             a.by,
             if i == 0 { "  (active)" } else { "" }
         )?;
+    }
+    Ok(())
+}
+
+/// Decisions from a folder: each `.json` file holds one `{"rule", "input"}` (optionally
+/// `"subject"`; a decision as the store keeps it has these too) or a list of them.
+fn decisions_in(folder: &std::path::Path) -> Result<Vec<Decision>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(&p)?;
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", p.display()))?;
+        let items = match doc {
+            serde_json::Value::Array(a) => a,
+            one => vec![one],
+        };
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        for (i, item) in items.into_iter().enumerate() {
+            let (Some(rule), Some(input)) =
+                (item.get("rule").and_then(|r| r.as_str()), item.get("input"))
+            else {
+                bail!("{name}[{i}] needs \"rule\" and \"input\"");
+            };
+            out.push(Decision {
+                id: format!("{name}#{i}"),
+                at: chrono::Utc::now(),
+                rule: rule.to_string(),
+                subject: item
+                    .get("subject")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{name}#{i}")),
+                input: input.clone(),
+                output: item.get("output").cloned().unwrap_or_default(),
+                rules_version: String::new(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `p2c rules diff`: the current rules (the active published version, else the folder)
+/// and a candidate, over recorded decisions; every changed outcome, then a summary.
+pub async fn diff<S: RuleStore + DecisionLog>(
+    dir: &Option<PathBuf>,
+    store: &S,
+    candidate: &std::path::Path,
+    days: u32,
+    inputs: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let current = match store.activations(1).await?.into_iter().next() {
+        Some(a) => match store.get_rules(&a.version).await? {
+            Some(files) => RuleSet::from_files(files)?,
+            None => bail!("the active rule set {} is not stored", a.version),
+        },
+        None => load(dir, out)?,
+    };
+    let candidate_dir = Some(candidate.to_path_buf());
+    let candidate = load(&candidate_dir, out)?;
+    let (decisions, from) = match inputs {
+        Some(folder) => (
+            decisions_in(folder)?,
+            format!("the inputs in {}", folder.display()),
+        ),
+        None => (
+            store
+                .decisions(chrono::Utc::now() - chrono::Duration::days(i64::from(days)))
+                .await?,
+            format!("the decisions of the last {days} day(s)"),
+        ),
+    };
+    let report = p2c_core::rules::diff::diff(&current, &candidate, &decisions);
+    writeln!(
+        out,
+        "{} decisions compared ({from}): rules {} against candidate {}\n",
+        report.compared, current.version, candidate.version
+    )?;
+    if report.changes.is_empty() {
+        writeln!(out, "no outcome would change")?;
+        return Ok(());
+    }
+    let width = report
+        .changes
+        .iter()
+        .map(|c| c.decision.subject.chars().count())
+        .max()
+        .unwrap_or(0);
+    for c in &report.changes {
+        let amount = c
+            .amount
+            .as_ref()
+            .map(|(a, cur)| format!("  {} {cur}", p2c_core::money::format_amount(*a)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<width$}  {}  {} → {}{amount}",
+            c.decision.subject, c.decision.rule, c.current, c.candidate
+        )?;
+    }
+    writeln!(out, "\nsummary:")?;
+    writeln!(out, "  | rule | now | candidate | decisions | total |")?;
+    writeln!(out, "  |---|---|---|---|---|")?;
+    for row in &report.summary {
+        let totals: Vec<String> = row
+            .totals
+            .iter()
+            .map(|(c, a)| format!("{} {c}", p2c_core::money::format_amount(*a)))
+            .collect();
+        writeln!(
+            out,
+            "  | {} | {} | {} | {} | {} |",
+            row.rule,
+            row.from,
+            row.to,
+            row.count,
+            totals.join(" + ")
+        )?;
+    }
+    writeln!(out)?;
+    for row in &report.summary {
+        writeln!(out, "{}", row.sentence())?;
     }
     Ok(())
 }

@@ -36,8 +36,8 @@ fn p2c(dir: &Path, args: &[&str]) -> (bool, String) {
         .env_remove("P2C_STORE")
         .output()
         .expect("runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).to_string()
+        + String::from_utf8_lossy(&out.stderr).as_ref();
     (out.status.success(), text)
 }
 
@@ -279,4 +279,118 @@ fn publish_refuses_broken_or_failing_rules_and_rollback_returns_to_the_last_vers
     );
     let (ok, out) = p2c_store(dir.path(), &store, &["rollback", "--to", "r-nope"]);
     assert!(!ok && out.contains("no stored rule set r-nope"), "{out}");
+}
+
+#[test]
+fn rules_diff_reports_changed_outcomes_from_the_store_and_from_a_folder() {
+    use p2c_core::ports::{Decision, DecisionLog};
+    let dir = tempfile::tempdir().expect("dir");
+    let store_path = dir.path().join("store.db");
+    let rules =
+        p2c_core::rules::RuleSet::load(&p2c_core::rules::DirLoader(repo_rules())).expect("rules");
+    let order = |n: u32, total: u32| {
+        serde_json::json!({
+            "order": {"number": format!("ORD-{n}"), "total": total, "currency": "EUR"},
+            "customer": {"number": "ACC-1", "financials_known": true, "credit_limit": 10000,
+                         "balance": 0, "open_orders": 0, "overdue_amount": 0,
+                         "days_overdue": 0, "on_hold": false}
+        })
+    };
+    // History: three credit decisions, as the sync step keeps them.
+    let store = p2c_core::embedded::EmbeddedStore::open(&store_path).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for (n, total) in [(1, 5000), (2, 8500), (3, 9900)] {
+        let input = order(n, total);
+        let output = rules.eval("credit_limit.rhai", &input).expect("decides");
+        rt.block_on(store.record(&Decision {
+            id: format!("d{n}"),
+            at: chrono::Utc::now(),
+            rule: "credit_limit.rhai".into(),
+            subject: format!("order:ORD-{n}"),
+            input,
+            output,
+            rules_version: rules.version.clone(),
+        }))
+        .expect("recorded");
+    }
+    drop(store);
+    // The candidate holds orders over 80% of the limit.
+    let candidate = copy_rules();
+    edit(
+        candidate.path(),
+        "credit_limit.rhai",
+        "if exposure > c.credit_limit {",
+        "if exposure > c.credit_limit * 0.8 {",
+    );
+    let cand = candidate.path().to_str().expect("utf-8");
+    let (ok, out) = p2c_store(&repo_rules(), &store_path, &["diff", "--candidate", cand]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("3 decisions compared (the decisions of the last 30 day(s))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("order:ORD-2  credit_limit.rhai  release → hold  8,500.00 EUR"),
+        "{out}"
+    );
+    assert!(
+        out.contains("order:ORD-3  credit_limit.rhai  release → hold  9,900.00 EUR"),
+        "{out}"
+    );
+    assert!(!out.contains("order:ORD-1 "), "{out}");
+    assert!(
+        out.contains("| credit_limit.rhai | release | hold | 2 | 18,400.00 EUR |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 order(s) would be held instead of released, total 18,400.00 EUR"),
+        "{out}"
+    );
+    // The same from a folder of inputs.
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).expect("dir");
+    std::fs::write(
+        inputs.join("orders.json"),
+        serde_json::json!([
+            {"rule": "credit_limit.rhai", "subject": "order:ORD-A", "input": order(9, 9000)},
+            {"rule": "credit_limit.rhai", "subject": "order:ORD-B", "input": order(8, 1000)}
+        ])
+        .to_string(),
+    )
+    .expect("write");
+    let (ok, out) = p2c_store(
+        &repo_rules(),
+        &dir.path().join("empty.db"),
+        &[
+            "diff",
+            "--candidate",
+            cand,
+            "--inputs",
+            inputs.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("order:ORD-A  credit_limit.rhai  release → hold"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 order(s) would be held instead of released, total 9,000.00 EUR"),
+        "{out}"
+    );
+    // The candidate against itself: nothing changes.
+    let (ok, out) = p2c_store(
+        candidate.path(),
+        &dir.path().join("empty.db"),
+        &[
+            "diff",
+            "--candidate",
+            cand,
+            "--inputs",
+            inputs.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok && out.contains("no outcome would change"), "{out}");
 }

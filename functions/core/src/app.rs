@@ -232,6 +232,7 @@ impl Pipeline {
                 audit: s.clone(),
                 figures: s.clone(),
                 publisher: s.clone(),
+                decisions: s.clone(),
                 rules,
                 live: None,
                 readers,

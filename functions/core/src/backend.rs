@@ -8,8 +8,9 @@ use crate::embedded::EmbeddedStore;
 use crate::error::{QueueError, StoreError};
 use crate::ports::{
     Activation, AuditEntry, AuditLog, Claim, Consumer, DeadLetter, DeadLetterSink, DeadLetters,
-    Delivery, EntityState, FiguresStore, IdemRecord, IdempotencyStore, OutMessage, ParkedEvent,
-    ParkingStore, Publisher, QueueName, RebateFigures, RuleStore, StateStore,
+    Decision, DecisionLog, Delivery, EntityState, FiguresStore, IdemRecord, IdempotencyStore,
+    OutMessage, ParkedEvent, ParkingStore, Publisher, QueueName, RebateFigures, RuleStore,
+    StateStore,
 };
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -194,6 +195,19 @@ impl ParkingStore for Backend {
     }
     async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
         store!(self, s => s.all_parked().await)
+    }
+}
+
+#[async_trait]
+impl DecisionLog for Backend {
+    async fn record(&self, decision: &Decision) -> Result<(), StoreError> {
+        store!(self, s => s.record(decision).await)
+    }
+    async fn decisions(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        store!(self, s => s.decisions(since).await)
     }
 }
 

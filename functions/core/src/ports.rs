@@ -500,3 +500,29 @@ pub trait RuleStore: Send + Sync {
     /// Activations, newest first, at most `limit`.
     async fn activations(&self, limit: usize) -> Result<Vec<Activation>, StoreError>;
 }
+
+// ---------------------------------------------------------------- decision log
+
+/// One decision a rule made on a live event (credit and rebate), with its input, so a
+/// candidate rule set can be evaluated against real history (`p2c rules diff`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Deterministic (rule, subject and input): a redelivered event records it once.
+    pub id: String,
+    pub at: DateTime<Utc>,
+    /// The script (`credit_limit.rhai`).
+    pub rule: String,
+    /// What it decided about (`order:ORD-1`, `invoice:PSI-1001`).
+    pub subject: String,
+    pub input: serde_json::Value,
+    pub output: serde_json::Value,
+    pub rules_version: String,
+}
+
+/// The decisions rules made, kept for a while (see each store) for `p2c rules diff`.
+#[async_trait]
+pub trait DecisionLog: Send + Sync {
+    async fn record(&self, decision: &Decision) -> Result<(), StoreError>;
+    /// Decisions made at or after `since`, oldest first.
+    async fn decisions(&self, since: DateTime<Utc>) -> Result<Vec<Decision>, StoreError>;
+}

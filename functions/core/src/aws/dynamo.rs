@@ -17,8 +17,9 @@ use super::{describe, Counters};
 use crate::domain::{EntityKey, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
-    Activation, AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
-    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, RuleStore, StateStore,
+    Activation, AuditEntry, AuditLog, Claim, Decision, DecisionLog, EntityState, FiguresStore,
+    IdemRecord, IdemStatus, IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, RuleStore,
+    StateStore,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
@@ -834,5 +835,51 @@ impl RuleStore for DynamoStore {
                     .map_err(|e| corrupt(RULES_ACTIVE, e))
             })
             .collect()
+    }
+}
+
+/// How long decisions are kept for `p2c rules diff`.
+const DECISIONS_KEEP: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Decisions are kept a partition per day (`decision#2026-11-23`), so the last N days are
+/// N queries.
+#[async_trait]
+impl DecisionLog for DynamoStore {
+    async fn record(&self, decision: &Decision) -> Result<(), StoreError> {
+        let body = serde_json::to_string(decision).map_err(|e| corrupt(&decision.id, e))?;
+        let ms = decision.at.timestamp_millis();
+        self.put(HashMap::from([
+            (
+                "pk".to_string(),
+                s(format!("decision#{}", decision.at.format("%Y-%m-%d"))),
+            ),
+            ("sk".to_string(), s(format!("{ms:013}#{}", decision.id))),
+            ("body".to_string(), s(body)),
+            ("ttl".to_string(), n((ms + dur_ms(DECISIONS_KEEP)) / 1000)),
+        ]))
+        .await
+    }
+
+    async fn decisions(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let mut out: Vec<Decision> = Vec::new();
+        let mut day = since.date_naive();
+        let today = chrono::Utc::now().date_naive();
+        while day <= today {
+            for item in self
+                .query(format!("decision#{}", day.format("%Y-%m-%d")))
+                .await?
+            {
+                let d: Decision = serde_json::from_str(get_s(&item, "body").unwrap_or(""))
+                    .map_err(|e| corrupt("decision", e))?;
+                if d.at >= since && !out.iter().any(|o| o.id == d.id) {
+                    out.push(d);
+                }
+            }
+            day = day.succ_opt().unwrap_or(today + chrono::Duration::days(1));
+        }
+        Ok(out)
     }
 }

@@ -80,6 +80,12 @@ CREATE TABLE IF NOT EXISTS message_dedup (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (queue, dedup_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decision (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS decision_by_time ON decision (at);
 CREATE TABLE IF NOT EXISTS rule_version (
     version TEXT PRIMARY KEY,
     body TEXT NOT NULL,

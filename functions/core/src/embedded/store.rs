@@ -4,8 +4,9 @@ use super::{ms_to_time, now_ms, Cached, EmbeddedStore, Tx};
 use crate::domain::{EntityKey, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
-    Activation, AuditEntry, AuditLog, Claim, EntityState, FiguresStore, IdemRecord, IdemStatus,
-    IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, RuleStore, StateStore,
+    Activation, AuditEntry, AuditLog, Claim, Decision, DecisionLog, EntityState, FiguresStore,
+    IdemRecord, IdemStatus, IdempotencyStore, ParkedEvent, ParkingStore, RebateFigures, RuleStore,
+    StateStore,
 };
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
@@ -430,6 +431,39 @@ impl RuleStore for EmbeddedStore {
         for r in rows {
             let body = r.map_err(StoreError::backend)?;
             out.push(serde_json::from_str(&body).map_err(|e| corrupt("rule_activation", e))?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl DecisionLog for EmbeddedStore {
+    async fn record(&self, decision: &Decision) -> Result<(), StoreError> {
+        let body = serde_json::to_string(decision).map_err(|e| corrupt(&decision.id, e))?;
+        let conn = self.lock()?;
+        conn.exec(
+            "INSERT INTO decision (id, at, body) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO NOTHING",
+            params![decision.id, decision.at.timestamp_millis(), body],
+        )
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn decisions(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM decision WHERE at >= ?1 ORDER BY at, id")
+            .map_err(StoreError::backend)?;
+        let rows = stmt
+            .query_map(params![since.timestamp_millis()], |r| r.get::<_, String>(0))
+            .map_err(StoreError::backend)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let body = r.map_err(StoreError::backend)?;
+            out.push(serde_json::from_str(&body).map_err(|e| corrupt("decision", e))?);
         }
         Ok(out)
     }

@@ -46,6 +46,8 @@ pub struct SyncCtx {
     pub audit: Arc<dyn AuditLog>,
     pub figures: Arc<dyn FiguresStore>,
     pub publisher: Arc<dyn Publisher>,
+    /// Where credit and rebate decisions are kept with their inputs (`p2c rules diff`).
+    pub decisions: Arc<dyn crate::ports::DecisionLog>,
     pub rules: Arc<RuleSet>,
     /// When set, each batch runs on the rule set active in the rule store (published with
     /// `p2c rules publish`), looked up at most every so often; `rules` until one is.

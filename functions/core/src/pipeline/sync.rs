@@ -995,6 +995,23 @@ struct Plan {
 
 // ---------------------------------------------------------------- credit
 
+/// Keeps a decision with its input for `p2c rules diff`. Analysis data, not the event's
+/// effect: a failure to keep it is logged and the event goes on.
+async fn record_decision(ctx: &SyncCtx, rule: &str, subject: &str, input: Value, output: &Value) {
+    let decision = crate::ports::Decision {
+        id: crate::json::hash_parts(&[rule, subject, &input.to_string()]),
+        at: chrono::Utc::now(),
+        rule: rule.to_string(),
+        subject: subject.to_string(),
+        input,
+        output: output.clone(),
+        rules_version: ctx.rules.version.clone(),
+    };
+    if let Err(e) = ctx.decisions.record(&decision).await {
+        tracing::warn!(rule, subject, error = %e, "could not keep the decision for rules diff");
+    }
+}
+
 async fn decide_credit(
     ctx: &SyncCtx,
     order: &SalesOrder,
@@ -1037,6 +1054,7 @@ async fn decide_credit(
         "customer": customer,
     });
     let out = ctx.rules.eval(script, &input)?;
+    record_decision(ctx, script, &format!("order:{}", order.number), input, &out).await;
     serde_json::from_value(out).map_err(|e| {
         SyncError::from(RuleError::BadOutput {
             rule: script.to_string(),
@@ -1156,6 +1174,14 @@ async fn plan_invoice(
                 "tier_before": figs.tier,
             });
             let out = ctx.rules.eval(&rebate_cfg.script, &input)?;
+            record_decision(
+                ctx,
+                &rebate_cfg.script,
+                &format!("invoice:{}", inv.number),
+                input,
+                &out,
+            )
+            .await;
             let get = |k: &str| out.get(k).and_then(crate::json::as_decimal);
             let bad = |what: &str| {
                 SyncError::from(RuleError::BadOutput {

@@ -6,6 +6,7 @@
 
 pub mod cases;
 pub mod diagnostic;
+pub mod diff;
 pub mod engine;
 pub mod fast;
 pub mod live;
