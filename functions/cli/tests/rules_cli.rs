@@ -394,3 +394,77 @@ fn rules_diff_reports_changed_outcomes_from_the_store_and_from_a_folder() {
     );
     assert!(ok && out.contains("no outcome would change"), "{out}");
 }
+
+#[path = "../../../tests/moto.rs"]
+#[allow(dead_code)]
+mod moto;
+
+/// The rule commands with `--aws`: a deployment's table on moto, named by the functions'
+/// environment variables.
+#[test]
+fn publish_versions_rollback_and_diff_work_on_dynamodb() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let endpoint = moto::endpoint();
+    let backend = rt
+        .block_on(p2c_core::aws::create_local(
+            &endpoint,
+            &moto::unique("cli"),
+            5,
+        ))
+        .expect("table and queues on moto");
+    let mut env: Vec<(String, String)> = vec![
+        ("P2C_TABLE".into(), backend.store.table().to_string()),
+        ("AWS_ENDPOINT_URL".into(), endpoint.clone()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+    ];
+    let urls = backend.queues.urls();
+    for (q, url) in &urls.queues {
+        let name = q.as_str().replace('-', "_").to_uppercase();
+        env.push((format!("P2C_{name}_QUEUE_URL"), url.clone()));
+        env.push((format!("P2C_{name}_DLQ_URL"), urls.dead_letters[q].clone()));
+    }
+    let run = |dir: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
+            .args(["--rules", dir.to_str().expect("utf-8"), "rules"])
+            .args(args)
+            .arg("--aws")
+            .env_remove("P2C_RULES")
+            .env_remove("P2C_STORE")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + String::from_utf8_lossy(&out.stderr).as_ref();
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&repo_rules(), &["publish"]);
+    assert!(ok, "{out}");
+    let candidate = copy_rules();
+    edit(
+        candidate.path(),
+        "credit_limit.rhai",
+        "let hold_after_days = 60;",
+        "let hold_after_days = 60; // v2",
+    );
+    let (ok, out) = run(candidate.path(), &["publish"]);
+    assert!(ok && out.contains("(activation 2)"), "{out}");
+    let (ok, out) = run(&repo_rules(), &["versions"]);
+    assert!(
+        ok && out.lines().count() == 2
+            && out.lines().next().is_some_and(|l| l.ends_with("(active)")),
+        "{out}"
+    );
+    let (ok, out) = run(&repo_rules(), &["rollback"]);
+    assert!(ok && out.contains("(activation 3)"), "{out}");
+    let cand = candidate.path().to_str().expect("utf-8").to_string();
+    let (ok, out) = run(&repo_rules(), &["diff", "--candidate", &cand]);
+    assert!(
+        ok && out.contains("0 decisions compared") && out.contains("no outcome would change"),
+        "{out}"
+    );
+}

@@ -100,6 +100,11 @@ impl SqsQueues {
 
     /// The queues' `maxReceiveCount`: on that receive, a failed message is moved to the
     /// dead-letter queue by us, with its reason, rather than by the redrive policy without.
+    /// The queues' and dead-letter queues' URLs.
+    pub fn urls(&self) -> &QueueUrls {
+        &self.urls
+    }
+
     pub fn with_max_receives(mut self, max_receives: u32) -> Self {
         self.max_receives = max_receives.max(1);
         self
