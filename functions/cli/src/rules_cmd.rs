@@ -1,6 +1,6 @@
 //! `p2c rules …`: the analysts' commands.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use p2c_core::ports::{Decision, DecisionLog, RuleStore};
 use p2c_core::rules::cases::{self, CaseResult, DiffLine};
 use p2c_core::rules::diagnostic::{self, Severity};
@@ -75,12 +75,12 @@ pub fn check(dir: &Option<PathBuf>, out: &mut dyn Write) -> Result<()> {
     if errors > 0 {
         bail!("{errors} error(s) in the rules");
     }
-    let rules = RuleSet::from_files(files)?;
+    // No errors: `diagnostic::check` has compiled every script and loaded the set.
     writeln!(
         out,
         "rules {}: {} scripts compile, the catalogue is consistent",
-        rules.version,
-        rules.script_names().count()
+        p2c_core::rules::content_version(&files),
+        files.keys().filter(|p| p.ends_with(".rhai")).count()
     )?;
     Ok(())
 }
@@ -337,20 +337,8 @@ pub async fn publish(
     store: &dyn RuleStore,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let files = loader(dir).load()?;
-    let errors: Vec<_> = diagnostic::check(&files)
-        .into_iter()
-        .filter(|d| d.severity == Severity::Error)
-        .collect();
-    if !errors.is_empty() {
-        write!(
-            out,
-            "{}",
-            diagnostic::render_all(&errors, &files, &origin(dir))
-        )?;
-        bail!("not published: {} error(s) in the rules", errors.len());
-    }
-    let rules = RuleSet::from_files(files.clone())?;
+    // Loading compiles the set once; if it does not load, every finding is shown.
+    let rules = load(dir, out).context("not published")?;
     let failed: Vec<CaseResult> = cases::run_all(&rules)
         .into_iter()
         .filter(|r| !r.passed())
@@ -361,7 +349,7 @@ pub async fn publish(
         }
         bail!("not published: {} rule case(s) fail", failed.len());
     }
-    let a = live::activate(store, &files, "publish", &operator()).await?;
+    let a = live::activate(store, rules.files(), "publish", &operator()).await?;
     writeln!(
         out,
         "published rules {} (activation {}); running services pick it up within their check interval",
