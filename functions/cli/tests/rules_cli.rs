@@ -29,11 +29,17 @@ fn copy_rules() -> tempfile::TempDir {
 
 /// Runs `p2c --rules <dir> rules <args…>`: (success, stdout + stderr).
 fn p2c(dir: &Path, args: &[&str]) -> (bool, String) {
+    p2c_with(dir, args, &[])
+}
+
+/// [`p2c`] with these environment variables set.
+fn p2c_with(dir: &Path, args: &[&str], env: &[(String, String)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
         .args(["--rules", dir.to_str().expect("utf-8"), "rules"])
         .args(args)
         .env_remove("P2C_RULES")
         .env_remove("P2C_STORE")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&out.stdout).to_string()
@@ -428,20 +434,7 @@ fn publish_versions_rollback_and_diff_work_on_dynamodb() {
         env.push((format!("P2C_{name}_QUEUE_URL"), url.clone()));
         env.push((format!("P2C_{name}_DLQ_URL"), urls.dead_letters[q].clone()));
     }
-    let run = |dir: &Path, args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_p2c"))
-            .args(["--rules", dir.to_str().expect("utf-8"), "rules"])
-            .args(args)
-            .arg("--aws")
-            .env_remove("P2C_RULES")
-            .env_remove("P2C_STORE")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("runs");
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + String::from_utf8_lossy(&out.stderr).as_ref();
-        (out.status.success(), text)
-    };
+    let run = |dir: &Path, args: &[&str]| p2c_with(dir, &[args, &["--aws"]].concat(), &env);
     let (ok, out) = run(&repo_rules(), &["publish"]);
     assert!(ok, "{out}");
     let candidate = copy_rules();
