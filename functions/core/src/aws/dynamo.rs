@@ -267,6 +267,17 @@ impl DynamoStore {
 
     /// Every item of a partition, in sort-key order (all pages).
     async fn query(&self, pk: String) -> Result<Vec<Item>, StoreError> {
+        self.query_with(pk, false, None).await
+    }
+
+    /// The items of a partition in sort-key order (`newest_first`: descending), at most
+    /// `limit` of them, over as many pages as it takes.
+    async fn query_with(
+        &self,
+        pk: String,
+        newest_first: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -277,6 +288,8 @@ impl DynamoStore {
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(pk.clone()))
+                .scan_index_forward(!newest_first)
+                .set_limit(limit.map(|l| i32::try_from(l - out.len()).unwrap_or(i32::MAX)))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -286,6 +299,9 @@ impl DynamoStore {
             self.counters
                 .read_units(read_units(items.iter().map(size).sum()));
             out.extend(items);
+            if limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(out),
@@ -812,22 +828,9 @@ impl RuleStore for DynamoStore {
     }
 
     async fn activations(&self, limit: usize) -> Result<Vec<Activation>, StoreError> {
-        self.counters.request("Query");
-        let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(RULES_ACTIVE))
-            .scan_index_forward(false)
-            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| backend("Query", &e))?;
-        let items = page.items.unwrap_or_default();
-        self.counters
-            .read_units(read_units(items.iter().map(size).sum()));
+        let items = self
+            .query_with(RULES_ACTIVE.into(), true, Some(limit.clamp(1, 1000)))
+            .await?;
         items
             .iter()
             .map(|i| {
