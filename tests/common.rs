@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const USD: &str = "083081e1-0737-eb11-bf68-0022489b563d";
-pub const PRIMARY_UNIT: &str = "5f8d9c10-0000-4000-8000-000000000100";
+pub use p2c_core::sim::dataverse::{PRIMARY_UNIT, USD};
 
 pub fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")

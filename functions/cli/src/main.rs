@@ -77,7 +77,7 @@ struct ServeArgs {
     #[arg(long, default_value = ".p2c/p2c.db", env = "P2C_STORE")]
     store: PathBuf,
     /// How often to look for a rule set published with `p2c rules publish` (seconds).
-    #[arg(long, env = "P2C_RULES_CHECK_SECS", default_value_t = 30)]
+    #[arg(long, env = "P2C_RULES_CHECK_SECS", default_value_t = p2c_core::rules::live::DEFAULT_CHECK_EVERY.as_secs())]
     rules_check_secs: u64,
     /// Dataverse Web API base, e.g. https://org.crm.dynamics.com/api/data/v9.2
     #[arg(long, env = "P2C_DATAVERSE_URL")]
@@ -440,8 +440,10 @@ async fn run(cli: Cli) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
+            // The address actually bound (`--listen 127.0.0.1:0` picks a free port).
+            let bound = listener.local_addr()?;
             eprintln!(
-                "p2c serving webhooks on http://{listen}/webhooks/{{dataverse,bc,salesforce,fo,events}} with rules {}",
+                "p2c serving webhooks on http://{bound}/webhooks/{{dataverse,bc,salesforce,fo,events}} with rules {}",
                 rules.version
             );
             let worker = pipeline.clone();

@@ -368,7 +368,11 @@ pub async fn rollback(store: &dyn RuleStore, to: Option<&str>, out: &mut dyn Wri
         Some(v) => v.to_string(),
         None => match history.iter().find(|a| a.version != current.version) {
             Some(a) => a.version.clone(),
-            None => bail!("{} is the only version ever active", current.version),
+            None => bail!(
+                "{} is the only version ever published: there is nothing earlier to return to \
+                 (the rules a service was started with are not stored until they are published)",
+                current.version
+            ),
         },
     };
     if target == current.version {

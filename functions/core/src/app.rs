@@ -250,12 +250,6 @@ impl Pipeline {
         }
     }
 
-    /// Processes queued work until every queue is empty (or `deadline` passes), doing
-    /// what the Lambda event source mappings do on AWS. Up to [`UNIT_BATCHES`] batches of
-    /// a queue run as one unit of work on the embedded store:
-    /// one commit for up to a hundred messages. A crash loses the unit's work and the queue
-    /// redelivers all of it, which every step is built to survive; a webhook answered
-    /// meanwhile commits what the unit has done so far first.
     /// Runs each sync batch on the rule set active in `store` (looked up at most every
     /// `every`), so `p2c rules publish` and `rollback` take effect without a restart. The
     /// rules given at start serve until a version is active.
@@ -272,7 +266,19 @@ impl Pipeline {
         self
     }
 
+    /// Processes queued work until every queue is empty (or `deadline` passes), doing
+    /// what the Lambda event source mappings do on AWS. Up to [`UNIT_BATCHES`] batches of
+    /// a queue run as one unit of work on the embedded store:
+    /// one commit for up to a hundred messages. A crash loses the unit's work and the queue
+    /// redelivers all of it, which every step is built to survive; a webhook answered
+    /// meanwhile commits what the unit has done so far first.
     pub async fn run_until_idle(&self, deadline: Duration) -> anyhow::Result<usize> {
+        // With live rules, a published or rolled-back rule set is picked up here too, not
+        // only by the next batch: the switch (and its log line) comes within the check
+        // interval even while no events arrive.
+        if let Some(live) = &self.sync.live {
+            live.current().await;
+        }
         let n = runner::run_until_idle(&self.store, deadline, |q| async move {
             let steps = async {
                 let mut total = 0;

@@ -15,7 +15,7 @@ use crate::pipeline::ingest::InboundAuth;
 use crate::pipeline::Timings;
 use crate::rules::RuleSet;
 use crate::sim::bc::{BcHookConfig, SimBusinessCentral};
-use crate::sim::dataverse::{DataverseHookConfig, SimDataverse};
+use crate::sim::dataverse::{DataverseHookConfig, SimDataverse, PRIMARY_UNIT, USD};
 use crate::sim::fo::{FoHookConfig, SimFinOps};
 use crate::sim::salesforce::{ChangeEventConfig, SimSalesforce};
 use crate::sim::Outbox;
@@ -65,8 +65,6 @@ const ITEM: &str = "P-200";
 const QUOTE: &str = "QUO-01001-A1B2C3";
 const ORDER_OK: &str = "ORD-01007-K4Z8V1";
 const ORDER_BIG: &str = "ORD-01008-M2P4R6";
-const USD: &str = "083081e1-0737-eb11-bf68-0022489b563d";
-const PRIMARY_UNIT: &str = "5f8d9c10-0000-4000-8000-000000000100";
 /// The simulated Salesforce org's id (in its change events' `source`).
 const SALESFORCE_ORG: &str = "00D5f000005KcCnEAK";
 

@@ -110,11 +110,10 @@ pub async fn pipeline_from_env() -> anyhow::Result<Pipeline> {
     let backend = backend_from_env().await?;
     // Rule sets published with `p2c rules publish --aws` replace the built-in rules
     // between batches, looked up at most every P2C_RULES_CHECK_SECS (30).
-    let every = std::time::Duration::from_secs(
-        var("P2C_RULES_CHECK_SECS")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30),
-    );
+    let every = var("P2C_RULES_CHECK_SECS")
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(crate::rules::live::DEFAULT_CHECK_EVERY);
     let rule_store: Arc<dyn crate::ports::RuleStore> = Arc::new(backend.clone());
     Ok(
         Pipeline::new(backend, rules, auth, &endpoints, Timings::default())?

@@ -109,6 +109,11 @@ pub struct SimDataverse {
     pub url: String,
 }
 
+/// The seeded US dollar currency (`transactioncurrencies`).
+pub const USD: &str = "083081e1-0737-eb11-bf68-0022489b563d";
+/// The seeded primary unit (`uoms`), the first of the default unit group.
+pub const PRIMARY_UNIT: &str = "5f8d9c10-0000-4000-8000-000000000100";
+
 /// The user who makes changes through the simulated UI.
 pub const HUMAN_USER: &str = "d89254ff-9438-ef11-a315-000d3a5a54dc";
 
@@ -190,11 +195,10 @@ impl SimDataverse {
             price_list_id,
             json!({"pricelevelid": price_list_id, "name": "Retail USD"}),
         );
-        let usd = "083081e1-0737-eb11-bf68-0022489b563d";
         put(
             "transactioncurrencies",
-            usd,
-            json!({"transactioncurrencyid": usd, "currencyname": "US Dollar", "isocurrencycode": "USD"}),
+            USD,
+            json!({"transactioncurrencyid": USD, "currencyname": "US Dollar", "isocurrencycode": "USD"}),
         );
     }
 
