@@ -2,7 +2,7 @@
 //! through the whole pipeline with the same guarantees as a system's own webhooks.
 
 use crate::common::{inbound_depth, outcomes, world};
-use p2c_core::inbound::generic::{sign_request, Senders};
+use p2c_core::inbound::generic::{signed_request, Senders};
 use p2c_core::inbound::{SignedAuth, WebhookRequest};
 use p2c_core::pipeline::ingest::ingest;
 use serde_json::{json, Value};
@@ -10,15 +10,7 @@ use serde_json::{json, Value};
 const SECRET: &str = "bridge-secret";
 
 fn signed(sender: &str, secret: &str, ts: i64, body: &Value) -> WebhookRequest {
-    let mut req = WebhookRequest {
-        method: "POST".into(),
-        path: "/webhooks/events".into(),
-        query: vec![],
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: serde_json::to_vec(body).expect("json"),
-    };
-    sign_request(&mut req, sender, secret, ts);
-    req
+    signed_request(serde_json::to_vec(body).expect("json"), sender, secret, ts)
 }
 
 /// A Dataverse account as a middleware that listens to the CRM would send it.

@@ -158,6 +158,19 @@ pub fn sign_request(req: &mut WebhookRequest, sender: &str, secret: &str, timest
     ]);
 }
 
+/// A signed `POST /webhooks/events` carrying `body` (a JSON batch) from `sender`.
+pub fn signed_request(body: Vec<u8>, sender: &str, secret: &str, timestamp: i64) -> WebhookRequest {
+    let mut req = WebhookRequest {
+        method: "POST".into(),
+        path: "/webhooks/events".into(),
+        query: vec![],
+        headers: vec![("content-type".into(), "application/json".into())],
+        body,
+    };
+    sign_request(&mut req, sender, secret, timestamp);
+    req
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -358,15 +371,7 @@ mod tests {
     }
 
     fn request(body: &Value, sender: &str, secret: &str, ts: i64) -> WebhookRequest {
-        let mut req = WebhookRequest {
-            method: "POST".into(),
-            path: "/webhooks/events".into(),
-            query: vec![],
-            headers: vec![("content-type".into(), "application/json".into())],
-            body: serde_json::to_vec(body).expect("json"),
-        };
-        sign_request(&mut req, sender, secret, ts);
-        req
+        signed_request(serde_json::to_vec(body).expect("json"), sender, secret, ts)
     }
 
     fn customer() -> Value {

@@ -98,43 +98,37 @@ impl Diagnostic {
     }
 }
 
+/// Parses one of the TOML files, if present; a parse error becomes a finding at its place.
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    files: &BTreeMap<String, String>,
+    name: &str,
+    out: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let text = files.get(name)?;
+    toml::from_str(text)
+        .map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            out.push(Diagnostic::error(name, line, column, e.message().trim()));
+        })
+        .ok()
+}
+
 /// Checks a whole rule set and returns every finding (empty: it loads and every script has
 /// its test cases). Scripts are compiled one by one, so a broken script does not hide the
 /// next one; the catalogue's cross-checks run once every file parses.
 pub fn check(files: &BTreeMap<String, String>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut maps_ok = true;
-    for name in ["flows.toml", "value_maps.toml"] {
-        match files.get(name) {
-            None if name == "flows.toml" => {
-                out.push(Diagnostic::error(
-                    name,
-                    0,
-                    0,
-                    "flows.toml is missing: it names the flows and their scripts",
-                ));
-            }
-            None => {}
-            Some(text) => {
-                let parsed = if name == "flows.toml" {
-                    toml::from_str::<super::Catalogue>(text).map(|_| ())
-                } else {
-                    toml::from_str::<engine::ValueMaps>(text).map(|_| ())
-                };
-                if let Err(e) = parsed {
-                    let (line, column) =
-                        e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-                    out.push(Diagnostic::error(name, line, column, e.message().trim()));
-                    maps_ok &= name != "value_maps.toml";
-                }
-            }
-        }
+    if !files.contains_key("flows.toml") {
+        out.push(Diagnostic::error(
+            "flows.toml",
+            0,
+            0,
+            "flows.toml is missing: it names the flows and their scripts",
+        ));
     }
-    let maps: engine::ValueMaps = files
-        .get("value_maps.toml")
-        .filter(|_| maps_ok)
-        .and_then(|t| toml::from_str(t).ok())
-        .unwrap_or_default();
+    let _ = parse_toml::<super::Catalogue>(files, "flows.toml", &mut out);
+    let maps: engine::ValueMaps =
+        parse_toml(files, "value_maps.toml", &mut out).unwrap_or_default();
     let engine = engine::build_engine(engine::Limits::default(), std::sync::Arc::new(maps));
     for (path, text) in files.iter().filter(|(p, _)| p.ends_with(".rhai")) {
         if let Err(RuleError::Compile {
