@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod demo_story;
 mod dlq;
+mod embedded_log;
 mod fin_ops;
 mod flows;
 mod guarantees;

@@ -36,12 +36,35 @@ fn step(subject: &str, outcome: &str) -> AuditEntry {
     }
 }
 
+/// An embedded store on a file (the contracts run on it as well as in memory).
+fn on_file(settings: QueueSettings) -> (EmbeddedStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = EmbeddedStore::open(dir.path().join("contract.p2c"))
+        .expect("store")
+        .with_queue_settings(settings);
+    (s, dir)
+}
+
+/// What a contract left in the file reads back, before and after a compaction.
+fn reopens(s: EmbeddedStore) {
+    let path = s.path().expect("a file").to_path_buf();
+    drop(s);
+    EmbeddedStore::open(&path)
+        .expect("reopens")
+        .compact()
+        .expect("compacts");
+    EmbeddedStore::open(&path).expect("reopens compacted");
+}
+
 /// Runs a store contract on both adapters.
 macro_rules! on_both_stores {
     ($contract:ident: $embedded:ident, $dynamo:ident) => {
         #[tokio::test]
         async fn $embedded() {
             $contract(&EmbeddedStore::in_memory().expect("store")).await;
+            let (s, _dir) = on_file(QueueSettings::default());
+            $contract(&s).await;
+            reopens(s);
         }
 
         #[tokio::test]
@@ -169,13 +192,19 @@ macro_rules! on_both_queues {
     ($contract:ident: $embedded:ident, $sqs:ident) => {
         #[tokio::test]
         async fn $embedded() {
-            let q = EmbeddedStore::in_memory()
-                .expect("store")
-                .with_queue_settings(QueueSettings {
-                    max_receives: 2,
-                    dedup_window: Duration::from_secs(300),
-                });
+            let settings = QueueSettings {
+                max_receives: 2,
+                dedup_window: Duration::from_secs(300),
+            };
+            $contract(
+                &EmbeddedStore::in_memory()
+                    .expect("store")
+                    .with_queue_settings(settings),
+            )
+            .await;
+            let (q, _dir) = on_file(settings);
             $contract(&q).await;
+            reopens(q);
         }
 
         #[tokio::test]

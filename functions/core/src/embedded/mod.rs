@@ -1,174 +1,334 @@
-//! The embedded adapters: one SQLite file (WAL journal) that implements every store
-//! port and a durable FIFO queue with dead letters, for `p2c demo`, `p2c serve` and the
-//! fast tests. Real implementations with the same contracts as DynamoDB and SQS FIFO:
-//! conditional writes, expiry checked on read, per-group order, deduplication window,
-//! a receive limit that moves messages to the dead-letter queue.
+//! The embedded adapters: one file that implements every store port and a durable FIFO
+//! queue with dead letters, for `p2c demo`, `p2c serve` and the fast tests. Real
+//! implementations with the same contracts as DynamoDB and SQS FIFO: conditional writes,
+//! expiry checked on read, per-group order, deduplication window, a receive limit that
+//! moves messages to the dead-letter queue.
 //!
-//! `synchronous=NORMAL` in WAL mode survives a killed process (not a power cut) without an
-//! fsync per commit, which is what a development store needs.
+//! The file is a log ([`log`]): each commit appends one frame of changes ([`tables::Op`]),
+//! and the tables live in memory, rebuilt from the log when the store is opened. Several
+//! processes can share the file: each commit first reads what the others appended. Audit
+//! entries and recorded decisions stay in the file; only their index is in memory. When
+//! the file has grown to more than twice what the tables hold, it is compacted.
+//!
+//! A commit survives a killed process (the write is in the operating system's page cache
+//! when it returns), not a power cut, which is what a development store needs. Stores
+//! written by earlier versions on SQLite are imported when first opened ([`import`]).
 
+mod codec;
+mod import;
+mod log;
 mod queue;
 mod store;
+mod tables;
 
 pub use queue::QueueSettings;
 
 use crate::error::StoreError;
-use rusqlite::Connection;
+use log::{LogFile, OpenError, Tail};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tables::{Cold, ColdAt, Op, Tables};
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS idem (
-    key TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    locked_until INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    outcome TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS entity (
-    key TEXT PRIMARY KEY,
-    entity_type TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-DROP INDEX IF EXISTS entity_by_type;
-CREATE TABLE IF NOT EXISTS xref (
-    source TEXT PRIMARY KEY,
-    entity_key TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS parked (
-    dependency TEXT NOT NULL,
-    id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (dependency, id)
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    subject TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_subject ON audit (subject, seq);
-CREATE TABLE IF NOT EXISTS open_order (
-    account TEXT NOT NULL,
-    order_no TEXT NOT NULL,
-    amount TEXT NOT NULL,
-    PRIMARY KEY (account, order_no)
-);
-CREATE TABLE IF NOT EXISTS rebate (
-    account TEXT NOT NULL,
-    period TEXT NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (account, period)
-);
-CREATE TABLE IF NOT EXISTS message (
-    seq INTEGER PRIMARY KEY,
-    queue TEXT NOT NULL,
-    group_id TEXT NOT NULL,
-    dedup_id TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    visible_at INTEGER NOT NULL DEFAULT 0,
-    receipt TEXT,
-    last_error TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS message_order ON message (queue, seq);
-CREATE TABLE IF NOT EXISTS message_dedup (
-    queue TEXT NOT NULL,
-    dedup_id TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (queue, dedup_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS decision (
-    id TEXT PRIMARY KEY,
-    at INTEGER NOT NULL,
-    body TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS decision_by_time ON decision (at);
-CREATE TABLE IF NOT EXISTS rule_version (
-    version TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    stored_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rule_activation (
-    seq INTEGER PRIMARY KEY,
-    version TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letter (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL UNIQUE,
-    queue TEXT NOT NULL,
-    group_id TEXT NOT NULL,
-    dedup_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    code TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-"#;
-
-/// The schema version [`SCHEMA`] describes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
-
-/// Version 2 makes the small keyed tables `WITHOUT ROWID` (one b-tree each instead of a
-/// table and its key index), drops the `AUTOINCREMENT` counters of the hot tables, and
-/// keeps queued messages in `message` without a receipt index: queueing a webhook writes
-/// three b-tree pages instead of seven. Before [`SCHEMA`] runs, the version-1 tables that
-/// change shape are renamed out of the way; after, their rows are copied over.
-const MIGRATE_1_BEFORE: &str = r#"
-ALTER TABLE idem RENAME TO idem_v1;
-ALTER TABLE xref RENAME TO xref_v1;
-ALTER TABLE audit RENAME TO audit_v1;
-DROP INDEX IF EXISTS audit_by_subject;
-"#;
-
-/// The deduplication entries of a version-1 store are dropped: a redelivery inside the
-/// old window is still caught by the sync step's idempotency claim.
-const MIGRATE_1_AFTER: &str = r#"
-INSERT INTO idem SELECT key, status, locked_until, expires_at, outcome FROM idem_v1;
-DROP TABLE idem_v1;
-INSERT INTO xref SELECT source, entity_key FROM xref_v1;
-DROP TABLE xref_v1;
-INSERT INTO audit (seq, subject, body) SELECT seq, subject, body FROM audit_v1;
-DROP TABLE audit_v1;
-INSERT INTO message (queue, group_id, dedup_id, message_id, body, receive_count, visible_at,
-                     receipt, last_error)
-    SELECT queue, group_id, dedup_id, message_id, body, receive_count, visible_at, receipt,
-           last_error
-    FROM queue ORDER BY seq;
-DROP TABLE queue;
-DROP TABLE IF EXISTS queue_dedup;
-"#;
+/// The file is not considered for compaction below this size.
+const COMPACT_MIN: u64 = 64 << 20;
+/// Frames of a compacted file are about this large.
+const SNAPSHOT_FRAME: usize = 1 << 20;
 
 tokio::task_local! {
     /// Set on the task running a unit of work: the id of the store it belongs to.
     static UNIT: u64;
 }
 
-/// The connection, and whether a unit of work's transaction is open on it.
-pub(crate) struct Inner {
-    conn: Connection,
+/// The tables, the file, and the transaction being built.
+pub(crate) struct Engine {
+    pub(crate) tables: Tables,
+    log: Option<LogFile>,
+    /// Encoded ops not yet in the file.
+    txn: Vec<u8>,
+    /// Entries kept in the file that are in `txn`: where they are, and how long.
+    cold: Vec<(ColdAt, usize, usize)>,
+    /// A unit of work is open: the file is locked and `txn` collects its ops.
     unit_open: bool,
+    /// A write to the file failed: memory is ahead of the file, so it is read again.
+    stale: bool,
+    /// The file size at which compaction is next considered.
+    compact_at: u64,
 }
 
-impl std::ops::Deref for Inner {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        &self.conn
+fn io_error(path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Backend {
+        message: format!("{}: {e}", path.display()),
+        source: None,
     }
 }
 
-/// The embedded store and queue. Cheap to clone; clones share one connection.
+impl Engine {
+    fn memory() -> Self {
+        Self {
+            tables: Tables::default(),
+            log: None,
+            txn: Vec::new(),
+            cold: Vec::new(),
+            unit_open: false,
+            stale: false,
+            compact_at: u64::MAX,
+        }
+    }
+
+    /// Reads what other processes appended (with the lock held); a file replaced by
+    /// another process's compaction, or a failed write here, means reading it all again.
+    fn catch_up(&mut self) -> Result<(), StoreError> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let path = log.path().to_path_buf();
+        let (replaced, _) = log.changed().map_err(|e| io_error(&path, e))?;
+        if replaced || self.stale {
+            log.reopen().map_err(|e| open_error(&path, e))?;
+            self.tables = Tables::default();
+            self.stale = false;
+        }
+        let tables = &mut self.tables;
+        let read = log
+            .read_new(|base, payload| {
+                tables.apply_frame(base, payload).map_err(|e| {
+                    ReadFailed(StoreError::Corrupt {
+                        key: format!("{} at {base}", path.display()),
+                        message: e.to_string(),
+                    })
+                })
+            })
+            .map_err(|ReadFailed(e)| e)?;
+        match read {
+            Ok(Tail::Clean) => Ok(()),
+            // Cut short by a crash: nobody else is writing while the lock is held.
+            Ok(Tail::Torn(at)) => {
+                tracing::warn!(path = %path.display(), at, "dropping a transaction cut short by a crash");
+                log.cut_torn_tail().map_err(|e| io_error(&path, e))
+            }
+            Err(d) => Err(StoreError::Corrupt {
+                key: path.display().to_string(),
+                message: format!(
+                    "the frame at byte {} fails its checksum and more follows: the file is damaged",
+                    d.at
+                ),
+            }),
+        }
+    }
+
+    /// Before reading: what other processes committed is read in first. Inside a unit
+    /// the lock is held, so there is nothing to read; a reader outside an open unit
+    /// commits what the unit has done so far first.
+    fn refresh(&mut self, in_unit: bool) -> Result<(), StoreError> {
+        if self.unit_open {
+            if in_unit {
+                return Ok(());
+            }
+            self.commit_unit()?;
+        }
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let (replaced, grown) = log.changed().map_err(|e| io_error(log.path(), e))?;
+        if replaced || grown || self.stale {
+            self.lock()?;
+            let r = self.catch_up();
+            self.unlock();
+            r?;
+        }
+        Ok(())
+    }
+
+    fn lock(&mut self) -> Result<(), StoreError> {
+        if let Some(log) = self.log.as_mut() {
+            log.lock().map_err(|e| io_error(log.path(), e))?;
+        }
+        Ok(())
+    }
+
+    fn unlock(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            log.unlock();
+        }
+    }
+
+    /// Starts a write: the file locked and read up to date (once per unit).
+    fn begin(&mut self, in_unit: bool) -> Result<(), StoreError> {
+        if self.unit_open && !in_unit {
+            self.commit_unit()?;
+        }
+        if in_unit && self.unit_open {
+            return Ok(());
+        }
+        self.lock()?;
+        if let Err(e) = self.catch_up() {
+            self.unlock();
+            return Err(e);
+        }
+        self.unit_open = in_unit;
+        Ok(())
+    }
+
+    /// Applies `ops` to the tables and adds them to the transaction.
+    fn apply(&mut self, ops: Vec<Op>) {
+        let durable = self.log.is_some();
+        for op in ops {
+            let body = if durable {
+                op.encode(&mut self.txn)
+            } else {
+                None
+            };
+            if let (Some(at), Some((pos, len))) = (self.tables.apply(op), body) {
+                self.cold.push((at, pos, len));
+            }
+        }
+    }
+
+    /// Ends a write: outside a unit, the transaction is written and the file unlocked.
+    fn end(&mut self) -> Result<(), StoreError> {
+        if self.unit_open {
+            return Ok(());
+        }
+        let r = self.flush();
+        self.unlock();
+        r
+    }
+
+    fn commit_unit(&mut self) -> Result<(), StoreError> {
+        self.unit_open = false;
+        let r = self.flush();
+        self.unlock();
+        r
+    }
+
+    /// Writes the transaction as one frame (with the lock held).
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        if self.txn.is_empty() {
+            return Ok(());
+        }
+        let written = log.append(&self.txn);
+        self.txn.clear();
+        match written {
+            Ok(base) => {
+                for (at, pos, len) in self.cold.drain(..) {
+                    self.tables.settle_cold(&at, base + pos as u64, len);
+                }
+            }
+            Err(e) => {
+                self.cold.clear();
+                self.stale = true;
+                return Err(io_error(log.path(), e));
+            }
+        }
+        if log.end() > self.compact_at {
+            self.compact(false)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file with only what the tables hold, when that is less than half of it
+    /// (or when `force`d), with the lock held.
+    fn compact(&mut self, force: bool) -> Result<(), StoreError> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let path = log.path().to_path_buf();
+        let size = log.end();
+        let live = self.tables.live_bytes();
+        if !force && (size < COMPACT_MIN || size < live.saturating_mul(2)) {
+            self.compact_at = size.saturating_mul(2).max(COMPACT_MIN);
+            return Ok(());
+        }
+        let reader = log.reader().map_err(|e| io_error(&path, e))?;
+        let read = |c: &Cold| -> std::io::Result<String> {
+            match c {
+                Cold::Mem(s) => Ok(s.clone()),
+                Cold::Disk { offset, len } => read_cold(&reader, *offset, *len),
+            }
+        };
+        let tables = &self.tables;
+        let written = log.rewrite(|emit| tables.snapshot(SNAPSHOT_FRAME, &read, emit));
+        // Whether it worked or not, the tables are read again from the file now there.
+        self.stale = true;
+        written.map_err(|e| io_error(&path, e))?;
+        self.catch_up()?;
+        let log = self.log.as_ref().map(LogFile::end).unwrap_or_default();
+        tracing::info!(path = %path.display(), from = size, to = log, "compacted the store");
+        self.compact_at = log.saturating_mul(2).max(COMPACT_MIN);
+        Ok(())
+    }
+
+    /// The body of an audit entry or decision.
+    pub(crate) fn cold(&self, c: &Cold) -> Result<String, StoreError> {
+        match c {
+            Cold::Mem(s) => Ok(s.clone()),
+            Cold::Disk { offset, len } => {
+                let log = self.log.as_ref().ok_or_else(|| StoreError::Backend {
+                    message: "a value kept in a file, in a store without one".into(),
+                    source: None,
+                })?;
+                log.read_at(*offset, *len as usize)
+                    .map_err(|e| io_error(log.path(), e))
+                    .and_then(|b| {
+                        String::from_utf8(b).map_err(|e| StoreError::Corrupt {
+                            key: format!("{} at {offset}", log.path().display()),
+                            message: e.to_string(),
+                        })
+                    })
+            }
+        }
+    }
+}
+
+/// A frame that would not apply, or the file that would not read.
+struct ReadFailed(StoreError);
+
+impl From<std::io::Error> for ReadFailed {
+    fn from(e: std::io::Error) -> Self {
+        ReadFailed(StoreError::backend(e))
+    }
+}
+
+fn read_cold(file: &std::fs::File, offset: u64, len: u32) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, offset)?;
+    String::from_utf8(buf).map_err(std::io::Error::other)
+}
+
+fn open_error(path: &Path, e: OpenError) -> StoreError {
+    let message = match e {
+        OpenError::Io(e) => format!("{}: {e}", path.display()),
+        OpenError::Sqlite => format!(
+            "{} is an SQLite store of an earlier p2c that was not imported",
+            path.display()
+        ),
+        OpenError::NotAStore => format!("{} is not a p2c store", path.display()),
+        OpenError::Newer(v) => format!(
+            "the store was written by a newer p2c (store format {v}; this one knows up to {})",
+            log::FORMAT
+        ),
+    };
+    StoreError::Backend {
+        message,
+        source: None,
+    }
+}
+
+/// The embedded store and queue. Cheap to clone; clones share one engine.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     id: u64,
-    conn: Arc<Mutex<Inner>>,
+    engine: Arc<Mutex<Engine>>,
     path: Option<PathBuf>,
     queue: QueueSettings,
     /// When the queue's deduplication entries are next swept for expiry.
     next_sweep: Arc<std::sync::atomic::AtomicI64>,
+    /// When expired idempotency records are next dropped.
+    next_idem_sweep: Arc<std::sync::atomic::AtomicI64>,
     /// Sends waiting for the next group commit.
     pending_sends: Arc<Mutex<Vec<queue::PendingSend>>>,
     /// Group commits made (for tests and the benchmark's report).
@@ -184,52 +344,44 @@ impl EmbeddedStore {
                 std::fs::create_dir_all(dir).map_err(StoreError::backend)?;
             }
         }
-        let conn = Connection::open(path).map_err(StoreError::backend)?;
-        Self::init(conn, Some(path.to_path_buf()))
+        let log = match LogFile::open(path) {
+            Err(OpenError::Sqlite) => {
+                import::from_sqlite(path)?;
+                LogFile::open(path)
+            }
+            other => other,
+        }
+        .map_err(|e| open_error(path, e))?;
+        let mut engine = Engine {
+            log: Some(log),
+            compact_at: 0,
+            ..Engine::memory()
+        };
+        engine.lock()?;
+        // Read it all in, and compact it now if it is mostly what was deleted since.
+        let opened = engine.catch_up().and_then(|()| engine.compact(false));
+        engine.unlock();
+        opened?;
+        Ok(Self::with_engine(engine, Some(path.to_path_buf())))
     }
 
     /// An in-memory store (tests and benchmarks that do not need durability).
     pub fn in_memory() -> Result<Self, StoreError> {
-        let conn = Connection::open_in_memory().map_err(StoreError::backend)?;
-        Self::init(conn, None)
+        Ok(Self::with_engine(Engine::memory(), None))
     }
 
-    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(StoreError::backend)?;
-        conn.execute_batch(
-            // A checkpoint every 4,000 pages (16 MiB of WAL) instead of 1,000: the hot pages
-            // (queue, keys) are copied back once per checkpoint, so fewer checkpoints copy
-            // less (2,000 webhooks drained: 7% faster).
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;
-             PRAGMA cache_size=-16384; PRAGMA mmap_size=268435456;
-             PRAGMA wal_autocheckpoint=4000;",
-        )
-        .map_err(StoreError::backend)?;
-        // Every statement is prepared once and reused (there are about forty). The query
-        // planner's stability guarantee keeps them that way: without it, the bundled build's
-        // STAT4 re-prepares a statement whenever a bound key changes (measured on the parked
-        // lookup, once per event).
-        conn.set_prepared_statement_cache_capacity(64);
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )
-        .map_err(StoreError::backend)?;
-        create_or_migrate(&conn)?;
+    fn with_engine(engine: Engine, path: Option<PathBuf>) -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Ok(Self {
+        Self {
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            conn: Arc::new(Mutex::new(Inner {
-                conn,
-                unit_open: false,
-            })),
+            engine: Arc::new(Mutex::new(engine)),
             path,
             queue: QueueSettings::default(),
             next_sweep: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            next_idem_sweep: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             pending_sends: Arc::new(Mutex::new(Vec::new())),
             group_commits: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        })
+        }
     }
 
     /// Changes the queue behaviour (receive limit, deduplication window).
@@ -253,12 +405,21 @@ impl EmbeddedStore {
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, StoreError> {
         let out = UNIT.scope(self.id, work).await;
-        let mut inner = self.conn.lock().map_err(|_| poisoned())?;
-        if inner.unit_open {
-            inner.unit_open = false;
-            inner.conn.exec("COMMIT", []).map_err(StoreError::backend)?;
+        let mut engine = self.engine()?;
+        if engine.unit_open {
+            engine.commit_unit()?;
         }
         Ok(out)
+    }
+
+    /// Rewrites the file now with only what the store holds (it is done by itself when the
+    /// file has grown to more than twice that).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let mut engine = self.engine()?;
+        engine.begin(false)?;
+        let r = engine.compact(true);
+        engine.unlock();
+        r
     }
 
     /// How many group commits of webhook sends this store has made.
@@ -272,154 +433,47 @@ impl EmbeddedStore {
         UNIT.try_with(|id| *id == self.id).unwrap_or(false)
     }
 
-    /// The connection, with the unit transaction opened for a caller inside the unit and
-    /// committed for any other caller.
-    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        let mut inner = self.conn.lock().map_err(|_| poisoned())?;
-        let in_unit = self.in_unit();
-        if in_unit && !inner.unit_open {
-            inner
-                .conn
-                .exec("BEGIN IMMEDIATE", [])
-                .map_err(StoreError::backend)?;
-            inner.unit_open = true;
-        } else if !in_unit && inner.unit_open {
-            inner.unit_open = false;
-            inner.conn.exec("COMMIT", []).map_err(StoreError::backend)?;
+    fn engine(&self) -> Result<MutexGuard<'_, Engine>, StoreError> {
+        self.engine.lock().map_err(|_| poisoned())
+    }
+
+    /// Reads the tables, up to date with what other processes committed.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut engine = self.engine()?;
+        engine.refresh(self.in_unit())?;
+        f(&engine)
+    }
+
+    /// A write: `decide` looks at the tables and returns the ops to apply (every check is
+    /// made before anything changes) and its answer; the ops are committed, or join the
+    /// open unit.
+    pub(crate) fn write<T, E: From<StoreError>>(
+        &self,
+        decide: impl FnOnce(&Tables) -> Result<(Vec<Op>, T), E>,
+    ) -> Result<T, E> {
+        let mut engine = self.engine()?;
+        engine.begin(self.in_unit())?;
+        match decide(&engine.tables) {
+            Ok((ops, out)) => {
+                engine.apply(ops);
+                engine.end()?;
+                Ok(out)
+            }
+            Err(e) => {
+                engine.end()?;
+                Err(e)
+            }
         }
-        Ok(inner)
     }
-}
-
-/// Creates the schema, or brings a store written by an earlier version up to it, in one
-/// transaction.
-fn create_or_migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(StoreError::backend)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Backend {
-            message: format!(
-                "the store was written by a newer p2c (schema version {version}; this one \
-                 knows up to {SCHEMA_VERSION})"
-            ),
-            source: None,
-        });
-    }
-    migrate(conn, version).map_err(StoreError::backend)
-}
-
-fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
-    let tx = conn.unchecked_transaction()?;
-    let version_1: bool = version < 2
-        && tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'idem')",
-            [],
-            |r| r.get(0),
-        )?;
-    if version_1 {
-        tx.execute_batch(MIGRATE_1_BEFORE)?;
-    }
-    tx.execute_batch(SCHEMA)?;
-    if version_1 {
-        tx.execute_batch(MIGRATE_1_AFTER)?;
-    }
-    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
-    tx.commit()
 }
 
 fn poisoned() -> StoreError {
     StoreError::Backend {
         message: "embedded store lock poisoned".into(),
         source: None,
-    }
-}
-
-/// A write transaction (`BEGIN IMMEDIATE`: the write lock from the start, so two
-/// processes sharing the file never deadlock on an upgrade), begun and ended through cached
-/// statements. Rolled back on drop unless committed.
-/// Inside an open unit it is a savepoint of the unit's transaction instead.
-pub(crate) struct Tx<'a> {
-    conn: &'a Connection,
-    nested: bool,
-    done: bool,
-}
-
-impl<'a> Tx<'a> {
-    pub(crate) fn begin(inner: &'a Inner) -> rusqlite::Result<Self> {
-        let nested = inner.unit_open;
-        inner.conn.exec(
-            if nested {
-                "SAVEPOINT p2c_op"
-            } else {
-                "BEGIN IMMEDIATE"
-            },
-            [],
-        )?;
-        Ok(Self {
-            conn: &inner.conn,
-            nested,
-            done: false,
-        })
-    }
-
-    pub(crate) fn commit(mut self) -> rusqlite::Result<()> {
-        self.done = true;
-        self.conn
-            .exec(
-                if self.nested {
-                    "RELEASE p2c_op"
-                } else {
-                    "COMMIT"
-                },
-                [],
-            )
-            .map(|_| ())
-    }
-}
-
-impl Drop for Tx<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            if self.nested {
-                let _ = self.conn.exec("ROLLBACK TO p2c_op", []);
-                let _ = self.conn.exec("RELEASE p2c_op", []);
-            } else {
-                let _ = self.conn.exec("ROLLBACK", []);
-            }
-        }
-    }
-}
-
-impl std::ops::Deref for Tx<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        self.conn
-    }
-}
-
-/// Statements through the connection's prepared-statement cache.
-pub(crate) trait Cached {
-    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
-    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
-        &self,
-        sql: &str,
-        params: P,
-        f: F,
-    ) -> rusqlite::Result<T>;
-}
-
-impl Cached for Connection {
-    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        self.prepare_cached(sql)?.execute(params)
-    }
-    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
-        &self,
-        sql: &str,
-        params: P,
-        f: F,
-    ) -> rusqlite::Result<T> {
-        self.prepare_cached(sql)?.query_row(params, f)
     }
 }
 
@@ -434,147 +488,7 @@ pub(crate) fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{AuditLog, Claim, Consumer, IdempotencyStore, QueueName, StateStore};
-
-    /// The schema of the first release of the embedded store (version 1).
-    const V1_SCHEMA: &str = r#"
-    CREATE TABLE IF NOT EXISTS idem (
-        key TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        locked_until INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        outcome TEXT NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS entity (
-        key TEXT PRIMARY KEY,
-        entity_type TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        body TEXT NOT NULL
-    );
-    DROP INDEX IF EXISTS entity_by_type;
-    CREATE TABLE IF NOT EXISTS xref (
-        source TEXT PRIMARY KEY,
-        entity_key TEXT NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS parked (
-        dependency TEXT NOT NULL,
-        id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        body TEXT NOT NULL,
-        PRIMARY KEY (dependency, id)
-    );
-    CREATE TABLE IF NOT EXISTS audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        subject TEXT NOT NULL,
-        body TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS audit_by_subject ON audit (subject, seq);
-    CREATE TABLE IF NOT EXISTS open_order (
-        account TEXT NOT NULL,
-        order_no TEXT NOT NULL,
-        amount TEXT NOT NULL,
-        PRIMARY KEY (account, order_no)
-    );
-    CREATE TABLE IF NOT EXISTS rebate (
-        account TEXT NOT NULL,
-        period TEXT NOT NULL,
-        body TEXT NOT NULL,
-        PRIMARY KEY (account, period)
-    );
-    CREATE TABLE IF NOT EXISTS queue (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        queue TEXT NOT NULL,
-        group_id TEXT NOT NULL,
-        dedup_id TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        receive_count INTEGER NOT NULL DEFAULT 0,
-        visible_at INTEGER NOT NULL DEFAULT 0,
-        receipt TEXT,
-        last_error TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX IF NOT EXISTS queue_order ON queue (queue, seq);
-    CREATE UNIQUE INDEX IF NOT EXISTS queue_receipt ON queue (receipt);
-    CREATE TABLE IF NOT EXISTS queue_dedup (
-        queue TEXT NOT NULL,
-        dedup_id TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        PRIMARY KEY (queue, dedup_id)
-    );
-    CREATE INDEX IF NOT EXISTS queue_dedup_expiry ON queue_dedup (expires_at);
-    CREATE TABLE IF NOT EXISTS dead_letter (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        message_id TEXT NOT NULL UNIQUE,
-        queue TEXT NOT NULL,
-        group_id TEXT NOT NULL,
-        dedup_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        code TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        at INTEGER NOT NULL
-    );
-    "#;
-
-    #[tokio::test]
-    async fn a_version_1_store_is_migrated_with_its_keys_trail_and_queued_messages() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("v1.db");
-        {
-            let c = Connection::open(&path).expect("open");
-            c.execute_batch(V1_SCHEMA).expect("v1 schema");
-            let far = now_ms() + 3_600_000;
-            c.execute(
-                "INSERT INTO idem VALUES ('k', 'completed', 0, ?1, '{\"outcome\":\"applied\"}')",
-                [far],
-            )
-            .expect("idem");
-            c.execute_batch(
-                "INSERT INTO xref VALUES ('dataverse/account/1', 'account:ACC-1');
-                 INSERT INTO audit (subject, body) VALUES ('dataverse/account/1',
-                   '{\"at\":\"2026-01-01T00:00:00Z\",\"subject\":\"dataverse/account/1\",\"step\":\"sync\",\"outcome\":\"applied\",\"detail\":\"\"}');
-                 INSERT INTO queue (queue, group_id, dedup_id, message_id, body)
-                   VALUES ('inbound', 'g', 'd1', 'msg-1', 'first'), ('inbound', 'g', 'd2', 'msg-2', 'second');
-                 INSERT INTO queue_dedup VALUES ('inbound', 'd1', 0);",
-            )
-            .expect("rows");
-        }
-        let s = EmbeddedStore::open(&path).expect("migrated");
-        let long = std::time::Duration::from_secs(60);
-        assert!(matches!(
-            s.claim("k", long, long).await.expect("claim"),
-            Claim::Duplicate(_)
-        ));
-        let source = "dataverse/account/1";
-        let key = s
-            .resolve(&crate::domain::SourceRef::new(
-                crate::domain::System::Dataverse,
-                crate::domain::EntityType::Account,
-                "1",
-            ))
-            .await
-            .expect("resolve");
-        assert_eq!(key.map(|k| k.to_string()).as_deref(), Some("account:ACC-1"));
-        assert_eq!(s.trail(source).await.expect("trail").len(), 1);
-        let got = s
-            .receive(QueueName::Inbound, 10, long)
-            .await
-            .expect("receive");
-        let bodies: Vec<_> = got.iter().map(|d| d.body.as_str()).collect();
-        assert_eq!(bodies, ["first", "second"], "both carried over, in order");
-        assert_eq!(got[0].message_id, "msg-1");
-        let receipts: Vec<_> = got.iter().map(|d| d.receipt.as_str()).collect();
-        s.ack_all(QueueName::Inbound, &receipts).await.expect("ack");
-        assert_eq!(s.depth(QueueName::Inbound).await.expect("depth"), 0);
-        drop(s);
-        // Opening it again finds it current.
-        let c = Connection::open(&path).expect("open");
-        let v: i64 = c
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .expect("version");
-        assert_eq!(v, SCHEMA_VERSION);
-        drop(c);
-        EmbeddedStore::open(&path).expect("reopened");
-    }
+    use crate::ports::{Consumer, QueueName};
 
     #[test]
     fn sends_that_arrive_together_share_a_commit_and_are_durable_when_answered() {
@@ -634,17 +548,5 @@ mod tests {
             rt.block_on(again.depth(QueueName::Inbound)).expect("depth"),
             41
         );
-    }
-
-    #[test]
-    fn a_store_from_a_newer_version_is_refused() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("new.db");
-        Connection::open(&path)
-            .expect("open")
-            .execute_batch("PRAGMA user_version = 99")
-            .expect("version");
-        let err = EmbeddedStore::open(&path).err().expect("refused");
-        assert!(err.to_string().contains("newer p2c"), "{err}");
     }
 }

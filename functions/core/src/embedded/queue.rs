@@ -1,14 +1,14 @@
-//! Queue ports on SQLite, with SQS FIFO semantics: per-group order (a group with a
-//! message in flight yields nothing more), a deduplication window, visibility timeouts,
-//! and a receive limit after which a message moves to the dead-letter queue.
+//! Queue ports on the embedded tables, with SQS FIFO semantics: per-group order (a group
+//! with a message in flight yields nothing more), a deduplication window, visibility
+//! timeouts, and a receive limit after which a message moves to the dead-letter queue.
 
-use super::{ms_to_time, now_ms, Cached, EmbeddedStore, Tx};
-use crate::error::QueueError;
+use super::tables::{queue_index, Dead, Op, Tables};
+use super::{ms_to_time, now_ms, EmbeddedStore};
+use crate::error::{QueueError, StoreError};
 use crate::ports::{
     Consumer, DeadLetter, DeadLetterSink, DeadLetters, Delivery, OutMessage, Publisher, QueueName,
 };
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -37,15 +37,48 @@ fn backend(queue: QueueName, e: impl std::fmt::Display) -> QueueError {
     }
 }
 
+/// A store failure inside a queue operation, named after the queue.
+struct Failed(QueueError);
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed(QueueError::Backend {
+            queue: String::new(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl EmbeddedStore {
+    /// A write on the queue tables (see [`EmbeddedStore::write`]).
+    fn queue_write<T>(
+        &self,
+        queue: QueueName,
+        decide: impl FnOnce(&Tables) -> Result<(Vec<Op>, T), QueueError>,
+    ) -> Result<T, QueueError> {
+        self.write(|t| decide(t).map_err(Failed))
+            .map_err(|Failed(e)| match e {
+                QueueError::Backend { queue: q, message } if q.is_empty() => {
+                    backend(queue, message)
+                }
+                other => other,
+            })
+    }
+}
+
+fn unknown_receipt(queue: QueueName, receipt: &str) -> QueueError {
+    QueueError::UnknownReceipt {
+        queue: queue.to_string(),
+        receipt: receipt.to_string(),
+    }
+}
+
 /// The message a receipt (`<unique prefix>-<seq>`) was issued for.
-fn receipt_seq(queue: QueueName, receipt: &str) -> Result<i64, QueueError> {
+fn receipt_seq(queue: QueueName, receipt: &str) -> Result<u64, QueueError> {
     receipt
         .rsplit_once('-')
         .and_then(|(_, seq)| seq.parse().ok())
-        .ok_or_else(|| QueueError::UnknownReceipt {
-            queue: queue.to_string(),
-            receipt: receipt.to_string(),
-        })
+        .ok_or_else(|| unknown_receipt(queue, receipt))
 }
 
 /// A unique id: process, clock and a counter (several processes may share the file).
@@ -56,22 +89,40 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:x}-{:x}-{n:x}", std::process::id(), now_ms())
 }
 
-fn move_to_dlq(
-    tx: &Connection,
-    queue: QueueName,
-    seq: i64,
-    code: &str,
-    reason: &str,
-) -> Result<(), QueueError> {
-    tx.exec(
-        "INSERT OR IGNORE INTO dead_letter (message_id, queue, group_id, dedup_id, body, code, reason, at)
-         SELECT message_id, queue, group_id, dedup_id, body, ?2, ?3, ?4 FROM message WHERE seq = ?1",
-        params![seq, code, reason, now_ms()],
-    )
-    .map_err(|e| backend(queue, e))?;
-    tx.exec("DELETE FROM message WHERE seq = ?1", params![seq])
-        .map_err(|e| backend(queue, e))?;
-    Ok(())
+/// The ops that move message `seq` to the dead-letter queue.
+fn to_dlq(t: &Tables, queue: QueueName, seq: u64, code: &str, reason: &str) -> Vec<Op> {
+    let Some(m) = t.queues[queue_index(queue)].messages.get(&seq) else {
+        return vec![];
+    };
+    let mut ops = Vec::with_capacity(2);
+    if !t.dead_ids.contains_key(&m.message_id) {
+        ops.push(Op::DeadAdd {
+            seq: t.dead_seq + 1,
+            dead: Dead {
+                message_id: m.message_id.clone(),
+                queue,
+                group: m.group.clone(),
+                dedup_id: m.dedup_id.clone(),
+                body: m.body.clone(),
+                code: code.to_string(),
+                reason: reason.to_string(),
+                at: now_ms(),
+            },
+        });
+    }
+    ops.push(Op::MsgDel {
+        queue,
+        seqs: vec![seq],
+    });
+    ops
+}
+
+/// The messages of one transaction being queued.
+struct SendBatch {
+    next_seq: u64,
+    /// Deduplication ids queued in this transaction.
+    fresh: HashSet<(QueueName, String)>,
+    ops: Vec<Op>,
 }
 
 /// A send waiting for the next group commit.
@@ -82,49 +133,76 @@ pub(crate) struct PendingSend {
 }
 
 impl EmbeddedStore {
-    /// Writes `messages` in the open transaction: each is new unless its deduplication id
-    /// was seen inside the window.
-    fn write_messages(
+    /// Adds the ops that queue `messages` to `batch`: each is new unless its
+    /// deduplication id was seen inside the window, or earlier in the batch.
+    fn message_ops(
         &self,
-        tx: &Connection,
+        t: &Tables,
         queue: QueueName,
         messages: &[OutMessage],
         now: i64,
-    ) -> Result<(), QueueError> {
+        batch: &mut SendBatch,
+    ) {
         let window = i64::try_from(self.queue.dedup_window.as_millis()).unwrap_or(i64::MAX);
+        let q = &t.queues[queue_index(queue)];
         for m in messages {
-            // Fresh if never seen, or seen longer ago than the window: one conditional write.
-            let fresh = tx
-                .exec(
-                    "INSERT INTO message_dedup (queue, dedup_id, expires_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(queue, dedup_id) DO UPDATE SET expires_at = ?3
-                     WHERE expires_at <= ?4",
-                    params![queue.as_str(), m.dedup_id, now + window, now],
-                )
-                .map_err(|e| backend(queue, e))?;
-            if fresh == 0 {
+            let seen = q.dedup.get(&m.dedup_id).is_some_and(|exp| *exp > now)
+                || !batch.fresh.insert((queue, m.dedup_id.clone()));
+            if seen {
                 continue;
             }
-            tx.exec(
-                "INSERT INTO message (queue, group_id, dedup_id, message_id, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![queue.as_str(), m.group, m.dedup_id, new_id("msg"), m.body],
-            )
-            .map_err(|e| backend(queue, e))?;
+            batch.next_seq += 1;
+            batch.ops.push(Op::DedupPut {
+                queue,
+                dedup_id: m.dedup_id.clone(),
+                expires_at: now + window,
+            });
+            batch.ops.push(Op::MsgAdd {
+                queue,
+                seq: batch.next_seq,
+                group: m.group.clone(),
+                dedup_id: m.dedup_id.clone(),
+                message_id: new_id("msg"),
+                body: m.body.clone(),
+            });
         }
-        // Expired deduplication entries are swept (a table scan) at most once a minute;
-        // expiry is also checked on every send, so a late sweep never lets a duplicate in.
-        let due = self.next_sweep.load(std::sync::atomic::Ordering::Relaxed);
-        if now >= due {
-            self.next_sweep
-                .store(now + 60_000, std::sync::atomic::Ordering::Relaxed);
-            tx.exec(
-                "DELETE FROM message_dedup WHERE expires_at <= ?1",
-                params![now],
-            )
-            .map_err(|e| backend(queue, e))?;
-        }
-        Ok(())
+    }
+
+    /// Whether expired deduplication entries are due to be dropped: at most once a
+    /// minute (expiry is also checked on every send, so a late sweep never lets a
+    /// duplicate in).
+    fn dedup_sweep_due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        now >= due
+            && self
+                .next_sweep
+                .compare_exchange(due, now + 60_000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Queues the sends of one transaction.
+    fn write_sends<'a>(
+        &self,
+        first: QueueName,
+        sends: impl Iterator<Item = (QueueName, &'a [OutMessage])>,
+    ) -> Result<(), QueueError> {
+        let now = now_ms();
+        let sweep = self.dedup_sweep_due(now);
+        self.queue_write(first, |t| {
+            let mut batch = SendBatch {
+                next_seq: t.msg_seq,
+                fresh: HashSet::new(),
+                ops: Vec::new(),
+            };
+            for (queue, messages) in sends {
+                self.message_ops(t, queue, messages, now, &mut batch);
+            }
+            if sweep {
+                batch.ops.push(Op::DedupSweep { now });
+            }
+            Ok((batch.ops, ()))
+        })
     }
 
     /// Writes every send waiting for a group commit in one transaction and answers each.
@@ -135,23 +213,20 @@ impl EmbeddedStore {
             Err(_) => return,
         };
         let Some(first) = batch.first() else { return };
-        let first_queue = first.queue;
         // The failure's text, for every sender in the group (the write is all or nothing).
-        let result: Result<(), String> = (|| {
-            let conn = self.lock().map_err(|e| backend(first_queue, e))?;
-            let tx = Tx::begin(&conn).map_err(|e| backend(first_queue, e))?;
-            let now = now_ms();
-            for p in &batch {
-                self.write_messages(&tx, p.queue, &p.messages, now)?;
-            }
-            self.group_commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tx.commit().map_err(|e| backend(first_queue, e))
-        })()
-        .map_err(|e| match e {
-            QueueError::Backend { message, .. } => message,
-            other => other.to_string(),
-        });
+        let result: Result<(), String> = self
+            .write_sends(
+                first.queue,
+                batch.iter().map(|p| (p.queue, p.messages.as_slice())),
+            )
+            .map(|()| {
+                self.group_commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .map_err(|e| match e {
+                QueueError::Backend { message, .. } => message,
+                other => other.to_string(),
+            });
         for p in batch {
             let answer = result.clone().map_err(|message| QueueError::Backend {
                 queue: p.queue.to_string(),
@@ -183,10 +258,7 @@ impl Publisher for EmbeddedStore {
             });
         }
         if self.in_unit() {
-            let conn = self.lock().map_err(|e| backend(queue, e))?;
-            let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
-            self.write_messages(&tx, queue, messages, now_ms())?;
-            return tx.commit().map_err(|e| backend(queue, e));
+            return self.write_sends(queue, std::iter::once((queue, messages)));
         }
         let (done, answer) = tokio::sync::oneshot::channel();
         self.pending_sends
@@ -205,9 +277,6 @@ impl Publisher for EmbeddedStore {
     }
 }
 
-/// seq, group, deduplication id, message id, body, receive count, visible at, last error.
-type Row = (i64, String, String, String, String, u32, i64, String);
-
 #[async_trait]
 impl Consumer for EmbeddedStore {
     async fn receive(
@@ -219,90 +288,68 @@ impl Consumer for EmbeddedStore {
         let now = now_ms();
         let vis = i64::try_from(visibility.as_millis()).unwrap_or(i64::MAX);
         let max_receives = self.queue.max_receives;
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
-        // Walk the queue in order only as far as it takes to fill the batch.
-        let mut picked: Vec<Row> = Vec::new();
-        let mut exhausted: Vec<(i64, String)> = Vec::new();
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT seq, group_id, dedup_id, message_id, body, receive_count, visible_at,
-                            last_error
-                     FROM message WHERE queue = ?1 ORDER BY seq",
-                )
-                .map_err(|e| backend(queue, e))?;
-            let mut rows = stmt
-                .query(params![queue.as_str()])
-                .map_err(|e| backend(queue, e))?;
-            let mut blocked: HashSet<String> = HashSet::new();
-            while picked.len() < max {
-                let Some(r) = rows.next().map_err(|e| backend(queue, e))? else {
-                    break;
-                };
-                let row: Row = (
-                    r.get(0).map_err(|e| backend(queue, e))?,
-                    r.get(1).map_err(|e| backend(queue, e))?,
-                    r.get(2).map_err(|e| backend(queue, e))?,
-                    r.get(3).map_err(|e| backend(queue, e))?,
-                    r.get(4).map_err(|e| backend(queue, e))?,
-                    r.get(5).map_err(|e| backend(queue, e))?,
-                    r.get(6).map_err(|e| backend(queue, e))?,
-                    r.get(7).map_err(|e| backend(queue, e))?,
-                );
-                let (seq, group, _, _, _, count, visible_at, last_error) = &row;
-                if blocked.contains(group) {
-                    continue;
-                }
-                if *visible_at > now {
-                    // In flight or delayed: the rest of its group waits behind it.
-                    blocked.insert(group.clone());
-                    continue;
-                }
-                if *count >= max_receives {
-                    let reason = if last_error.is_empty() {
-                        format!("received {count} times without success")
-                    } else {
-                        last_error.clone()
-                    };
-                    exhausted.push((*seq, reason));
-                    continue;
-                }
-                picked.push(row);
-            }
-        }
-        for (seq, reason) in &exhausted {
-            move_to_dlq(&tx, queue, *seq, "max_receives_exceeded", reason)?;
-        }
         let receipt = new_id("rcpt");
-        if !picked.is_empty() {
-            let seqs: Vec<i64> = picked.iter().map(|r| r.0).collect();
-            tx.exec(
-                "UPDATE message SET receive_count = receive_count + 1, visible_at = ?2,
-                     receipt = ?3 || '-' || seq
-                 WHERE seq IN (SELECT value FROM json_each(?1))",
-                params![
-                    serde_json::to_string(&seqs).unwrap_or_default(),
-                    now + vis,
-                    receipt
-                ],
-            )
-            .map_err(|e| backend(queue, e))?;
-        }
-        tx.commit().map_err(|e| backend(queue, e))?;
-        Ok(picked
-            .into_iter()
-            .map(
-                |(seq, group, dedup_id, message_id, body, count, _, _)| Delivery {
-                    message_id,
+        self.queue_write(queue, |t| {
+            // Walk the queue in order only as far as it takes to fill the batch.
+            let mut picked = Vec::new();
+            let mut ops = Vec::new();
+            let mut blocked: HashSet<&str> = HashSet::new();
+            let mut dead_seq = t.dead_seq;
+            for (seq, m) in &t.queues[queue_index(queue)].messages {
+                if picked.len() >= max {
+                    break;
+                }
+                if blocked.contains(m.group.as_str()) {
+                    continue;
+                }
+                if m.visible_at > now {
+                    // In flight or delayed: the rest of its group waits behind it.
+                    blocked.insert(&m.group);
+                    continue;
+                }
+                if m.receive_count >= max_receives {
+                    let reason = if m.last_error.is_empty() {
+                        format!("received {} times without success", m.receive_count)
+                    } else {
+                        m.last_error.clone()
+                    };
+                    for op in to_dlq(t, queue, *seq, "max_receives_exceeded", &reason) {
+                        ops.push(match op {
+                            Op::DeadAdd { dead, .. } => {
+                                dead_seq += 1;
+                                Op::DeadAdd {
+                                    seq: dead_seq,
+                                    dead,
+                                }
+                            }
+                            other => other,
+                        });
+                    }
+                    continue;
+                }
+                picked.push(Delivery {
+                    message_id: m.message_id.clone(),
                     receipt: format!("{receipt}-{seq}"),
-                    group,
-                    dedup_id,
-                    body,
-                    receive_count: count + 1,
-                },
-            )
-            .collect())
+                    group: m.group.clone(),
+                    dedup_id: m.dedup_id.clone(),
+                    body: m.body.clone(),
+                    receive_count: m.receive_count + 1,
+                });
+            }
+            if !picked.is_empty() {
+                let seqs = picked
+                    .iter()
+                    .map(|d| receipt_seq(queue, &d.receipt))
+                    .collect::<Result<Vec<_>, _>>()?;
+                ops.push(Op::MsgReceive {
+                    queue,
+                    receipt: receipt.clone(),
+                    visible_at: now.saturating_add(vis),
+                    seqs,
+                });
+            }
+            Ok((ops, picked))
+        })
     }
 
     async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError> {
@@ -317,25 +364,35 @@ impl Consumer for EmbeddedStore {
             .iter()
             .map(|r| receipt_seq(queue, r))
             .collect::<Result<Vec<_>, _>>()?;
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let n = conn
-            .exec(
-                "DELETE FROM message WHERE seq IN (SELECT value FROM json_each(?2))
-                 AND receipt IN (SELECT value FROM json_each(?3)) AND queue = ?1",
-                params![
-                    queue.as_str(),
-                    serde_json::to_string(&seqs).unwrap_or_default(),
-                    serde_json::to_string(receipts).unwrap_or_default()
-                ],
-            )
-            .map_err(|e| backend(queue, e))?;
-        if n < receipts.len() {
+        let missing = self.queue_write(queue, |t| {
+            let q = &t.queues[queue_index(queue)];
+            // Each receipt acknowledges its message only while it is the message's latest.
+            let (found, missing): (Vec<_>, Vec<_>) =
+                seqs.iter().zip(receipts).partition(|(seq, r)| {
+                    q.messages
+                        .get(seq)
+                        .is_some_and(|m| m.receipt.as_deref() == Some(**r))
+                });
+            let ops = if found.is_empty() {
+                vec![]
+            } else {
+                vec![Op::MsgDel {
+                    queue,
+                    seqs: found.into_iter().map(|(s, _)| *s).collect(),
+                }]
+            };
+            Ok((
+                ops,
+                missing.into_iter().map(|(_, r)| *r).collect::<Vec<_>>(),
+            ))
+        })?;
+        if !missing.is_empty() {
             return Err(QueueError::UnknownReceipt {
                 queue: queue.to_string(),
                 receipt: if receipts.len() == 1 {
                     receipts[0].to_string()
                 } else {
-                    format!("{} of {} receipts", receipts.len() - n, receipts.len())
+                    format!("{} of {} receipts", missing.len(), receipts.len())
                 },
             });
         }
@@ -353,33 +410,29 @@ impl Consumer for EmbeddedStore {
         let receipt = message.receipt.as_str();
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let seq = receipt_seq(queue, receipt)?;
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let n = conn
-            .exec(
-                "UPDATE message SET visible_at = ?4, receipt = NULL, last_error = ?5
-                 WHERE seq = ?2 AND receipt = ?3 AND queue = ?1",
-                params![queue.as_str(), seq, receipt, at, reason],
-            )
-            .map_err(|e| backend(queue, e))?;
-        if n == 0 {
-            return Err(QueueError::UnknownReceipt {
-                queue: queue.to_string(),
-                receipt: receipt.to_string(),
-            });
-        }
-        Ok(())
+        self.queue_write(queue, |t| {
+            let current = t.queues[queue_index(queue)]
+                .messages
+                .get(&seq)
+                .is_some_and(|m| m.receipt.as_deref() == Some(receipt));
+            if !current {
+                return Err(unknown_receipt(queue, receipt));
+            }
+            Ok((
+                vec![Op::MsgRetry {
+                    queue,
+                    seq,
+                    visible_at: at,
+                    last_error: reason.to_string(),
+                }],
+                (),
+            ))
+        })
     }
 
     async fn depth(&self, queue: QueueName) -> Result<usize, QueueError> {
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let n: i64 = conn
-            .row(
-                "SELECT COUNT(*) FROM message WHERE queue = ?1",
-                params![queue.as_str()],
-                |r| r.get(0),
-            )
-            .map_err(|e| backend(queue, e))?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        self.read(|e| Ok(e.tables.queues[queue_index(queue)].messages.len()))
+            .map_err(|e| backend(queue, e))
     }
 
     async fn dead_letter(
@@ -391,77 +444,74 @@ impl Consumer for EmbeddedStore {
     ) -> Result<(), QueueError> {
         let receipt = message.receipt.as_str();
         let seq = receipt_seq(queue, receipt)?;
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
-        let seq: Option<i64> = tx
-            .row(
-                "SELECT seq FROM message WHERE seq = ?2 AND receipt = ?3 AND queue = ?1",
-                params![queue.as_str(), seq, receipt],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| backend(queue, e))?;
-        let Some(seq) = seq else {
-            return Err(QueueError::UnknownReceipt {
-                queue: queue.to_string(),
-                receipt: receipt.to_string(),
-            });
-        };
-        move_to_dlq(&tx, queue, seq, code, reason)?;
-        tx.commit().map_err(|e| backend(queue, e))
+        self.queue_write(queue, |t| {
+            let current = t.queues[queue_index(queue)]
+                .messages
+                .get(&seq)
+                .is_some_and(|m| m.receipt.as_deref() == Some(receipt));
+            if !current {
+                return Err(unknown_receipt(queue, receipt));
+            }
+            Ok((to_dlq(t, queue, seq, code, reason), ()))
+        })
     }
 }
 
 #[async_trait]
 impl DeadLetters for EmbeddedStore {
     async fn list(&self, queue: QueueName) -> Result<Vec<DeadLetter>, QueueError> {
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT message_id, group_id, dedup_id, body, code, reason, at
-                 FROM dead_letter WHERE queue = ?1 ORDER BY seq",
-            )
-            .map_err(|e| backend(queue, e))?;
-        let rows = stmt
-            .query_map(params![queue.as_str()], |r| {
-                Ok(DeadLetter {
-                    message_id: r.get(0)?,
+        self.read(|e| {
+            Ok(e.tables
+                .dead
+                .values()
+                .filter(|d| d.queue == queue)
+                .map(|d| DeadLetter {
+                    message_id: d.message_id.clone(),
                     queue,
-                    group: r.get(1)?,
-                    dedup_id: r.get(2)?,
-                    body: r.get(3)?,
-                    code: r.get(4)?,
-                    reason: r.get(5)?,
-                    at: ms_to_time(r.get(6)?),
+                    group: d.group.clone(),
+                    dedup_id: d.dedup_id.clone(),
+                    body: d.body.clone(),
+                    code: d.code.clone(),
+                    reason: d.reason.clone(),
+                    at: ms_to_time(d.at),
                 })
-            })
-            .map_err(|e| backend(queue, e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| backend(queue, e))
+                .collect())
+        })
+        .map_err(|e| backend(queue, e))
     }
 
     async fn replay(&self, queue: QueueName, ids: &[String]) -> Result<usize, QueueError> {
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        let tx = Tx::begin(&conn).map_err(|e| backend(queue, e))?;
-        let mut n = 0;
-        for id in ids {
-            // Back onto the queue as a new message (not deduplicated against its first send).
-            let moved = tx
-                .execute(
-                    "INSERT INTO message (queue, group_id, dedup_id, message_id, body)
-                     SELECT queue, group_id, dedup_id, message_id, body FROM dead_letter
-                     WHERE queue = ?1 AND message_id = ?2",
-                    params![queue.as_str(), id],
-                )
-                .map_err(|e| backend(queue, e))?;
-            if moved == 1 {
-                tx.exec("DELETE FROM dead_letter WHERE message_id = ?1", params![id])
-                    .map_err(|e| backend(queue, e))?;
-                n += 1;
+        self.queue_write(queue, |t| {
+            let mut ops = Vec::new();
+            let mut next_seq = t.msg_seq;
+            let mut moved = HashSet::new();
+            for id in ids {
+                let Some(d) = t
+                    .dead_ids
+                    .get(id)
+                    .and_then(|seq| t.dead.get(seq))
+                    .filter(|d| d.queue == queue && !moved.contains(id))
+                else {
+                    continue;
+                };
+                // Back onto the queue as a new message (not deduplicated against its first
+                // send).
+                moved.insert(id);
+                next_seq += 1;
+                ops.push(Op::MsgAdd {
+                    queue,
+                    seq: next_seq,
+                    group: d.group.clone(),
+                    dedup_id: d.dedup_id.clone(),
+                    message_id: d.message_id.clone(),
+                    body: d.body.clone(),
+                });
+                ops.push(Op::DeadDel {
+                    message_id: id.clone(),
+                });
             }
-        }
-        tx.commit().map_err(|e| backend(queue, e))?;
-        Ok(n)
+            Ok((ops, moved.len()))
+        })
     }
 }
 
@@ -474,14 +524,26 @@ impl DeadLetterSink for EmbeddedStore {
         code: &str,
         reason: &str,
     ) -> Result<(), QueueError> {
-        let conn = self.lock().map_err(|e| backend(queue, e))?;
-        conn.exec(
-            "INSERT OR IGNORE INTO dead_letter (message_id, queue, group_id, dedup_id, body, code, reason, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![message.message_id, queue.as_str(), message.group, message.dedup_id, message.body, code, reason, now_ms()],
-        )
-        .map_err(|e| backend(queue, e))?;
-        Ok(())
+        self.queue_write(queue, |t| {
+            let ops = if t.dead_ids.contains_key(&message.message_id) {
+                vec![]
+            } else {
+                vec![Op::DeadAdd {
+                    seq: t.dead_seq + 1,
+                    dead: Dead {
+                        message_id: message.message_id.clone(),
+                        queue,
+                        group: message.group.clone(),
+                        dedup_id: message.dedup_id.clone(),
+                        body: message.body.clone(),
+                        code: code.to_string(),
+                        reason: reason.to_string(),
+                        at: now_ms(),
+                    },
+                }]
+            };
+            Ok((ops, ()))
+        })
     }
     fn max_receives(&self) -> u32 {
         self.queue.max_receives

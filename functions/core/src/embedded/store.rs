@@ -1,6 +1,7 @@
-//! Store ports on SQLite.
+//! Store ports on the embedded tables.
 
-use super::{ms_to_time, now_ms, Cached, EmbeddedStore, Tx};
+use super::tables::{Cold, Entity, Idem, Op, Parked};
+use super::{ms_to_time, now_ms, EmbeddedStore};
 use crate::domain::{EntityKey, SourceRef};
 use crate::error::StoreError;
 use crate::ports::{
@@ -9,7 +10,6 @@ use crate::ports::{
     StateStore,
 };
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -27,6 +27,20 @@ fn corrupt(key: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+fn completed(key: &str, r: &Idem) -> Result<IdemRecord, StoreError> {
+    Ok(IdemRecord {
+        key: key.to_string(),
+        status: IdemStatus::Completed,
+        locked_until: ms_to_time(r.locked_until),
+        expires_at: ms_to_time(r.expires_at),
+        outcome: serde_json::from_str(&r.outcome).map_err(|e| corrupt(key, e))?,
+    })
+}
+
+/// Expired idempotency records are dropped at most this often (they are absent to every
+/// read already; this only frees them).
+const IDEM_SWEEP_MS: i64 = 60_000;
+
 #[async_trait]
 impl IdempotencyStore for EmbeddedStore {
     async fn claim(
@@ -36,41 +50,37 @@ impl IdempotencyStore for EmbeddedStore {
         keep_for: Duration,
     ) -> Result<Claim, StoreError> {
         let now = now_ms();
-        let conn = self.lock()?;
-        // One conditional put: insert, or take over a record that expired or whose lock
-        // lapsed. Only when that writes nothing is the old record read, to say why.
-        let taken = conn
-            .exec(
-                "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
-                 VALUES (?1, 'in_progress', ?2, ?3, 'null')
-                 ON CONFLICT(key) DO UPDATE SET status = 'in_progress', locked_until = ?2,
-                     expires_at = ?3, outcome = 'null'
-                 WHERE expires_at <= ?4 OR (status = 'in_progress' AND locked_until <= ?4)",
-                params![key, now + dur_ms(lock_for), now + dur_ms(keep_for), now],
-            )
-            .map_err(StoreError::backend)?;
-        if taken == 1 {
-            return Ok(Claim::Fresh);
-        }
-        let (status, locked_until, expires_at, outcome): (String, i64, i64, String) = conn
-            .row(
-                "SELECT status, locked_until, expires_at, outcome FROM idem WHERE key = ?1",
-                params![key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .map_err(StoreError::backend)?;
-        if status == "completed" {
-            let outcome = serde_json::from_str(&outcome).map_err(|e| corrupt(key, e))?;
-            return Ok(Claim::Duplicate(IdemRecord {
-                key: key.to_string(),
-                status: IdemStatus::Completed,
-                locked_until: ms_to_time(locked_until),
-                expires_at: ms_to_time(expires_at),
-                outcome,
-            }));
-        }
-        Ok(Claim::InProgress {
-            until: ms_to_time(locked_until),
+        let sweep = self.sweep_due(now);
+        self.write(|t| {
+            // Taken when new, expired, or its lock lapsed; otherwise the record says why not.
+            let claim = match t.idem.get(key) {
+                Some(r) if r.expires_at > now && (r.completed || r.locked_until > now) => {
+                    if r.completed {
+                        Claim::Duplicate(completed(key, r)?)
+                    } else {
+                        Claim::InProgress {
+                            until: ms_to_time(r.locked_until),
+                        }
+                    }
+                }
+                _ => Claim::Fresh,
+            };
+            let mut ops = Vec::new();
+            if sweep {
+                ops.push(Op::IdemSweep { now });
+            }
+            if matches!(claim, Claim::Fresh) {
+                ops.push(Op::IdemPut {
+                    key: key.to_string(),
+                    idem: Idem {
+                        completed: false,
+                        locked_until: now + dur_ms(lock_for),
+                        expires_at: now + dur_ms(keep_for),
+                        outcome: "null".into(),
+                    },
+                });
+            }
+            Ok((ops, claim))
         })
     }
 
@@ -81,49 +91,54 @@ impl IdempotencyStore for EmbeddedStore {
         keep_for: Duration,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let conn = self.lock()?;
-        conn.exec(
-            "INSERT INTO idem (key, status, locked_until, expires_at, outcome)
-             VALUES (?1, 'completed', ?2, ?3, ?4)
-             ON CONFLICT(key) DO UPDATE SET status = 'completed', locked_until = ?2,
-                 expires_at = ?3, outcome = ?4",
-            params![key, now, now + dur_ms(keep_for), outcome.to_string()],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        let op = Op::IdemPut {
+            key: key.to_string(),
+            idem: Idem {
+                completed: true,
+                locked_until: now,
+                expires_at: now + dur_ms(keep_for),
+                outcome: outcome.to_string(),
+            },
+        };
+        self.write(|_| Ok::<_, StoreError>((vec![op], ())))
     }
 
     async fn peek(&self, key: &str) -> Result<Option<IdemRecord>, StoreError> {
         let now = now_ms();
-        let conn = self.lock()?;
-        let row: Option<(i64, i64, String)> = conn
-            .row(
-                "SELECT locked_until, expires_at, outcome FROM idem WHERE key = ?1 AND status = 'completed'",
-                params![key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(StoreError::backend)?;
-        match row {
-            Some((locked_until, expires_at, outcome)) if expires_at > now => Ok(Some(IdemRecord {
-                key: key.to_string(),
-                status: IdemStatus::Completed,
-                locked_until: ms_to_time(locked_until),
-                expires_at: ms_to_time(expires_at),
-                outcome: serde_json::from_str(&outcome).map_err(|e| corrupt(key, e))?,
-            })),
+        self.read(|e| match e.tables.idem.get(key) {
+            Some(r) if r.completed && r.expires_at > now => completed(key, r).map(Some),
             _ => Ok(None),
-        }
+        })
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        conn.exec(
-            "DELETE FROM idem WHERE key = ?1 AND status = 'in_progress'",
-            params![key],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        self.write(|t| {
+            let ops = match t.idem.get(key) {
+                Some(r) if !r.completed => vec![Op::IdemDel {
+                    key: key.to_string(),
+                }],
+                _ => vec![],
+            };
+            Ok::<_, StoreError>((ops, ()))
+        })
+    }
+}
+
+impl EmbeddedStore {
+    /// Whether expired idempotency records are due to be dropped (once a minute).
+    fn sweep_due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let due = self.next_idem_sweep.load(Ordering::Relaxed);
+        now >= due
+            && self
+                .next_idem_sweep
+                .compare_exchange(
+                    due,
+                    now + IDEM_SWEEP_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
     }
 }
 
@@ -131,13 +146,7 @@ impl IdempotencyStore for EmbeddedStore {
 impl StateStore for EmbeddedStore {
     async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
         let k = key.to_string();
-        let conn = self.lock()?;
-        let body: Option<String> = conn
-            .row("SELECT body FROM entity WHERE key = ?1", params![k], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(StoreError::backend)?;
+        let body = self.read(|e| Ok(e.tables.entity.get(&k).map(|e| e.body.clone())))?;
         let Some(body) = body else { return Ok(None) };
         let mut state: EntityState = serde_json::from_str(&body).map_err(|e| corrupt(&k, e))?;
         state.stored_ids = state.ids.clone();
@@ -148,55 +157,43 @@ impl StateStore for EmbeddedStore {
         let k = state.key.to_string();
         let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
         let entry_body = serde_json::to_string(entry).map_err(|e| corrupt(&k, e))?;
-        let version = i64::try_from(state.version).map_err(|e| corrupt(&k, e))?;
-        let new_ids: Vec<_> = state.new_references().collect();
-        let conn = self.lock()?;
-        // The state, its audit entry and any new cross-references: all or nothing.
-        let tx = Tx::begin(&conn).map_err(StoreError::backend)?;
-        let changed = if version == 1 {
-            conn.exec(
-                "INSERT INTO entity (key, entity_type, version, body) VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT(key) DO NOTHING",
-                params![k, state.key.entity_type.as_str(), body],
-            )
-        } else {
-            conn.exec(
-                "UPDATE entity SET version = ?2, body = ?3 WHERE key = ?1 AND version = ?4",
-                params![k, version, body, version - 1],
-            )
-        }
-        .map_err(StoreError::backend)?;
-        if changed != 1 {
-            return Err(StoreError::Conflict { key: k });
-        }
-        for (system, id) in new_ids {
-            let source = SourceRef::new(system, state.key.entity_type, id.clone());
-            conn.exec(
-                "INSERT INTO xref (source, entity_key) VALUES (?1, ?2)
-                 ON CONFLICT(source) DO UPDATE SET entity_key = ?2",
-                params![source.group(), k],
-            )
-            .map_err(StoreError::backend)?;
-        }
-        conn.exec(
-            "INSERT INTO audit (subject, body) VALUES (?1, ?2)",
-            params![entry.subject, entry_body],
-        )
-        .map_err(StoreError::backend)?;
-        tx.commit().map_err(StoreError::backend)
+        let version = state.version;
+        self.write(|t| {
+            // Written only over the version it was read at (or as new): the state, its
+            // audit entry and any new cross-references together.
+            let stored = t.entity.get(&k).map(|e| e.version);
+            let expected = if version == 1 {
+                None
+            } else {
+                Some(version - 1)
+            };
+            if stored != expected {
+                return Err(StoreError::Conflict { key: k.clone() });
+            }
+            let mut ops = Vec::with_capacity(3);
+            for (system, id) in state.new_references() {
+                let source = SourceRef::new(system, state.key.entity_type, id.clone());
+                ops.push(Op::XrefPut {
+                    source: source.group(),
+                    entity_key: k.clone(),
+                });
+            }
+            ops.push(Op::AuditAdd {
+                subject: entry.subject.clone(),
+                body: Cold::Mem(entry_body),
+            });
+            ops.push(Op::EntityPut {
+                key: k.clone(),
+                entity: Entity { version, body },
+            });
+            Ok((ops, ()))
+        })
     }
 
     async fn resolve(&self, source: &SourceRef) -> Result<Option<EntityKey>, StoreError> {
-        let conn = self.lock()?;
-        let key: Option<String> = conn
-            .row(
-                "SELECT entity_key FROM xref WHERE source = ?1",
-                params![source.group()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::backend)?;
-        key.map(|k| EntityKey::from_str(&k).map_err(|e| corrupt(&source.group(), e)))
+        let group = source.group();
+        let key = self.read(|e| Ok(e.tables.xref.get(&group).cloned()))?;
+        key.map(|k| EntityKey::from_str(&k).map_err(|e| corrupt(&group, e)))
             .transpose()
     }
 }
@@ -205,57 +202,61 @@ impl StateStore for EmbeddedStore {
 impl ParkingStore for EmbeddedStore {
     async fn park(&self, parked: &ParkedEvent) -> Result<(), StoreError> {
         let body = serde_json::to_string(parked).map_err(|e| corrupt(&parked.id, e))?;
-        let conn = self.lock()?;
-        conn.exec(
-            "INSERT INTO parked (dependency, id, seq, body)
-             VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM parked), ?3)
-             ON CONFLICT(dependency, id) DO NOTHING",
-            params![parked.dependency, parked.id, body],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        self.write(|t| {
+            let key = (parked.dependency.clone(), parked.id.clone());
+            let ops = if t.parked.contains_key(&key) {
+                vec![]
+            } else {
+                vec![Op::ParkPut {
+                    dependency: key.0,
+                    id: key.1,
+                    parked: Parked {
+                        seq: t.parked_seq + 1,
+                        body,
+                    },
+                }]
+            };
+            Ok::<_, StoreError>((ops, ()))
+        })
     }
 
     async fn waiting(&self, dependency: &str) -> Result<Vec<ParkedEvent>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT body FROM parked WHERE dependency = ?1 ORDER BY seq")
-            .map_err(StoreError::backend)?;
-        let rows = stmt
-            .query_map(params![dependency], |r| r.get::<_, String>(0))
-            .map_err(StoreError::backend)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let b = r.map_err(StoreError::backend)?;
-            out.push(serde_json::from_str(&b).map_err(|e| corrupt(dependency, e))?);
-        }
-        Ok(out)
+        let mut bodies = self.read(|e| {
+            Ok(e.tables
+                .parked
+                .range((dependency.to_string(), String::new())..)
+                .take_while(|((d, _), _)| d == dependency)
+                .map(|(_, p)| (p.seq, p.body.clone()))
+                .collect::<Vec<_>>())
+        })?;
+        bodies.sort_by_key(|(seq, _)| *seq);
+        bodies
+            .into_iter()
+            .map(|(_, b)| serde_json::from_str(&b).map_err(|e| corrupt(dependency, e)))
+            .collect()
     }
 
     async fn unpark(&self, dependency: &str, id: &str) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        conn.exec(
-            "DELETE FROM parked WHERE dependency = ?1 AND id = ?2",
-            params![dependency, id],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        let op = Op::ParkDel {
+            dependency: dependency.to_string(),
+            id: id.to_string(),
+        };
+        self.write(|_| Ok::<_, StoreError>((vec![op], ())))
     }
 
     async fn all_parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT body FROM parked ORDER BY seq")
-            .map_err(StoreError::backend)?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(StoreError::backend)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let b = r.map_err(StoreError::backend)?;
-            out.push(serde_json::from_str(&b).map_err(|e| corrupt("parked", e))?);
-        }
-        Ok(out)
+        let mut bodies = self.read(|e| {
+            Ok(e.tables
+                .parked
+                .values()
+                .map(|p| (p.seq, p.body.clone()))
+                .collect::<Vec<_>>())
+        })?;
+        bodies.sort_by_key(|(seq, _)| *seq);
+        bodies
+            .into_iter()
+            .map(|(_, b)| serde_json::from_str(&b).map_err(|e| corrupt("parked", e)))
+            .collect()
     }
 }
 
@@ -263,29 +264,25 @@ impl ParkingStore for EmbeddedStore {
 impl AuditLog for EmbeddedStore {
     async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let body = serde_json::to_string(entry).map_err(|e| corrupt(&entry.subject, e))?;
-        let conn = self.lock()?;
-        conn.exec(
-            "INSERT INTO audit (subject, body) VALUES (?1, ?2)",
-            params![entry.subject, body],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        let op = Op::AuditAdd {
+            subject: entry.subject.clone(),
+            body: Cold::Mem(body),
+        };
+        self.write(|_| Ok::<_, StoreError>((vec![op], ())))
     }
 
     async fn trail(&self, subject: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT body FROM audit WHERE subject = ?1 ORDER BY seq")
-            .map_err(StoreError::backend)?;
-        let rows = stmt
-            .query_map(params![subject], |r| r.get::<_, String>(0))
-            .map_err(StoreError::backend)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let b = r.map_err(StoreError::backend)?;
-            out.push(serde_json::from_str(&b).map_err(|e| corrupt(subject, e))?);
-        }
-        Ok(out)
+        let bodies = self.read(|e| {
+            e.tables
+                .audit
+                .get(subject)
+                .map(|entries| entries.iter().map(|c| e.cold(c)).collect())
+                .unwrap_or_else(|| Ok(Vec::new()))
+        })?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(|e| corrupt(subject, e)))
+            .collect()
     }
 }
 
@@ -297,52 +294,53 @@ impl FiguresStore for EmbeddedStore {
         order: &str,
         amount: Decimal,
     ) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        conn.exec(
-            "INSERT INTO open_order (account, order_no, amount) VALUES (?1, ?2, ?3)
-             ON CONFLICT(account, order_no) DO UPDATE SET amount = ?3",
-            params![account, order, amount.to_string()],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        let op = Op::OpenOrderPut {
+            account: account.to_string(),
+            order: order.to_string(),
+            amount: amount.to_string(),
+        };
+        self.write(|_| Ok::<_, StoreError>((vec![op], ())))
     }
 
     async fn clear_open_order(&self, account: &str, order: &str) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        conn.exec(
-            "DELETE FROM open_order WHERE account = ?1 AND order_no = ?2",
-            params![account, order],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        self.write(|t| {
+            let key = (account.to_string(), order.to_string());
+            let ops = if t.open_order.contains_key(&key) {
+                vec![Op::OpenOrderDel {
+                    account: key.0,
+                    order: key.1,
+                }]
+            } else {
+                vec![]
+            };
+            Ok::<_, StoreError>((ops, ()))
+        })
     }
 
     async fn open_orders(&self, account: &str, except: &str) -> Result<Decimal, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT amount FROM open_order WHERE account = ?1 AND order_no <> ?2")
-            .map_err(StoreError::backend)?;
-        let rows = stmt
-            .query_map(params![account, except], |r| r.get::<_, String>(0))
-            .map_err(StoreError::backend)?;
-        let mut sum = Decimal::ZERO;
-        for r in rows {
-            let a = r.map_err(StoreError::backend)?;
-            sum += Decimal::from_str(&a).map_err(|e| corrupt(account, e))?;
-        }
-        Ok(sum)
+        self.read(|e| {
+            let mut sum = Decimal::ZERO;
+            for ((_, order), amount) in e
+                .tables
+                .open_order
+                .range((account.to_string(), String::new())..)
+                .take_while(|((a, _), _)| a == account)
+            {
+                if order != except {
+                    sum += Decimal::from_str(amount).map_err(|e| corrupt(account, e))?;
+                }
+            }
+            Ok(sum)
+        })
     }
 
     async fn rebate(&self, account: &str, period: &str) -> Result<RebateFigures, StoreError> {
-        let conn = self.lock()?;
-        let body: Option<String> = conn
-            .row(
-                "SELECT body FROM rebate WHERE account = ?1 AND period = ?2",
-                params![account, period],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::backend)?;
+        let body = self.read(|e| {
+            Ok(e.tables
+                .rebate
+                .get(&(account.to_string(), period.to_string()))
+                .cloned())
+        })?;
         match body {
             Some(b) => serde_json::from_str(&b).map_err(|e| corrupt(account, e)),
             None => Ok(RebateFigures::default()),
@@ -355,15 +353,12 @@ impl FiguresStore for EmbeddedStore {
         period: &str,
         figures: &RebateFigures,
     ) -> Result<(), StoreError> {
-        let body = serde_json::to_string(figures).map_err(|e| corrupt(account, e))?;
-        let conn = self.lock()?;
-        conn.exec(
-            "INSERT INTO rebate (account, period, body) VALUES (?1, ?2, ?3)
-             ON CONFLICT(account, period) DO UPDATE SET body = ?3",
-            params![account, period, body],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        let op = Op::RebatePut {
+            account: account.to_string(),
+            period: period.to_string(),
+            body: serde_json::to_string(figures).map_err(|e| corrupt(account, e))?,
+        };
+        self.write(|_| Ok::<_, StoreError>((vec![op], ())))
     }
 }
 
@@ -375,29 +370,26 @@ impl RuleStore for EmbeddedStore {
         files: &BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
         let body = serde_json::to_string(files).map_err(|e| corrupt(version, e))?;
-        let conn = self.lock()?;
-        conn.exec(
-            "INSERT INTO rule_version (version, body, stored_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(version) DO NOTHING",
-            params![version, body, chrono::Utc::now().timestamp()],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        self.write(|t| {
+            let ops = if t.rule_versions.contains_key(version) {
+                vec![]
+            } else {
+                vec![Op::RuleVersionPut {
+                    version: version.to_string(),
+                    body,
+                    stored_at: chrono::Utc::now().timestamp(),
+                }]
+            };
+            Ok::<_, StoreError>((ops, ()))
+        })
     }
 
     async fn get_rules(
         &self,
         version: &str,
     ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-        let conn = self.lock()?;
-        let body: Option<String> = conn
-            .row(
-                "SELECT body FROM rule_version WHERE version = ?1",
-                params![version],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(StoreError::backend)?;
+        let body =
+            self.read(|e| Ok(e.tables.rule_versions.get(version).map(|(b, _)| b.clone())))?;
         body.map(|b| serde_json::from_str(&b).map_err(|e| corrupt(version, e)))
             .transpose()
     }
@@ -405,34 +397,36 @@ impl RuleStore for EmbeddedStore {
     async fn activate(&self, activation: &Activation) -> Result<bool, StoreError> {
         let body =
             serde_json::to_string(activation).map_err(|e| corrupt(&activation.version, e))?;
-        let seq = i64::try_from(activation.seq).map_err(|e| corrupt(&activation.version, e))?;
-        let conn = self.lock()?;
-        let changed = conn
-            .exec(
-                "INSERT INTO rule_activation (seq, version, body)
-                 SELECT ?1, ?2, ?3
-                 WHERE ?1 = (SELECT COALESCE(MAX(seq), 0) + 1 FROM rule_activation)
-                 ON CONFLICT(seq) DO NOTHING",
-                params![seq, activation.version, body],
-            )
-            .map_err(StoreError::backend)?;
-        Ok(changed == 1)
+        self.write(|t| {
+            // Only as the next activation: two publishes at once cannot both win.
+            let next = t.activations.keys().next_back().copied().unwrap_or(0) + 1;
+            if activation.seq != next {
+                return Ok((vec![], false));
+            }
+            Ok::<_, StoreError>((
+                vec![Op::ActivationPut {
+                    seq: activation.seq,
+                    body,
+                }],
+                true,
+            ))
+        })
     }
 
     async fn activations(&self, limit: usize) -> Result<Vec<Activation>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT body FROM rule_activation ORDER BY seq DESC LIMIT ?1")
-            .map_err(StoreError::backend)?;
-        let rows = stmt
-            .query_map(params![limit as i64], |r| r.get::<_, String>(0))
-            .map_err(StoreError::backend)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let body = r.map_err(StoreError::backend)?;
-            out.push(serde_json::from_str(&body).map_err(|e| corrupt("rule_activation", e))?);
-        }
-        Ok(out)
+        let bodies = self.read(|e| {
+            Ok(e.tables
+                .activations
+                .values()
+                .rev()
+                .take(limit)
+                .cloned()
+                .collect::<Vec<_>>())
+        })?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(|e| corrupt("rule_activation", e)))
+            .collect()
     }
 }
 
@@ -440,31 +434,35 @@ impl RuleStore for EmbeddedStore {
 impl DecisionLog for EmbeddedStore {
     async fn record(&self, decision: &Decision) -> Result<(), StoreError> {
         let body = serde_json::to_string(decision).map_err(|e| corrupt(&decision.id, e))?;
-        let conn = self.lock()?;
-        conn.exec(
-            "INSERT INTO decision (id, at, body) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO NOTHING",
-            params![decision.id, decision.at.timestamp_millis(), body],
-        )
-        .map_err(StoreError::backend)?;
-        Ok(())
+        self.write(|t| {
+            let ops = if t.decision_ids.contains_key(&decision.id) {
+                vec![]
+            } else {
+                vec![Op::DecisionAdd {
+                    id: decision.id.clone(),
+                    at: decision.at.timestamp_millis(),
+                    body: Cold::Mem(body),
+                }]
+            };
+            Ok::<_, StoreError>((ops, ()))
+        })
     }
 
     async fn decisions(
         &self,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Decision>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT body FROM decision WHERE at >= ?1 ORDER BY at, id")
-            .map_err(StoreError::backend)?;
-        let rows = stmt
-            .query_map(params![since.timestamp_millis()], |r| r.get::<_, String>(0))
-            .map_err(StoreError::backend)?;
-        let mut out = Vec::new();
-        for r in rows {
-            let body = r.map_err(StoreError::backend)?;
-            out.push(serde_json::from_str(&body).map_err(|e| corrupt("decision", e))?);
-        }
-        Ok(out)
+        let from = since.timestamp_millis();
+        let bodies = self.read(|e| {
+            e.tables
+                .decisions
+                .range((from, String::new())..)
+                .map(|(_, c)| e.cold(c))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(|e| corrupt("decision", e)))
+            .collect()
     }
 }
