@@ -100,9 +100,12 @@ fn bench_pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.sample_size(30);
     for (name, durable) in [
-        ("account event, ingest→sync→deliver (SQLite file)", true),
         (
-            "account event, ingest→sync→deliver (SQLite in memory)",
+            "account event, ingest→sync→deliver (embedded store, file)",
+            true,
+        ),
+        (
+            "account event, ingest→sync→deliver (embedded store, in memory)",
             false,
         ),
     ] {
@@ -141,10 +144,14 @@ fn bench_pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(100));
     g.sample_size(10);
     for (name, durable, together) in [
-        ("100 account events (SQLite file)", true, false),
-        ("100 account events (SQLite in memory)", false, false),
+        ("100 account events (embedded store, file)", true, false),
         (
-            "100 account events arriving together (SQLite file)",
+            "100 account events (embedded store, in memory)",
+            false,
+            false,
+        ),
+        (
+            "100 account events arriving together (embedded store, file)",
             true,
             true,
         ),

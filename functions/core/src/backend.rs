@@ -1,7 +1,7 @@
-//! The adapter set a pipeline runs on: the embedded store and queue (one SQLite file), or
-//! DynamoDB and SQS FIFO. A [`Backend`] implements every store and queue port by handing
-//! each call to the adapter behind it, so the steps, the runner, the CLI and the tests are
-//! the same on both.
+//! The adapter set a pipeline runs on: the embedded store and queue (one file, a log of
+//! transactions), or DynamoDB and SQS FIFO. A [`Backend`] implements every store and queue
+//! port by handing each call to the adapter behind it, so the steps, the runner, the CLI and
+//! the tests are the same on both.
 
 use crate::domain::{EntityKey, SourceRef};
 use crate::embedded::EmbeddedStore;

@@ -30,7 +30,7 @@ pub mod sim;
 /// functions, the tests and benchmarks): each event allocates and frees its parsed
 /// documents, maps and strings step by step, and glibc's allocator was a fifth of the
 /// pipeline's time. Measured with the `drain` example, 20,000 webhooks: in memory 98–105 →
-/// 87–89 µs/event, on the SQLite file 128–129 → 118–123.
+/// 87–89 µs/event, on the file store (then SQLite) 128–129 → 118–123.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
