@@ -298,6 +298,7 @@ async fn a_change_delivered_twice_in_one_batch_applies_once(w: World) {
         group: first[0].group.clone(),
         dedup_id: format!("{}-redelivered", first[0].dedup_id),
         body: first[0].body.clone(),
+        typed: None,
     };
     w.pipeline
         .store

@@ -36,6 +36,7 @@ fn msg(group: &str, dedup: &str) -> OutMessage {
         group: group.into(),
         dedup_id: dedup.into(),
         body: format!("{group}:{dedup}"),
+        typed: None,
     }
 }
 
@@ -472,4 +473,35 @@ async fn a_unit_of_work_is_one_commit_others_see_whole() {
         strict.list(QueueName::Inbound).await.expect("dead").len(),
         2
     );
+}
+
+/// A message's typed value travels with it inside the process (the consumer does not parse
+/// what was just serialized); read back from the file after a restart it is the body alone.
+#[tokio::test]
+async fn a_typed_value_travels_in_process_and_a_restart_leaves_the_body() {
+    use p2c_core::ports::Typed;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p2c.db");
+    let ev: p2c_core::domain::ChangeEvent = parked("o-1", "x").event;
+    let s = EmbeddedStore::open(&path).expect("open");
+    s.send(
+        QueueName::Inbound,
+        &[p2c_core::pipeline::sync::event_message(&ev)],
+    )
+    .await
+    .expect("send");
+    let got = s
+        .receive(QueueName::Inbound, 1, Duration::ZERO)
+        .await
+        .expect("receive");
+    assert!(matches!(&got[0].typed, Some(Typed::Event(e)) if **e == ev));
+    drop(s);
+    let again = EmbeddedStore::open(&path).expect("reopen");
+    let got = again
+        .receive(QueueName::Inbound, 1, Duration::ZERO)
+        .await
+        .expect("receive");
+    assert!(got[0].typed.is_none());
+    let parsed: p2c_core::domain::ChangeEvent = serde_json::from_str(&got[0].body).expect("body");
+    assert_eq!(parsed, ev);
 }

@@ -20,6 +20,7 @@ fn msg(group: &str, dedup: &str) -> OutMessage {
         group: group.into(),
         dedup_id: dedup.into(),
         body: format!("{group}:{dedup}"),
+        typed: None,
     }
 }
 

@@ -324,18 +324,37 @@ impl std::str::FromStr for QueueName {
     }
 }
 
+/// What a message's body holds, as the sender had it. The embedded queue keeps it beside
+/// the body, so a consumer in the same process takes it instead of parsing what was just
+/// serialized; it is never sent or stored (after a restart, or on SQS, the body is parsed).
+#[derive(Debug, Clone)]
+pub enum Typed {
+    Event(std::sync::Arc<crate::domain::ChangeEvent>),
+    Command(std::sync::Arc<crate::command::Command>),
+}
+
 /// A message to send.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutMessage {
     /// FIFO group: messages of one group are delivered in order, one batch at a time.
     pub group: String,
     /// Deduplication id: a second send with the same id inside the window is dropped.
     pub dedup_id: String,
     pub body: String,
+    /// The body's value, for a consumer in this process (see [`Typed`]).
+    #[serde(skip)]
+    pub typed: Option<Typed>,
+}
+
+impl PartialEq for OutMessage {
+    /// Messages are equal by what is sent: group, deduplication id and body.
+    fn eq(&self, other: &Self) -> bool {
+        (&self.group, &self.dedup_id, &self.body) == (&other.group, &other.dedup_id, &other.body)
+    }
 }
 
 /// A received message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub message_id: String,
     pub receipt: String,
@@ -344,6 +363,30 @@ pub struct Delivery {
     pub body: String,
     /// How many times it has been received, this time included.
     pub receive_count: u32,
+    /// The body's value, when the sender was in this process (see [`Typed`]).
+    #[serde(skip)]
+    pub typed: Option<Typed>,
+}
+
+impl PartialEq for Delivery {
+    /// Deliveries are equal by what was received (the typed value is the body's).
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.message_id,
+            &self.receipt,
+            &self.group,
+            &self.dedup_id,
+            &self.body,
+            self.receive_count,
+        ) == (
+            &other.message_id,
+            &other.receipt,
+            &other.group,
+            &other.dedup_id,
+            &other.body,
+            other.receive_count,
+        )
+    }
 }
 
 /// A dead-lettered message and why.

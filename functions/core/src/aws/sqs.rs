@@ -410,6 +410,7 @@ fn delivery(m: Message) -> Delivery {
         dedup_id,
         body: m.body.unwrap_or_default(),
         receive_count,
+        typed: None,
     }
 }
 
@@ -621,6 +622,7 @@ impl DeadLetters for SqsQueues {
                     &chrono::Utc::now().to_rfc3339(),
                 ]),
                 body: m.body().unwrap_or_default().to_string(),
+                typed: None,
             };
             self.send(queue, &[again]).await?;
             // The receipt from the listing is still the latest one: delete the original.

@@ -301,6 +301,7 @@ fn rows(conn: &Connection) -> rusqlite::Result<Vec<Op>> {
                 dedup_id: r.get(3)?,
                 message_id: r.get(4)?,
                 body: r.get(5)?,
+                typed: None,
             })
         },
     )?;

@@ -511,6 +511,7 @@ mod tests {
                         group: format!("g{}", id % 7),
                         dedup_id: format!("d{id}"),
                         body: format!("event {id}"),
+                        typed: None,
                     };
                     s.send(QueueName::Inbound, &[m]).await
                 });
@@ -539,6 +540,7 @@ mod tests {
                 group: "g".into(),
                 dedup_id: "alone".into(),
                 body: "alone".into(),
+                typed: None,
             }],
         ))
         .expect("queued");

@@ -164,6 +164,7 @@ impl EmbeddedStore {
                 dedup_id: m.dedup_id.clone(),
                 message_id: new_id("msg"),
                 body: m.body.clone(),
+                typed: m.typed.clone(),
             });
         }
     }
@@ -334,6 +335,7 @@ impl Consumer for EmbeddedStore {
                     dedup_id: m.dedup_id.clone(),
                     body: m.body.clone(),
                     receive_count: m.receive_count + 1,
+                    typed: m.typed.clone(),
                 });
             }
             if !picked.is_empty() {
@@ -505,6 +507,7 @@ impl DeadLetters for EmbeddedStore {
                     dedup_id: d.dedup_id.clone(),
                     message_id: d.message_id.clone(),
                     body: d.body.clone(),
+                    typed: None,
                 });
                 ops.push(Op::DeadDel {
                     message_id: id.clone(),

@@ -50,6 +50,8 @@ pub(crate) struct Msg {
     pub visible_at: i64,
     pub receipt: Option<String>,
     pub last_error: String,
+    /// The body's value as its sender had it (in memory only).
+    pub typed: Option<crate::ports::Typed>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +170,8 @@ pub(crate) enum Op {
         dedup_id: String,
         message_id: String,
         body: String,
+        /// Not written to the file.
+        typed: Option<crate::ports::Typed>,
     },
     /// Received: each message's count goes up, it is hidden until `visible_at`, and its
     /// receipt is `<receipt>-<seq>`.
@@ -339,6 +343,7 @@ impl Op {
                 dedup_id,
                 message_id,
                 body,
+                typed: _,
             } => {
                 out.push(12);
                 out.push(queue_index(*queue) as u8);
@@ -543,6 +548,7 @@ impl Op {
                 dedup_id: r.string()?,
                 message_id: r.string()?,
                 body: r.string()?,
+                typed: None,
             },
             13 => Op::MsgReceive {
                 queue: queue(r)?,
@@ -677,6 +683,7 @@ impl Tables {
                 dedup_id,
                 message_id,
                 body,
+                typed,
             } => {
                 self.msg_seq = self.msg_seq.max(seq);
                 self.queues[queue_index(queue)].messages.insert(
@@ -690,6 +697,7 @@ impl Tables {
                         visible_at: 0,
                         receipt: None,
                         last_error: String::new(),
+                        typed,
                     },
                 );
             }
@@ -985,6 +993,7 @@ impl Tables {
                         dedup_id: m.dedup_id.clone(),
                         message_id: m.message_id.clone(),
                         body: m.body.clone(),
+                        typed: None,
                     },
                     &mut buf,
                 )?;

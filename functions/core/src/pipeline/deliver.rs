@@ -83,7 +83,11 @@ impl From<DeliveryError> for DeliverError {
 
 /// Handles one queue message (the body is a serialized [`Command`]).
 pub async fn handle_message(ctx: &DeliverCtx, d: &Delivery) -> Disposition {
-    let cmd: Command = match serde_json::from_str(&d.body) {
+    let parsed = match &d.typed {
+        Some(crate::ports::Typed::Command(c)) => Ok(c.clone()),
+        _ => serde_json::from_str::<Command>(&d.body).map(std::sync::Arc::new),
+    };
+    let cmd = match parsed {
         Ok(c) => c,
         Err(e) => {
             return Disposition::DeadLetter {

@@ -4,7 +4,7 @@
 //! a bad one a 4xx with a stable code. A repeated webhook is queued again: the queue drops
 //! it inside its deduplication window, and the sync step recognises it after that.
 
-use super::sync::send_events;
+use super::sync::send_owned_events;
 use crate::domain::System;
 use crate::inbound::{
     bc, dataverse, fo, salesforce, Parsed, WebhookError, WebhookRequest, WebhookResponse,
@@ -74,7 +74,7 @@ async fn ingest_inner(
             return Err(WebhookError::MethodNotAllowed(req.method.clone()));
         }
         let events = ctx.auth.senders.accept(req, chrono::Utc::now())?;
-        let accepted = queue(ctx, &events).await?;
+        let accepted = queue(ctx, events).await?;
         return Ok(WebhookResponse::json(202, &Accepted { accepted }));
     }
     let system: System = system
@@ -111,12 +111,12 @@ async fn ingest_inner(
                 // (the relay's rule target when p2c runs as `p2c serve`, not on Lambda).
                 let doc = crate::inbound::parse_json_body(req)?;
                 let events = salesforce::parse_cdc(&doc, &ctx.auth.salesforce.org_ids, now)?;
-                let accepted = queue(ctx, &events).await?;
+                let accepted = queue(ctx, events).await?;
                 return Ok(WebhookResponse::json(202, &Accepted { accepted }));
             }
             // An Outbound Message: answered with the SOAP Ack once queued.
             let events = salesforce::parse_outbound(req, &ctx.auth.salesforce.org_ids, now)?;
-            queue(ctx, &events).await?;
+            queue(ctx, events).await?;
             return Ok(salesforce::outbound_ack());
         }
         System::FinOps => {
@@ -135,20 +135,21 @@ async fn ingest_inner(
         Parsed::Handshake(token) => return Ok(WebhookResponse::text(200, token)),
         Parsed::Events(evs) => evs,
     };
-    let accepted = queue(ctx, &events).await?;
+    let accepted = queue(ctx, events).await?;
     Ok(WebhookResponse::json(202, &Accepted { accepted }))
 }
 
 /// Queues accepted events before anything is answered.
 async fn queue(
     ctx: &IngestCtx,
-    events: &[crate::domain::ChangeEvent],
+    events: Vec<crate::domain::ChangeEvent>,
 ) -> Result<usize, WebhookError> {
     // One write per accepted event: the queue send, with the event's deterministic
     // deduplication id. No store is read or written here.
-    if let Err(e) = send_events(ctx.publisher.as_ref(), events).await {
+    let n = events.len();
+    if let Err(e) = send_owned_events(ctx.publisher.as_ref(), events).await {
         tracing::error!(error = %e, "could not queue inbound events");
         return Err(WebhookError::Unavailable);
     }
-    Ok(events.len())
+    Ok(n)
 }

@@ -161,6 +161,7 @@ mod tests {
             dedup_id: id.into(),
             body: String::new(),
             receive_count: 1,
+            typed: None,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::domain::{
 };
 use crate::error::{DeliveryError, QueueError, RuleError, StoreError};
 use crate::json::fingerprint;
-use crate::ports::{Applied, Delivery, EntityState, OutMessage, ParkedEvent, QueueName};
+use crate::ports::{Applied, Delivery, EntityState, OutMessage, ParkedEvent, QueueName, Typed};
 use crate::rules::FlowKind;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -109,7 +109,11 @@ impl SyncError {
 
 /// Handles one queue message (the body is a serialized [`ChangeEvent`]).
 pub async fn handle_message(ctx: &SyncCtx, d: &Delivery) -> Disposition {
-    let ev: ChangeEvent = match serde_json::from_str(&d.body) {
+    let parsed = match &d.typed {
+        Some(Typed::Event(ev)) => Ok(ChangeEvent::clone(ev)),
+        _ => serde_json::from_str(&d.body),
+    };
+    let ev: ChangeEvent = match parsed {
         Ok(ev) => ev,
         Err(e) => {
             return Disposition::DeadLetter {
@@ -771,13 +775,38 @@ pub async fn release_waiters(
     Ok(waiting.len())
 }
 
-/// The queue message for an inbound event.
-pub fn event_message(ev: &ChangeEvent) -> OutMessage {
+/// The queue message for an inbound event, without its typed value.
+fn event_envelope(ev: &ChangeEvent) -> OutMessage {
     OutMessage {
         group: ev.source.group(),
         dedup_id: crate::json::hash_parts(&[&ev.idempotency_key("queue").0]),
         body: serde_json::to_string(ev).unwrap_or_default(),
+        typed: None,
     }
+}
+
+/// The queue message for an inbound event.
+pub fn event_message(ev: &ChangeEvent) -> OutMessage {
+    OutMessage {
+        typed: Some(Typed::Event(Arc::new(ev.clone()))),
+        ..event_envelope(ev)
+    }
+}
+
+/// Queues events on the inbound queue, each moved into its message (webhooks just parsed).
+pub async fn send_owned_events(
+    publisher: &dyn crate::ports::Publisher,
+    events: Vec<ChangeEvent>,
+) -> Result<(), QueueError> {
+    let messages: Vec<OutMessage> = events
+        .into_iter()
+        .map(|ev| {
+            let mut m = event_envelope(&ev);
+            m.typed = Some(Typed::Event(Arc::new(ev)));
+            m
+        })
+        .collect();
+    publisher.send(QueueName::Inbound, &messages).await
 }
 
 /// Queues events on the inbound queue (the publisher batches the requests).
@@ -795,6 +824,7 @@ pub fn command_message(c: &Command) -> OutMessage {
         group: c.group(),
         dedup_id: c.id.0.clone(),
         body: serde_json::to_string(c).unwrap_or_default(),
+        typed: Some(Typed::Command(Arc::new(c.clone()))),
     }
 }
 
