@@ -431,6 +431,9 @@ async fn a_unit_of_work_is_one_commit_others_see_whole() {
     let path = dir.path().join("p2c.db");
     let a = EmbeddedStore::open(&path).expect("open");
     let b = EmbeddedStore::open(&path).expect("open");
+    a.append(&entry("account:A-1", "before the unit"))
+        .await
+        .expect("append");
     let seen_inside = a
         .unit(async {
             a.send(QueueName::Inbound, &[msg("g", "1"), msg("h", "2")])
@@ -439,7 +442,12 @@ async fn a_unit_of_work_is_one_commit_others_see_whole() {
             a.save(&state("order:O-1", 1), &entry("order:O-1", "in a unit"))
                 .await
                 .expect("save");
-            // Another process sees nothing of it yet.
+            // While the unit holds the file's lock, readers go on without waiting for it
+            // (as `p2c trace` does while `p2c serve` works): they see what was committed,
+            // and nothing of the unit yet.
+            let c = EmbeddedStore::open(&path).expect("opens while a unit is open");
+            assert_eq!(c.trail("account:A-1").await.expect("trail").len(), 1);
+            assert_eq!(b.trail("account:A-1").await.expect("trail").len(), 1);
             b.depth(QueueName::Inbound).await.expect("depth")
         })
         .await

@@ -185,6 +185,21 @@ impl LogFile {
         }
     }
 
+    /// Takes the exclusive lock if nobody holds it; says whether it did.
+    pub fn try_lock_now(&mut self) -> io::Result<bool> {
+        if self.locked {
+            return Ok(true);
+        }
+        match self.lock.try_lock() {
+            Ok(()) => {
+                self.locked = true;
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
     pub fn unlock(&mut self) {
         if self.locked {
             let _ = self.lock.unlock();

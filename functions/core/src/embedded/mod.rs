@@ -75,9 +75,12 @@ impl Engine {
         }
     }
 
-    /// Reads what other processes appended (with the lock held); a file replaced by
-    /// another process's compaction, or a failed write here, means reading it all again.
-    fn catch_up(&mut self) -> Result<(), StoreError> {
+    /// Reads what other processes appended; a file replaced by another process's
+    /// compaction, or a failed write here, means reading it all again. Readers do this
+    /// without the lock (a writer's frame still being written looks torn and is left for
+    /// later); a writer does it with the lock, and then a torn frame is what a crash left,
+    /// which it cuts off.
+    fn catch_up(&mut self, locked: bool) -> Result<(), StoreError> {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
@@ -102,10 +105,12 @@ impl Engine {
         match read {
             Ok(Tail::Clean) => Ok(()),
             // Cut short by a crash: nobody else is writing while the lock is held.
-            Ok(Tail::Torn(at)) => {
+            Ok(Tail::Torn(at)) if locked => {
                 tracing::warn!(path = %path.display(), at, "dropping a transaction cut short by a crash");
                 log.cut_torn_tail().map_err(|e| io_error(&path, e))
             }
+            // Being written by another process, or left by a crash for a writer to cut.
+            Ok(Tail::Torn(_)) => Ok(()),
             Err(d) => Err(StoreError::Corrupt {
                 key: path.display().to_string(),
                 message: format!(
@@ -116,9 +121,10 @@ impl Engine {
         }
     }
 
-    /// Before reading: what other processes committed is read in first. Inside a unit
-    /// the lock is held, so there is nothing to read; a reader outside an open unit
-    /// commits what the unit has done so far first.
+    /// Before reading: what other processes committed is read in first, without waiting
+    /// for the lock (a long unit of work in `p2c serve` does not hold up `p2c trace`).
+    /// Inside a unit the lock is held, so there is nothing to read; a reader outside an
+    /// open unit commits what the unit has done so far first.
     fn refresh(&mut self, in_unit: bool) -> Result<(), StoreError> {
         if self.unit_open {
             if in_unit {
@@ -131,10 +137,7 @@ impl Engine {
         };
         let (replaced, grown) = log.changed().map_err(|e| io_error(log.path(), e))?;
         if replaced || grown || self.stale {
-            self.lock()?;
-            let r = self.catch_up();
-            self.unlock();
-            r?;
+            self.catch_up(false)?;
         }
         Ok(())
     }
@@ -161,7 +164,7 @@ impl Engine {
             return Ok(());
         }
         self.lock()?;
-        if let Err(e) = self.catch_up() {
+        if let Err(e) = self.catch_up(true) {
             self.unlock();
             return Err(e);
         }
@@ -249,14 +252,21 @@ impl Engine {
                 Cold::Disk { offset, len } => read_cold(&reader, *offset, *len),
             }
         };
+        let started = std::time::Instant::now();
         let tables = &self.tables;
         let written = log.rewrite(|emit| tables.snapshot(SNAPSHOT_FRAME, &read, emit));
         // Whether it worked or not, the tables are read again from the file now there.
         self.stale = true;
         written.map_err(|e| io_error(&path, e))?;
-        self.catch_up()?;
+        self.catch_up(true)?;
         let log = self.log.as_ref().map(LogFile::end).unwrap_or_default();
-        tracing::info!(path = %path.display(), from = size, to = log, "compacted the store");
+        tracing::info!(
+            path = %path.display(),
+            from = size,
+            to = log,
+            ms = started.elapsed().as_millis() as u64,
+            "compacted the store (writers waited meanwhile)"
+        );
         self.compact_at = log.saturating_mul(2).max(COMPACT_MIN);
         Ok(())
     }
@@ -357,11 +367,19 @@ impl EmbeddedStore {
             compact_at: 0,
             ..Engine::memory()
         };
-        engine.lock()?;
-        // Read it all in, and compact it now if it is mostly what was deleted since.
-        let opened = engine.catch_up().and_then(|()| engine.compact(false));
-        engine.unlock();
-        opened?;
+        // Read it all in (without waiting for another process's transaction); then, if
+        // nobody is writing, cut off what a crash left and compact the file if it is mostly
+        // what was deleted since.
+        engine.catch_up(false)?;
+        let free = match engine.log.as_mut() {
+            Some(log) => log.try_lock_now().map_err(|e| io_error(path, e))?,
+            None => false,
+        };
+        if free {
+            let tidied = engine.catch_up(true).and_then(|()| engine.compact(false));
+            engine.unlock();
+            tidied?;
+        }
         Ok(Self::with_engine(engine, Some(path.to_path_buf())))
     }
 
