@@ -3,13 +3,14 @@
 //! damage is refused with where it is; two processes (here two handles) on one file see
 //! each other's commits and cannot both win a conditional write.
 
+use crate::store_contract::{msg, parked};
 use chrono::Utc;
 use p2c_core::embedded::{EmbeddedStore, QueueSettings};
 use p2c_core::error::StoreError;
 use p2c_core::ports::{
     Activation, AuditEntry, AuditLog, Consumer, DeadLetterSink, DeadLetters, Decision, DecisionLog,
-    EntityState, FiguresStore, IdempotencyStore, OutMessage, ParkingStore, Publisher, QueueName,
-    RebateFigures, RuleStore, StateStore,
+    EntityState, FiguresStore, IdempotencyStore, ParkingStore, Publisher, QueueName, RebateFigures,
+    RuleStore, StateStore,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -28,30 +29,6 @@ fn entry(subject: &str, outcome: &str) -> AuditEntry {
         detail: format!("{outcome}: ✓ Zürich"),
         event_id: Some(format!("ev-{outcome}")),
         rules_version: Some("r-1".into()),
-    }
-}
-
-fn msg(group: &str, dedup: &str) -> OutMessage {
-    OutMessage {
-        group: group.into(),
-        dedup_id: dedup.into(),
-        body: format!("{group}:{dedup}"),
-        typed: None,
-    }
-}
-
-fn parked(id: &str, dependency: &str) -> p2c_core::ports::ParkedEvent {
-    let event = serde_json::from_value(json!({
-        "event_id": id, "operation": "update", "received_at": "2026-11-22T10:00:00Z",
-        "source": { "system": "dataverse", "entity_type": "order", "id": id },
-        "version": { "sequence": [1, 0], "modified_ms": 1 },
-    }))
-    .expect("event");
-    p2c_core::ports::ParkedEvent {
-        id: id.into(),
-        dependency: dependency.into(),
-        event,
-        parked_at: Utc::now(),
     }
 }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(3600);
 
-fn msg(group: &str, dedup: &str) -> OutMessage {
+/// A message whose body names its group and deduplication id.
+pub fn msg(group: &str, dedup: &str) -> OutMessage {
     OutMessage {
         group: group.into(),
         dedup_id: dedup.into(),
@@ -428,7 +429,8 @@ async fn state_and_queued_messages_survive_a_restart() {
 
 on_both_stores!(parking: parking_embedded, parking_dynamodb);
 
-fn parked(id: &str, dependency: &str) -> p2c_core::ports::ParkedEvent {
+/// An order event parked on `dependency`.
+pub fn parked(id: &str, dependency: &str) -> p2c_core::ports::ParkedEvent {
     let event = serde_json::from_value(json!({
         "event_id": id, "operation": "update", "received_at": "2026-11-22T10:00:00Z",
         "source": { "system": "dataverse", "entity_type": "order", "id": id },

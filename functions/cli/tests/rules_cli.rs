@@ -1,29 +1,16 @@
 //! `p2c rules check` and `p2c rules test` as an analyst runs them: on a copy of the
 //! repository's rules, broken in the ways analysts break them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn repo_rules() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules")
-}
+mod common;
+use common::{copy_dir, repo_rules};
 
 /// A copy of the rules to break.
 fn copy_rules() -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("dir");
-        for e in std::fs::read_dir(from).expect("read") {
-            let e = e.expect("entry");
-            let dest = to.join(e.file_name());
-            if e.path().is_dir() {
-                copy(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), dest).expect("copy");
-            }
-        }
-    }
     let dir = tempfile::tempdir().expect("tempdir");
-    copy(&repo_rules(), dir.path());
+    copy_dir(&repo_rules(), dir.path());
     dir
 }
 

@@ -8,7 +8,7 @@ use p2c_core::sim::bc::{BcHookConfig, SimBusinessCentral};
 use p2c_core::sim::dataverse::{DataverseHookConfig, SimDataverse, PRIMARY_UNIT, USD};
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,22 +19,8 @@ const PATIENCE: Duration = Duration::from_secs(120);
 const DATAVERSE_KEY: &str = "serve-live-dataverse-key";
 const BC_CLIENT_STATE: &str = "serve-live-bc-client-state";
 
-fn repo_rules() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("dir");
-    for e in std::fs::read_dir(from).expect("read") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).expect("copy");
-        }
-    }
-}
+mod common;
+use common::{copy_dir, repo_rules};
 
 /// A running `p2c serve`, its stderr collected line by line; killed on drop.
 struct Serve {

@@ -4,9 +4,9 @@
 //! (`<path>.sqlite-backup`) before the log takes its place.
 
 use super::log::LogFile;
-use super::tables::{Cold, Dead, Entity, Idem, Op, Parked};
+use super::tables::{Cold, Entity, Idem, Op, Parked};
 use crate::error::StoreError;
-use crate::ports::QueueName;
+use crate::ports::{DeadLetter, QueueName};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 
@@ -324,7 +324,7 @@ fn rows(conn: &Connection) -> rusqlite::Result<Vec<Op>> {
         &mut |r| {
             Ok(Op::DeadAdd {
                 seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                dead: Dead {
+                dead: DeadLetter {
                     message_id: r.get(1)?,
                     queue: queue(r.get(2)?)?,
                     group: r.get(3)?,
@@ -332,7 +332,7 @@ fn rows(conn: &Connection) -> rusqlite::Result<Vec<Op>> {
                     body: r.get(5)?,
                     code: r.get(6)?,
                     reason: r.get(7)?,
-                    at: r.get(8)?,
+                    at: super::ms_to_time(r.get(8)?),
                 },
             })
         },

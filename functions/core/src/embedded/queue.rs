@@ -2,7 +2,7 @@
 //! with a message in flight yields nothing more), a deduplication window, visibility
 //! timeouts, and a receive limit after which a message moves to the dead-letter queue.
 
-use super::tables::{queue_index, Dead, Op, Tables};
+use super::tables::{queue_index, Op, Tables};
 use super::{ms_to_time, now_ms, EmbeddedStore};
 use crate::error::{QueueError, StoreError};
 use crate::ports::{
@@ -89,6 +89,20 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:x}-{:x}-{n:x}", std::process::id(), now_ms())
 }
 
+/// Whether `receipt` is message `seq`'s latest (a receipt from before a retry, or of a
+/// message since acknowledged, is not).
+fn current(t: &Tables, queue: QueueName, seq: u64, receipt: &str) -> Result<(), QueueError> {
+    let latest = t.queues[queue_index(queue)]
+        .messages
+        .get(&seq)
+        .is_some_and(|m| m.receipt.as_deref() == Some(receipt));
+    if latest {
+        Ok(())
+    } else {
+        Err(unknown_receipt(queue, receipt))
+    }
+}
+
 /// The ops that move message `seq` to the dead-letter queue.
 fn to_dlq(t: &Tables, queue: QueueName, seq: u64, code: &str, reason: &str) -> Vec<Op> {
     let Some(m) = t.queues[queue_index(queue)].messages.get(&seq) else {
@@ -98,7 +112,7 @@ fn to_dlq(t: &Tables, queue: QueueName, seq: u64, code: &str, reason: &str) -> V
     if !t.dead_ids.contains_key(&m.message_id) {
         ops.push(Op::DeadAdd {
             seq: t.dead_seq + 1,
-            dead: Dead {
+            dead: DeadLetter {
                 message_id: m.message_id.clone(),
                 queue,
                 group: m.group.clone(),
@@ -106,7 +120,7 @@ fn to_dlq(t: &Tables, queue: QueueName, seq: u64, code: &str, reason: &str) -> V
                 body: m.body.clone(),
                 code: code.to_string(),
                 reason: reason.to_string(),
-                at: now_ms(),
+                at: ms_to_time(now_ms()),
             },
         });
     }
@@ -413,13 +427,7 @@ impl Consumer for EmbeddedStore {
         let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let seq = receipt_seq(queue, receipt)?;
         self.queue_write(queue, |t| {
-            let current = t.queues[queue_index(queue)]
-                .messages
-                .get(&seq)
-                .is_some_and(|m| m.receipt.as_deref() == Some(receipt));
-            if !current {
-                return Err(unknown_receipt(queue, receipt));
-            }
+            current(t, queue, seq, receipt)?;
             Ok((
                 vec![Op::MsgRetry {
                     queue,
@@ -447,13 +455,7 @@ impl Consumer for EmbeddedStore {
         let receipt = message.receipt.as_str();
         let seq = receipt_seq(queue, receipt)?;
         self.queue_write(queue, |t| {
-            let current = t.queues[queue_index(queue)]
-                .messages
-                .get(&seq)
-                .is_some_and(|m| m.receipt.as_deref() == Some(receipt));
-            if !current {
-                return Err(unknown_receipt(queue, receipt));
-            }
+            current(t, queue, seq, receipt)?;
             Ok((to_dlq(t, queue, seq, code, reason), ()))
         })
     }
@@ -467,16 +469,7 @@ impl DeadLetters for EmbeddedStore {
                 .dead
                 .values()
                 .filter(|d| d.queue == queue)
-                .map(|d| DeadLetter {
-                    message_id: d.message_id.clone(),
-                    queue,
-                    group: d.group.clone(),
-                    dedup_id: d.dedup_id.clone(),
-                    body: d.body.clone(),
-                    code: d.code.clone(),
-                    reason: d.reason.clone(),
-                    at: ms_to_time(d.at),
-                })
+                .cloned()
                 .collect())
         })
         .map_err(|e| backend(queue, e))
@@ -533,7 +526,7 @@ impl DeadLetterSink for EmbeddedStore {
             } else {
                 vec![Op::DeadAdd {
                     seq: t.dead_seq + 1,
-                    dead: Dead {
+                    dead: DeadLetter {
                         message_id: message.message_id.clone(),
                         queue,
                         group: message.group.clone(),
@@ -541,7 +534,7 @@ impl DeadLetterSink for EmbeddedStore {
                         body: message.body.clone(),
                         code: code.to_string(),
                         reason: reason.to_string(),
-                        at: now_ms(),
+                        at: ms_to_time(now_ms()),
                     },
                 }]
             };

@@ -6,7 +6,7 @@
 //! the file ([`Cold::Disk`]) and only their index is in memory.
 
 use super::codec::{put_i64, put_str, put_u64, DecodeError, Reader};
-use crate::ports::QueueName;
+use crate::ports::{DeadLetter, QueueName};
 use std::collections::{BTreeMap, HashMap};
 
 /// A value kept in the file once committed.
@@ -54,18 +54,6 @@ pub(crate) struct Msg {
     pub typed: Option<crate::ports::Typed>,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Dead {
-    pub message_id: String,
-    pub queue: QueueName,
-    pub group: String,
-    pub dedup_id: String,
-    pub body: String,
-    pub code: String,
-    pub reason: String,
-    pub at: i64,
-}
-
 /// One queue: its messages in order, and the deduplication ids seen inside the window.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
@@ -89,7 +77,7 @@ pub(crate) struct Tables {
     pub rebate: HashMap<(String, String), String>,
     pub queues: [Queue; 3],
     pub msg_seq: u64,
-    pub dead: BTreeMap<u64, Dead>,
+    pub dead: BTreeMap<u64, DeadLetter>,
     pub dead_ids: HashMap<String, u64>,
     pub dead_seq: u64,
     /// (at, id) → the decision.
@@ -213,7 +201,7 @@ pub(crate) enum Op {
     /// Buries a message unless one with its id is buried already.
     DeadAdd {
         seq: u64,
-        dead: Dead,
+        dead: DeadLetter,
     },
     DeadDel {
         message_id: String,
@@ -428,7 +416,7 @@ impl Op {
                 put_str(out, &dead.body);
                 put_str(out, &dead.code);
                 put_str(out, &dead.reason);
-                put_i64(out, dead.at);
+                put_i64(out, dead.at.timestamp_millis());
             }
             Op::DeadDel { message_id } => {
                 out.push(19);
@@ -574,7 +562,7 @@ impl Op {
             17 => Op::DedupSweep { now: r.i64()? },
             18 => Op::DeadAdd {
                 seq: r.u64()?,
-                dead: Dead {
+                dead: DeadLetter {
                     message_id: r.string()?,
                     queue: queue(r)?,
                     group: r.string()?,
@@ -582,7 +570,7 @@ impl Op {
                     body: r.string()?,
                     code: r.string()?,
                     reason: r.string()?,
-                    at: r.i64()?,
+                    at: super::ms_to_time(r.i64()?),
                 },
             },
             19 => Op::DeadDel {
