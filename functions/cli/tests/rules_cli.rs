@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{copy_dir, repo_rules};
+use common::{copy_dir, repo_rules, version_in};
 
 /// A copy of the rules to break.
 fn copy_rules() -> tempfile::TempDir {
@@ -211,11 +211,7 @@ fn publish_refuses_broken_or_failing_rules_and_rollback_returns_to_the_last_vers
     assert!(!ok && out.contains("nothing is published yet"), "{out}");
     let (ok, out) = p2c_store(dir.path(), &store, &["publish"]);
     assert!(ok, "{out}");
-    let first = out
-        .split_whitespace()
-        .find(|w| w.starts_with("r-"))
-        .expect("a version")
-        .to_string();
+    let first = version_in(&out);
     // A failing case is not published.
     edit(
         dir.path(),
@@ -245,11 +241,7 @@ fn publish_refuses_broken_or_failing_rules_and_rollback_returns_to_the_last_vers
     );
     let (ok, out) = p2c_store(dir.path(), &store, &["publish"]);
     assert!(ok, "{out}");
-    let second = out
-        .split_whitespace()
-        .find(|w| w.starts_with("r-"))
-        .expect("a version")
-        .to_string();
+    let second = version_in(&out);
     assert_ne!(first, second);
     let (ok, out) = p2c_store(dir.path(), &store, &["rollback"]);
     assert!(

@@ -20,7 +20,7 @@ const DATAVERSE_KEY: &str = "serve-live-dataverse-key";
 const BC_CLIENT_STATE: &str = "serve-live-bc-client-state";
 
 mod common;
-use common::{copy_dir, repo_rules};
+use common::{copy_dir, repo_rules, version_in};
 
 /// A running `p2c serve`, its stderr collected line by line; killed on drop.
 struct Serve {
@@ -161,14 +161,6 @@ fn p2c(rules: &Path, store: &Path, args: &[&str]) -> (bool, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string()
         + String::from_utf8_lossy(&out.stderr).as_ref();
     (out.status.success(), text)
-}
-
-fn version_in(out: &str) -> String {
-    out.split_whitespace()
-        .find(|w| w.starts_with("r-"))
-        .unwrap_or_else(|| panic!("a version in: {out}"))
-        .trim_end_matches([',', '.', ')'])
-        .to_string()
 }
 
 fn decimal(rec: &Map<String, Value>, field: &str) -> Option<String> {

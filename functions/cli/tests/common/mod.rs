@@ -20,3 +20,11 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The first rule-set version (`r-…`) a command printed.
+pub fn version_in(out: &str) -> String {
+    out.split_whitespace()
+        .find(|w| w.starts_with("r-"))
+        .unwrap_or_else(|| panic!("a version in: {out}"))
+        .to_string()
+}

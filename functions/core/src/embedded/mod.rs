@@ -495,6 +495,17 @@ fn poisoned() -> StoreError {
     }
 }
 
+/// Whether a periodic task whose next run is at `next` is due at `now`; if so, moves
+/// `next` on by `every` ms (one caller wins when several ask at once).
+pub(crate) fn due(next: &std::sync::atomic::AtomicI64, now: i64, every: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let at = next.load(Ordering::Relaxed);
+    now >= at
+        && next
+            .compare_exchange(at, now + every, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

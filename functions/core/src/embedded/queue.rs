@@ -183,19 +183,6 @@ impl EmbeddedStore {
         }
     }
 
-    /// Whether expired deduplication entries are due to be dropped: at most once a
-    /// minute (expiry is also checked on every send, so a late sweep never lets a
-    /// duplicate in).
-    fn dedup_sweep_due(&self, now: i64) -> bool {
-        use std::sync::atomic::Ordering;
-        let due = self.next_sweep.load(Ordering::Relaxed);
-        now >= due
-            && self
-                .next_sweep
-                .compare_exchange(due, now + 60_000, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-
     /// Queues the sends of one transaction.
     fn write_sends<'a>(
         &self,
@@ -203,7 +190,9 @@ impl EmbeddedStore {
         sends: impl Iterator<Item = (QueueName, &'a [OutMessage])>,
     ) -> Result<(), QueueError> {
         let now = now_ms();
-        let sweep = self.dedup_sweep_due(now);
+        // Expired deduplication entries are dropped at most once a minute (expiry is also
+        // checked on every send, so a late sweep never lets a duplicate in).
+        let sweep = super::due(&self.next_sweep, now, 60_000);
         self.queue_write(first, |t| {
             let mut batch = SendBatch {
                 next_seq: t.msg_seq,

@@ -37,10 +37,6 @@ fn completed(key: &str, r: &Idem) -> Result<IdemRecord, StoreError> {
     })
 }
 
-/// Expired idempotency records are dropped at most this often (they are absent to every
-/// read already; this only frees them).
-const IDEM_SWEEP_MS: i64 = 60_000;
-
 #[async_trait]
 impl IdempotencyStore for EmbeddedStore {
     async fn claim(
@@ -50,7 +46,9 @@ impl IdempotencyStore for EmbeddedStore {
         keep_for: Duration,
     ) -> Result<Claim, StoreError> {
         let now = now_ms();
-        let sweep = self.sweep_due(now);
+        // Expired records are dropped at most once a minute (they are absent to every read
+        // already; this only frees them).
+        let sweep = super::due(&self.next_idem_sweep, now, 60_000);
         self.write(|t| {
             // Taken when new, expired, or its lock lapsed; otherwise the record says why not.
             let claim = match t.idem.get(key) {
@@ -121,24 +119,6 @@ impl IdempotencyStore for EmbeddedStore {
             };
             Ok::<_, StoreError>((ops, ()))
         })
-    }
-}
-
-impl EmbeddedStore {
-    /// Whether expired idempotency records are due to be dropped (once a minute).
-    fn sweep_due(&self, now: i64) -> bool {
-        use std::sync::atomic::Ordering;
-        let due = self.next_idem_sweep.load(Ordering::Relaxed);
-        now >= due
-            && self
-                .next_idem_sweep
-                .compare_exchange(
-                    due,
-                    now + IDEM_SWEEP_MS,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
     }
 }
 
