@@ -6,6 +6,7 @@
 //! the file ([`Cold::Disk`]) and only their index is in memory.
 
 use super::codec::{put_i64, put_str, put_u64, DecodeError, Reader};
+use super::log::WindowReader;
 use crate::ports::{DeadLetter, QueueName};
 use std::collections::{BTreeMap, HashMap};
 
@@ -231,34 +232,118 @@ pub(crate) enum ColdAt {
     Decision { at: i64, id: String },
 }
 
+// The encodings of the ops a snapshot writes most of, from borrowed values (a snapshot
+// encodes the tables without copying them into ops first).
+
+fn put_idem(out: &mut Vec<u8>, key: &str, idem: &Idem) {
+    out.push(1);
+    put_str(out, key);
+    out.push(u8::from(idem.completed));
+    put_i64(out, idem.locked_until);
+    put_i64(out, idem.expires_at);
+    put_str(out, &idem.outcome);
+}
+
+fn put_entity(out: &mut Vec<u8>, key: &str, entity: &Entity) {
+    out.push(4);
+    put_str(out, key);
+    put_u64(out, entity.version);
+    put_str(out, &entity.body);
+}
+
+fn put_xref(out: &mut Vec<u8>, source: &str, entity_key: &str) {
+    out.push(5);
+    put_str(out, source);
+    put_str(out, entity_key);
+}
+
+/// A body kept in the file: returns where it starts in `out` and its length.
+fn put_body(out: &mut Vec<u8>, body: &[u8]) -> (usize, usize) {
+    put_u64(out, body.len() as u64);
+    let at = out.len();
+    out.extend_from_slice(body);
+    (at, body.len())
+}
+
+fn put_audit(out: &mut Vec<u8>, subject: &str, body: &[u8]) -> (usize, usize) {
+    out.push(8);
+    put_str(out, subject);
+    put_body(out, body)
+}
+
+fn put_decision(out: &mut Vec<u8>, id: &str, at: i64, body: &[u8]) -> (usize, usize) {
+    out.push(20);
+    put_str(out, id);
+    put_i64(out, at);
+    put_body(out, body)
+}
+
+fn put_msg(
+    out: &mut Vec<u8>,
+    queue: QueueName,
+    seq: u64,
+    group: &str,
+    dedup_id: &str,
+    message_id: &str,
+    body: &str,
+) {
+    out.push(12);
+    out.push(queue_index(queue) as u8);
+    put_u64(out, seq);
+    put_str(out, group);
+    put_str(out, dedup_id);
+    put_str(out, message_id);
+    put_str(out, body);
+}
+
+fn put_dedup(out: &mut Vec<u8>, queue: QueueName, dedup_id: &str, expires_at: i64) {
+    out.push(16);
+    out.push(queue_index(queue) as u8);
+    put_str(out, dedup_id);
+    put_i64(out, expires_at);
+}
+
+/// Where compaction copied a body kept in the file: from the offset in the old file to the
+/// one in the new.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Moved {
+    from: u64,
+    to: u64,
+    len: u32,
+}
+
+/// Bodies kept in the file by offset, then those still in memory (the newest).
+fn file_order(c: &Cold) -> u64 {
+    match c {
+        Cold::Disk { offset, .. } => *offset,
+        Cold::Mem(_) => u64::MAX,
+    }
+}
+
+/// A body, with its offset when it is read from the file.
+fn cold_body<'a>(
+    c: &'a Cold,
+    file: &'a mut WindowReader,
+) -> std::io::Result<(Option<u64>, &'a [u8])> {
+    match c {
+        Cold::Mem(s) => Ok((None, s.as_bytes())),
+        Cold::Disk { offset, len } => Ok((Some(*offset), file.get(*offset, *len as usize)?)),
+    }
+}
+
 impl Op {
     /// Appends the op's encoding to `out`. For an audit entry or a decision, returns where
     /// its body starts in `out` and its length.
     pub fn encode(&self, out: &mut Vec<u8>) -> Option<(usize, usize)> {
-        let cold = |out: &mut Vec<u8>, body: &Cold| -> Option<(usize, usize)> {
-            match body {
-                Cold::Mem(s) => {
-                    put_u64(out, s.len() as u64);
-                    let at = out.len();
-                    out.extend_from_slice(s.as_bytes());
-                    Some((at, s.len()))
-                }
-                // Encoded only from memory: compaction resolves bodies first.
-                Cold::Disk { .. } => {
-                    put_u64(out, 0);
-                    None
-                }
+        // A body is encoded only from memory (compaction reads those in the file itself).
+        fn body(b: &Cold) -> Option<&[u8]> {
+            match b {
+                Cold::Mem(s) => Some(s.as_bytes()),
+                Cold::Disk { .. } => None,
             }
-        };
+        }
         match self {
-            Op::IdemPut { key, idem } => {
-                out.push(1);
-                put_str(out, key);
-                out.push(u8::from(idem.completed));
-                put_i64(out, idem.locked_until);
-                put_i64(out, idem.expires_at);
-                put_str(out, &idem.outcome);
-            }
+            Op::IdemPut { key, idem } => put_idem(out, key, idem),
             Op::IdemDel { key } => {
                 out.push(2);
                 put_str(out, key);
@@ -267,17 +352,8 @@ impl Op {
                 out.push(3);
                 put_i64(out, *now);
             }
-            Op::EntityPut { key, entity } => {
-                out.push(4);
-                put_str(out, key);
-                put_u64(out, entity.version);
-                put_str(out, &entity.body);
-            }
-            Op::XrefPut { source, entity_key } => {
-                out.push(5);
-                put_str(out, source);
-                put_str(out, entity_key);
-            }
+            Op::EntityPut { key, entity } => put_entity(out, key, entity),
+            Op::XrefPut { source, entity_key } => put_xref(out, source, entity_key),
             Op::ParkPut {
                 dependency,
                 id,
@@ -294,10 +370,9 @@ impl Op {
                 put_str(out, dependency);
                 put_str(out, id);
             }
-            Op::AuditAdd { subject, body } => {
-                out.push(8);
-                put_str(out, subject);
-                return cold(out, body);
+            Op::AuditAdd { subject, body: b } => {
+                let at = put_audit(out, subject, body(b).unwrap_or_default());
+                return body(b).map(|_| at);
             }
             Op::OpenOrderPut {
                 account,
@@ -332,15 +407,7 @@ impl Op {
                 message_id,
                 body,
                 typed: _,
-            } => {
-                out.push(12);
-                out.push(queue_index(*queue) as u8);
-                put_u64(out, *seq);
-                put_str(out, group);
-                put_str(out, dedup_id);
-                put_str(out, message_id);
-                put_str(out, body);
-            }
+            } => put_msg(out, *queue, *seq, group, dedup_id, message_id, body),
             Op::MsgReceive {
                 queue,
                 receipt,
@@ -396,12 +463,7 @@ impl Op {
                 queue,
                 dedup_id,
                 expires_at,
-            } => {
-                out.push(16);
-                out.push(queue_index(*queue) as u8);
-                put_str(out, dedup_id);
-                put_i64(out, *expires_at);
-            }
+            } => put_dedup(out, *queue, dedup_id, *expires_at),
             Op::DedupSweep { now } => {
                 out.push(17);
                 put_i64(out, *now);
@@ -422,11 +484,9 @@ impl Op {
                 out.push(19);
                 put_str(out, message_id);
             }
-            Op::DecisionAdd { id, at, body } => {
-                out.push(20);
-                put_str(out, id);
-                put_i64(out, *at);
-                return cold(out, body);
+            Op::DecisionAdd { id, at, body: b } => {
+                let place = put_decision(out, id, *at, body(b).unwrap_or_default());
+                return body(b).map(|_| place);
             }
             Op::RuleVersionPut {
                 version,
@@ -884,49 +944,57 @@ impl Tables {
         n
     }
 
-    /// The ops that rebuild these tables from nothing, with the bodies kept in the file
-    /// read through `read`, passed to `emit` in frames of about `frame` bytes.
+    /// The ops that rebuild these tables from nothing, passed to `emit` in frames of about
+    /// `frame` bytes (`emit` answers where a frame's payload landed), the bodies kept in
+    /// the file copied from `file` in the order of their offsets. Returns where each of
+    /// those bodies went, for [`Tables::relocate_cold`].
     pub fn snapshot(
         &self,
         frame: usize,
-        read: &dyn Fn(&Cold) -> std::io::Result<String>,
-        emit: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+        file: &mut WindowReader,
+        emit: &mut dyn FnMut(&[u8]) -> std::io::Result<u64>,
+    ) -> std::io::Result<Vec<Moved>> {
         let mut buf = Vec::with_capacity(frame + 4096);
-        let mut put = |op: Op, buf: &mut Vec<u8>| -> std::io::Result<()> {
-            op.encode(buf);
-            if buf.len() >= frame {
-                emit(buf)?;
-                buf.clear();
-            }
-            Ok(())
+        let mut placed = Vec::new();
+        // Bodies in `buf` (by their old offset), placed once its frame is written.
+        let mut pending: Vec<(u64, usize, usize)> = Vec::new();
+        let mut write = |buf: &mut Vec<u8>, pending: &mut Vec<(u64, usize, usize)>| {
+            let base = emit(buf)?;
+            placed.extend(pending.drain(..).map(|(from, pos, len)| Moved {
+                from,
+                to: base + pos as u64,
+                len: len as u32,
+            }));
+            buf.clear();
+            std::io::Result::Ok(())
         };
+        // After each op: its body to place, and the frame written once full.
+        let mut next =
+            |buf: &mut Vec<u8>, body: Option<(u64, usize, usize)>| -> std::io::Result<()> {
+                pending.extend(body);
+                if buf.len() >= frame {
+                    write(buf, &mut pending)?;
+                }
+                Ok(())
+            };
+        // The big tables are encoded from where they are; the rest through ops.
+        type Next<'a> =
+            dyn FnMut(&mut Vec<u8>, Option<(u64, usize, usize)>) -> std::io::Result<()> + 'a;
+        fn put(op: Op, buf: &mut Vec<u8>, next: &mut Next<'_>) -> std::io::Result<()> {
+            op.encode(buf);
+            next(buf, None)
+        }
         for (key, idem) in &self.idem {
-            put(
-                Op::IdemPut {
-                    key: key.clone(),
-                    idem: idem.clone(),
-                },
-                &mut buf,
-            )?;
+            put_idem(&mut buf, key, idem);
+            next(&mut buf, None)?;
         }
         for (key, entity) in &self.entity {
-            put(
-                Op::EntityPut {
-                    key: key.clone(),
-                    entity: entity.clone(),
-                },
-                &mut buf,
-            )?;
+            put_entity(&mut buf, key, entity);
+            next(&mut buf, None)?;
         }
         for (source, entity_key) in &self.xref {
-            put(
-                Op::XrefPut {
-                    source: source.clone(),
-                    entity_key: entity_key.clone(),
-                },
-                &mut buf,
-            )?;
+            put_xref(&mut buf, source, entity_key);
+            next(&mut buf, None)?;
         }
         for ((dependency, id), parked) in &self.parked {
             put(
@@ -936,19 +1004,28 @@ impl Tables {
                     parked: parked.clone(),
                 },
                 &mut buf,
+                &mut next,
             )?;
         }
-        // Each subject's entries in their order.
-        for (subject, entries) in &self.audit {
-            for c in entries {
-                put(
-                    Op::AuditAdd {
-                        subject: subject.clone(),
-                        body: Cold::Mem(read(c)?),
-                    },
-                    &mut buf,
-                )?;
-            }
+        // The audit trail in the order it is in the file, so its bodies are read in one
+        // pass (each subject's entries are in the file in their order, which a replay
+        // keeps); should a subject's be otherwise, subject by subject.
+        let mut audit: Vec<(&str, &Cold)> = self
+            .audit
+            .iter()
+            .flat_map(|(s, entries)| entries.iter().map(move |c| (s.as_str(), c)))
+            .collect();
+        let in_order = self
+            .audit
+            .values()
+            .all(|e| e.windows(2).all(|w| file_order(&w[0]) < file_order(&w[1])));
+        if in_order {
+            audit.sort_by_key(|(_, c)| file_order(c));
+        }
+        for (subject, c) in audit {
+            let (from, body) = cold_body(c, file)?;
+            let (pos, len) = put_audit(&mut buf, subject, body);
+            next(&mut buf, from.map(|from| (from, pos, len)))?;
         }
         for ((account, order), amount) in &self.open_order {
             put(
@@ -958,6 +1035,7 @@ impl Tables {
                     amount: amount.clone(),
                 },
                 &mut buf,
+                &mut next,
             )?;
         }
         for ((account, period), body) in &self.rebate {
@@ -968,23 +1046,22 @@ impl Tables {
                     body: body.clone(),
                 },
                 &mut buf,
+                &mut next,
             )?;
         }
         for (i, q) in self.queues.iter().enumerate() {
             let queue = QueueName::ALL[i];
             for (seq, m) in &q.messages {
-                put(
-                    Op::MsgAdd {
-                        queue,
-                        seq: *seq,
-                        group: m.group.clone(),
-                        dedup_id: m.dedup_id.clone(),
-                        message_id: m.message_id.clone(),
-                        body: m.body.clone(),
-                        typed: None,
-                    },
+                put_msg(
                     &mut buf,
-                )?;
+                    queue,
+                    *seq,
+                    &m.group,
+                    &m.dedup_id,
+                    &m.message_id,
+                    &m.body,
+                );
+                next(&mut buf, None)?;
                 if m.receive_count > 0 || m.visible_at != 0 || !m.last_error.is_empty() {
                     put(
                         Op::MsgState {
@@ -996,18 +1073,13 @@ impl Tables {
                             last_error: m.last_error.clone(),
                         },
                         &mut buf,
+                        &mut next,
                     )?;
                 }
             }
             for (dedup_id, expires_at) in &q.dedup {
-                put(
-                    Op::DedupPut {
-                        queue,
-                        dedup_id: dedup_id.clone(),
-                        expires_at: *expires_at,
-                    },
-                    &mut buf,
-                )?;
+                put_dedup(&mut buf, queue, dedup_id, *expires_at);
+                next(&mut buf, None)?;
             }
         }
         for (seq, dead) in &self.dead {
@@ -1017,17 +1089,16 @@ impl Tables {
                     dead: dead.clone(),
                 },
                 &mut buf,
+                &mut next,
             )?;
         }
-        for ((at, id), c) in &self.decisions {
-            put(
-                Op::DecisionAdd {
-                    id: id.clone(),
-                    at: *at,
-                    body: Cold::Mem(read(c)?),
-                },
-                &mut buf,
-            )?;
+        // Decisions too (any order rebuilds the same map).
+        let mut decisions: Vec<_> = self.decisions.iter().collect();
+        decisions.sort_by_key(|(_, c)| file_order(c));
+        for ((at, id), c) in decisions {
+            let (from, body) = cold_body(c, file)?;
+            let (pos, len) = put_decision(&mut buf, id, *at, body);
+            next(&mut buf, from.map(|from| (from, pos, len)))?;
         }
         for (version, (body, stored_at)) in &self.rule_versions {
             put(
@@ -1037,6 +1108,7 @@ impl Tables {
                     stored_at: *stored_at,
                 },
                 &mut buf,
+                &mut next,
             )?;
         }
         for (seq, body) in &self.activations {
@@ -1046,11 +1118,37 @@ impl Tables {
                     body: body.clone(),
                 },
                 &mut buf,
+                &mut next,
             )?;
         }
         if !buf.is_empty() {
-            emit(&buf)?;
+            write(&mut buf, &mut pending)?;
         }
-        Ok(())
+        Ok(placed)
+    }
+
+    /// Points every audit entry and decision kept in the file at its place in the file
+    /// [`Tables::snapshot`] wrote (the tables unchanged since). False if one was not moved
+    /// (then the file is to be read again).
+    #[must_use]
+    pub fn relocate_cold(&mut self, moved: &mut [Moved]) -> bool {
+        moved.sort_unstable_by_key(|m| m.from);
+        let cold = self
+            .audit
+            .values_mut()
+            .flat_map(|entries| entries.iter_mut())
+            .chain(self.decisions.values_mut());
+        for c in cold {
+            if let Cold::Disk { offset, .. } = *c {
+                let Ok(i) = moved.binary_search_by_key(&offset, |m| m.from) else {
+                    return false;
+                };
+                *c = Cold::Disk {
+                    offset: moved[i].to,
+                    len: moved[i].len,
+                };
+            }
+        }
+        true
     }
 }
