@@ -500,7 +500,8 @@ async fn a_unit_of_work_is_one_commit_others_see_whole() {
 }
 
 /// A message's typed value travels with it inside the process (the consumer does not parse
-/// what was just serialized); read back from the file after a restart it is the body alone.
+/// what was just serialized) and moves to the consumer: the queue keeps no copy, so a
+/// second delivery, like one read back from the file after a restart, is the body alone.
 #[tokio::test]
 async fn a_typed_value_travels_in_process_and_a_restart_leaves_the_body() {
     use p2c_core::ports::Typed;
@@ -518,14 +519,26 @@ async fn a_typed_value_travels_in_process_and_a_restart_leaves_the_body() {
         .receive(QueueName::Inbound, 1, Duration::ZERO)
         .await
         .expect("receive");
-    assert!(matches!(&got[0].typed, Some(Typed::Event(e)) if **e == ev));
+    let Some(Typed::Event(typed)) = got[0].typed.take() else {
+        panic!("the event travels typed");
+    };
+    assert_eq!(*typed, ev);
+    assert_eq!(std::sync::Arc::strong_count(&typed), 1, "moved, not shared");
+    assert!(got[0].typed.take().is_none(), "taken once");
+    // Received again (its visibility was zero): the body.
+    let got = s
+        .receive(QueueName::Inbound, 1, Duration::ZERO)
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    assert!(got[0].typed.take().is_none());
     drop(s);
     let again = EmbeddedStore::open(&path).expect("reopen");
     let got = again
         .receive(QueueName::Inbound, 1, Duration::ZERO)
         .await
         .expect("receive");
-    assert!(got[0].typed.is_none());
+    assert!(got[0].typed.take().is_none());
     let parsed: p2c_core::domain::ChangeEvent = serde_json::from_str(&got[0].body).expect("body");
     assert_eq!(parsed, ev);
 }

@@ -202,7 +202,7 @@ pub async fn change_event(
                 dedup_id: crate::json::hash_parts(&[&id, &body]),
                 body,
                 receive_count: 1,
-                typed: None,
+                typed: Default::default(),
             };
             sink.bury(QueueName::Inbound, &delivery, e.code(), &e.to_string())
                 .await?;
@@ -284,7 +284,7 @@ fn delivery(m: &aws_lambda_events::event::sqs::SqsMessage) -> Delivery {
         dedup_id: attr("MessageDeduplicationId"),
         body: m.body.clone().unwrap_or_default(),
         receive_count: attr("ApproximateReceiveCount").parse().unwrap_or(1),
-        typed: None,
+        typed: Default::default(),
     }
 }
 

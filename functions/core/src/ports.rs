@@ -363,9 +363,32 @@ pub struct Delivery {
     pub body: String,
     /// How many times it has been received, this time included.
     pub receive_count: u32,
-    /// The body's value, when the sender was in this process (see [`Typed`]).
+    /// The body's value, when the sender was in this process (see [`Typed`]), for the
+    /// consumer to take.
     #[serde(skip)]
-    pub typed: Option<Typed>,
+    pub typed: TypedSlot,
+}
+
+/// A delivery's typed value, taken by the one consumer that handles it: the value moves
+/// to the consumer instead of being copied.
+#[derive(Debug, Default)]
+pub struct TypedSlot(std::sync::Mutex<Option<Typed>>);
+
+impl TypedSlot {
+    pub fn new(typed: Option<Typed>) -> Self {
+        TypedSlot(std::sync::Mutex::new(typed))
+    }
+
+    /// The value, if it is there and not taken yet.
+    pub fn take(&self) -> Option<Typed> {
+        self.0.lock().map(|mut t| t.take()).unwrap_or(None)
+    }
+}
+
+impl Clone for TypedSlot {
+    fn clone(&self) -> Self {
+        TypedSlot::new(self.0.lock().map(|t| t.clone()).unwrap_or(None))
+    }
 }
 
 impl PartialEq for Delivery {

@@ -410,7 +410,7 @@ fn delivery(m: Message) -> Delivery {
         dedup_id,
         body: m.body.unwrap_or_default(),
         receive_count,
-        typed: None,
+        typed: Default::default(),
     }
 }
 

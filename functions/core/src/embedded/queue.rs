@@ -338,7 +338,7 @@ impl Consumer for EmbeddedStore {
                     dedup_id: m.dedup_id.clone(),
                     body: m.body.clone(),
                     receive_count: m.receive_count + 1,
-                    typed: m.typed.clone(),
+                    typed: crate::ports::TypedSlot::new(m.typed.clone()),
                 });
             }
             if !picked.is_empty() {

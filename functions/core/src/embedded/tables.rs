@@ -761,6 +761,9 @@ impl Tables {
                         m.receive_count += 1;
                         m.visible_at = visible_at;
                         m.receipt = Some(format!("{receipt}-{seq}"));
+                        // The typed value went with the delivery (the consumer takes it;
+                        // a later delivery parses the body).
+                        m.typed = None;
                     }
                 }
             }

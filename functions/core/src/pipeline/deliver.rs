@@ -83,8 +83,8 @@ impl From<DeliveryError> for DeliverError {
 
 /// Handles one queue message (the body is a serialized [`Command`]).
 pub async fn handle_message(ctx: &DeliverCtx, d: &Delivery) -> Disposition {
-    let parsed = match &d.typed {
-        Some(crate::ports::Typed::Command(c)) => Ok(c.clone()),
+    let parsed = match d.typed.take() {
+        Some(crate::ports::Typed::Command(c)) => Ok(c),
         _ => serde_json::from_str::<Command>(&d.body).map(std::sync::Arc::new),
     };
     let cmd = match parsed {

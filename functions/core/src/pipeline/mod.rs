@@ -13,7 +13,7 @@ pub mod ingest;
 pub mod runner;
 pub mod sync;
 
-use crate::domain::{ChangeEvent, System};
+use crate::domain::{EventId, System};
 use crate::ports::{
     AuditEntry, AuditLog, Connector, Delivery, FiguresStore, ParkingStore, Publisher, SourceReader,
     StateStore,
@@ -119,7 +119,7 @@ pub(crate) fn entry(
     step: &str,
     outcome: &str,
     detail: impl Into<String>,
-    event: Option<&ChangeEvent>,
+    event: Option<&EventId>,
     rules_version: Option<&str>,
 ) -> AuditEntry {
     AuditEntry {
@@ -128,7 +128,7 @@ pub(crate) fn entry(
         step: step.to_string(),
         outcome: outcome.to_string(),
         detail: detail.into(),
-        event_id: event.map(|e| e.event_id.0.clone()),
+        event_id: event.map(|e| e.0.clone()),
         rules_version: rules_version.map(str::to_string),
     }
 }
@@ -140,7 +140,7 @@ pub(crate) async fn audit(
     step: &str,
     outcome: &str,
     detail: impl Into<String>,
-    event: Option<&ChangeEvent>,
+    event: Option<&EventId>,
     rules_version: Option<&str>,
 ) {
     let entry = entry(subject, step, outcome, detail, event, rules_version);
@@ -161,7 +161,7 @@ mod tests {
             dedup_id: id.into(),
             body: String::new(),
             receive_count: 1,
-            typed: None,
+            typed: Default::default(),
         }
     }
 

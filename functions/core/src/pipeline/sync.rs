@@ -109,8 +109,8 @@ impl SyncError {
 
 /// Handles one queue message (the body is a serialized [`ChangeEvent`]).
 pub async fn handle_message(ctx: &SyncCtx, d: &Delivery) -> Disposition {
-    let parsed = match &d.typed {
-        Some(Typed::Event(ev)) => Ok(ChangeEvent::clone(ev)),
+    let parsed = match d.typed.take() {
+        Some(Typed::Event(ev)) => Ok(Arc::unwrap_or_clone(ev)),
         _ => serde_json::from_str(&d.body),
     };
     let ev: ChangeEvent = match parsed {
@@ -149,7 +149,7 @@ pub async fn handle_message(ctx: &SyncCtx, d: &Delivery) -> Disposition {
 pub async fn sync_event(ctx: &SyncCtx, ev: ChangeEvent) -> Result<SyncOutcome, SyncError> {
     let key = ev.idempotency_key("sync").0;
     let subject = ev.source.group();
-    let event = ev.clone();
+    let event_id = ev.event_id.clone();
     match process(ctx, ev, &key).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {
@@ -160,7 +160,7 @@ pub async fn sync_event(ctx: &SyncCtx, ev: ChangeEvent) -> Result<SyncOutcome, S
                     "sync",
                     "failed",
                     format!("{code}: {message}"),
-                    Some(&event),
+                    Some(&event_id),
                     Some(&ctx.rules.version),
                 )
                 .await;
@@ -577,7 +577,7 @@ async fn process(ctx: &SyncCtx, mut ev: ChangeEvent, idem: &str) -> Result<SyncO
         "sync",
         "applied",
         format!("{}: {}", kind, plan.note),
-        Some(&ev),
+        Some(&ev.event_id),
         Some(&ctx.rules.version),
     );
     match ctx.state.save(&state, &applied).await {
@@ -644,7 +644,7 @@ async fn note(
         "sync",
         outcome,
         detail,
-        Some(ev),
+        Some(&ev.event_id),
         Some(&ctx.rules.version),
     )
     .await;
@@ -709,7 +709,7 @@ async fn park(
         "sync",
         "parked",
         why,
-        Some(ev),
+        Some(&ev.event_id),
         Some(version),
     )
     .await;
