@@ -278,6 +278,14 @@ impl Publisher for Backend {
     async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
         queue!(self, q => q.send(queue, messages).await)
     }
+
+    async fn send_owned(
+        &self,
+        queue: QueueName,
+        messages: Vec<OutMessage>,
+    ) -> Result<(), QueueError> {
+        queue!(self, q => q.send_owned(queue, messages).await)
+    }
 }
 
 #[async_trait]

@@ -416,7 +416,7 @@ impl ChangeEvent {
             write_canonical(&value, &mut h);
         }
         h.put(b"}");
-        hex::encode(h.finalize())
+        crate::json::hex(&h.finalize())
     }
 
     pub fn idempotency_key(&self, step: &str) -> IdempotencyKey {

@@ -141,7 +141,20 @@ pub fn write_canonical_map(m: &serde_json::Map<String, Value>, out: &mut impl Si
 pub fn fingerprint(v: &Value) -> String {
     let mut h = Sha256::new();
     write_canonical(v, &mut h);
-    hex::encode(h.finalize())
+    hex(&h.finalize())
+}
+
+/// Lower-case hex of `bytes` (hashes are turned into keys on every event; `hex::encode`
+/// builds its string a char at a time).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
+    }
+    // Only ASCII digits were pushed.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// SHA-256 (hex) of several parts joined unambiguously.
@@ -151,13 +164,24 @@ pub fn hash_parts(parts: &[&str]) -> String {
         h.update((p.len() as u64).to_be_bytes());
         h.update(p.as_bytes());
     }
-    hex::encode(h.finalize())
+    hex(&h.finalize())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn hex_is_the_hex_crates() {
+        for bytes in [&b""[..], &[0u8, 1, 0x0f, 0x10, 0x7f, 0x80, 0xab, 0xff][..]] {
+            assert_eq!(hex(bytes), hex::encode(bytes));
+        }
+        assert_eq!(
+            hex(&Sha256::digest(b"p2c")),
+            hex::encode(Sha256::digest(b"p2c"))
+        );
+    }
 
     #[test]
     fn money_text_survives_parsing_exactly() {

@@ -430,6 +430,16 @@ pub struct DeadLetter {
 pub trait Publisher: Send + Sync {
     /// Sends messages (the adapter batches 10 per request); all or an error.
     async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError>;
+
+    /// [`Publisher::send`] with the messages moved in: a publisher that keeps them (the
+    /// embedded queue, a batch's deferred sends) takes them without copying their bodies.
+    async fn send_owned(
+        &self,
+        queue: QueueName,
+        messages: Vec<OutMessage>,
+    ) -> Result<(), QueueError> {
+        self.send(queue, &messages).await
+    }
 }
 
 /// Receives from a queue.

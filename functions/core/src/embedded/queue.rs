@@ -153,7 +153,7 @@ impl EmbeddedStore {
         &self,
         t: &Tables,
         queue: QueueName,
-        messages: &[OutMessage],
+        messages: Vec<OutMessage>,
         now: i64,
         batch: &mut SendBatch,
     ) {
@@ -174,20 +174,20 @@ impl EmbeddedStore {
             batch.ops.push(Op::MsgAdd {
                 queue,
                 seq: batch.next_seq,
-                group: m.group.clone(),
-                dedup_id: m.dedup_id.clone(),
+                group: m.group,
+                dedup_id: m.dedup_id,
                 message_id: new_id("msg"),
-                body: m.body.clone(),
-                typed: m.typed.clone(),
+                body: m.body,
+                typed: m.typed,
             });
         }
     }
 
     /// Queues the sends of one transaction.
-    fn write_sends<'a>(
+    fn write_sends(
         &self,
         first: QueueName,
-        sends: impl Iterator<Item = (QueueName, &'a [OutMessage])>,
+        sends: impl Iterator<Item = (QueueName, Vec<OutMessage>)>,
     ) -> Result<(), QueueError> {
         let now = now_ms();
         // Expired deduplication entries are dropped at most once a minute (expiry is also
@@ -216,13 +216,16 @@ impl EmbeddedStore {
             Ok(mut p) => std::mem::take(&mut *p),
             Err(_) => return,
         };
-        let Some(first) = batch.first() else { return };
+        let Some(first) = batch.first().map(|p| p.queue) else {
+            return;
+        };
+        let (sends, answers): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|p| ((p.queue, p.messages), (p.queue, p.done)))
+            .unzip();
         // The failure's text, for every sender in the group (the write is all or nothing).
         let result: Result<(), String> = self
-            .write_sends(
-                first.queue,
-                batch.iter().map(|p| (p.queue, p.messages.as_slice())),
-            )
+            .write_sends(first, sends.into_iter())
             .map(|()| {
                 self.group_commits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -231,13 +234,13 @@ impl EmbeddedStore {
                 QueueError::Backend { message, .. } => message,
                 other => other.to_string(),
             });
-        for p in batch {
+        for (queue, done) in answers {
             let answer = result.clone().map_err(|message| QueueError::Backend {
-                queue: p.queue.to_string(),
+                queue: queue.to_string(),
                 message,
             });
             // A sender that went away (its request dropped) is not waiting for the answer.
-            let _ = p.done.send(answer);
+            let _ = done.send(answer);
         }
     }
 }
@@ -249,6 +252,14 @@ impl Publisher for EmbeddedStore {
     /// together share one commit: each adds itself to the waiting list and lets the other
     /// ready tasks run once, then the first to come back writes the whole list.
     async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
+        self.send_owned(queue, messages.to_vec()).await
+    }
+
+    async fn send_owned(
+        &self,
+        queue: QueueName,
+        messages: Vec<OutMessage>,
+    ) -> Result<(), QueueError> {
         if messages.is_empty() {
             return Ok(());
         }
@@ -270,7 +281,7 @@ impl Publisher for EmbeddedStore {
             .map_err(|e| backend(queue, e))?
             .push(PendingSend {
                 queue,
-                messages: messages.to_vec(),
+                messages,
                 done,
             });
         tokio::task::yield_now().await;

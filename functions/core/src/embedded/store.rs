@@ -126,11 +126,19 @@ impl IdempotencyStore for EmbeddedStore {
 impl StateStore for EmbeddedStore {
     async fn load(&self, key: &EntityKey) -> Result<Option<EntityState>, StoreError> {
         let k = key.to_string();
-        let body = self.read(|e| Ok(e.tables.entity.get(&k).map(|e| e.body.clone())))?;
-        let Some(body) = body else { return Ok(None) };
-        let mut state: EntityState = serde_json::from_str(&body).map_err(|e| corrupt(&k, e))?;
-        state.stored_ids = state.ids.clone();
-        Ok(Some(state))
+        // Parsed where it is (not copied out first).
+        let state = self.read(|e| {
+            e.tables
+                .entity
+                .get(&k)
+                .map(|e| serde_json::from_str::<EntityState>(&e.body))
+                .transpose()
+                .map_err(|e| corrupt(&k, e))
+        })?;
+        Ok(state.map(|mut state| {
+            state.stored_ids = state.ids.clone();
+            state
+        }))
     }
 
     async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -190,9 +190,41 @@ struct Context {
     depth: Option<u32>,
 }
 
+impl Context {
+    /// How deep what p2c read nests in the document: an attribute's value sits 6 levels
+    /// down (`{ "InputParameters": [ { "value": { "Attributes": [ { "value": …`), a row
+    /// version 4.
+    fn depth(&self) -> usize {
+        [
+            &self.input_parameters,
+            &self.post_entity_images,
+            &self.pre_entity_images,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|kv| {
+            let attributes = kv
+                .value
+                .attributes
+                .iter()
+                .flat_map(|a| a.values())
+                .map(|v| 6 + super::value_depth(v));
+            let row_version = kv
+                .value
+                .row_version
+                .iter()
+                .map(|v| 4 + super::value_depth(v));
+            attributes.chain(row_version).max().unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+    }
+}
+
 /// Parses a Dataverse webhook into one change event.
 pub fn parse(req: &WebhookRequest, received_at: DateTime<Utc>) -> Result<Parsed, WebhookError> {
-    let ctx: Context = super::parse_typed(req, "Dataverse RemoteExecutionContext")?;
+    let ctx: Context = super::parse_typed(req, "Dataverse RemoteExecutionContext", Context::depth)?;
     let entity_name = ctx
         .primary_entity_name
         .as_deref()
@@ -462,6 +494,58 @@ pub fn normalize_webapi_record(rec: &Map<String, Value>) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The sample with the value at `place` replaced by `levels` nested arrays (spliced
+    /// into the text: a value that deep would overflow the stack being built or dropped).
+    fn sample_nested(place: impl FnOnce(&mut Value), levels: usize) -> WebhookRequest {
+        let mut body: Value = serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/dataverse_account_update.json"
+        ))
+        .expect("sample");
+        place(&mut body);
+        let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        let body = body.to_string().replace("\"DEEP\"", &deep);
+        WebhookRequest {
+            method: "POST".into(),
+            path: "/webhooks/dataverse".into(),
+            query: vec![],
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into_bytes(),
+        }
+    }
+
+    /// What p2c keeps is held to the depth cap; what it skips is skipped without being
+    /// built, however deep (serde_json skips it without recursing).
+    #[test]
+    fn the_depth_cap_holds_for_what_is_kept_and_skipped_parts_cost_no_stack() {
+        let code = |r: Result<Parsed, WebhookError>| r.err().map(|e| e.code());
+        // An attribute's value sits 6 levels down: 26 more is the cap, 27 is over it.
+        let at = |levels| {
+            sample_nested(
+                |b| b["InputParameters"][0]["value"]["Attributes"][1]["value"] = json!("DEEP"),
+                levels,
+            )
+        };
+        assert_eq!(code(parse(&at(26), Utc::now())), None);
+        assert_eq!(code(parse(&at(27), Utc::now())), Some("json_too_deep"));
+        // Deeper than serde_json builds (128): refused as too deep, not as malformed.
+        assert_eq!(code(parse(&at(500), Utc::now())), Some("json_too_deep"));
+        let in_image = sample_nested(
+            |b| b["PostEntityImages"][0]["value"]["Attributes"][0]["value"] = json!("DEEP"),
+            40,
+        );
+        assert_eq!(code(parse(&in_image, Utc::now())), Some("json_too_deep"));
+        // The parent context is not read: any nesting there is skipped.
+        let parent = sample_nested(|b| b["ParentContext"] = json!("DEEP"), 100_000);
+        assert!(parse(&parent, Utc::now()).is_ok());
+        // A deep body that is not a context at all: too deep, as the scan finds.
+        let deep = WebhookRequest {
+            body: format!("{}1{}", "[".repeat(40), "]".repeat(40)).into_bytes(),
+            ..at(0)
+        };
+        assert_eq!(code(parse(&deep, Utc::now())), Some("json_too_deep"));
+    }
 
     #[test]
     fn wcf_dates_become_iso() {

@@ -267,6 +267,14 @@ pub fn nests_deeper_than(body: &[u8], max: usize) -> bool {
 
 /// Size and content-type checks, then the depth scan (shared by every JSON format).
 pub fn check_json_request(req: &WebhookRequest) -> Result<(), WebhookError> {
+    check_size_and_type(req)?;
+    if nests_deeper_than(&req.body, MAX_JSON_DEPTH) {
+        return Err(WebhookError::TooDeep(MAX_JSON_DEPTH));
+    }
+    Ok(())
+}
+
+fn check_size_and_type(req: &WebhookRequest) -> Result<(), WebhookError> {
     if req.body.len() > MAX_BODY_BYTES {
         return Err(WebhookError::TooLarge {
             limit: MAX_BODY_BYTES,
@@ -280,26 +288,48 @@ pub fn check_json_request(req: &WebhookRequest) -> Result<(), WebhookError> {
             ));
         }
     }
-    if nests_deeper_than(&req.body, MAX_JSON_DEPTH) {
-        return Err(WebhookError::TooDeep(MAX_JSON_DEPTH));
-    }
     Ok(())
 }
 
-/// Parses a checked body into a type: syntax errors are `malformed_json`, a valid JSON
-/// document of the wrong shape is `invalid_payload`.
+/// Parses a body into a type in one pass (no depth scan first). What the type does not
+/// read is skipped without being built — serde_json skips it iteratively, so its nesting
+/// costs no stack — and what it does read is held to the depth cap: `depth` answers how
+/// deep the parsed value nests, counted from the document's root. A body that does not
+/// parse is scanned whole, so a deep one is refused as `json_too_deep` as before.
+/// Syntax errors are `malformed_json`, a valid document of the wrong shape is
+/// `invalid_payload`.
 pub fn parse_typed<T: serde::de::DeserializeOwned>(
     req: &WebhookRequest,
     format: &'static str,
+    depth: impl FnOnce(&T) -> usize,
 ) -> Result<T, WebhookError> {
-    check_json_request(req)?;
-    serde_json::from_slice(&req.body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => WebhookError::InvalidPayload {
-            format,
-            message: e.to_string(),
-        },
-        _ => WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column())),
-    })
+    check_size_and_type(req)?;
+    let parsed: T = serde_json::from_slice(&req.body).map_err(|e| {
+        if nests_deeper_than(&req.body, MAX_JSON_DEPTH) {
+            return WebhookError::TooDeep(MAX_JSON_DEPTH);
+        }
+        match e.classify() {
+            serde_json::error::Category::Data => WebhookError::InvalidPayload {
+                format,
+                message: e.to_string(),
+            },
+            _ => WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column())),
+        }
+    })?;
+    if depth(&parsed) > MAX_JSON_DEPTH {
+        return Err(WebhookError::TooDeep(MAX_JSON_DEPTH));
+    }
+    Ok(parsed)
+}
+
+/// How deep a value nests: 0 for a scalar, one more than its deepest member for an array
+/// or object (serde_json builds at most 128 levels, so the recursion is bounded).
+pub fn value_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Checks size, content type and depth, then parses JSON.

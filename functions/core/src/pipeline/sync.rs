@@ -806,7 +806,7 @@ pub async fn send_owned_events(
             m
         })
         .collect();
-    publisher.send(QueueName::Inbound, &messages).await
+    publisher.send_owned(QueueName::Inbound, messages).await
 }
 
 /// Queues events on the inbound queue (the publisher batches the requests).
@@ -843,7 +843,7 @@ pub async fn send_commands(
             .push(command_message(c));
     }
     for (_, (q, msgs)) in by_queue {
-        publisher.send(q, &msgs).await?;
+        publisher.send_owned(q, msgs).await?;
     }
     Ok(())
 }
@@ -1389,18 +1389,20 @@ impl Deferred {
     async fn flush(&self) -> Result<(), FlushFailed> {
         let sends = std::mem::take(&mut self.lock().sends);
         let mut by_queue: Vec<(QueueName, Vec<OutMessage>)> = Vec::new();
-        for (q, m, _) in &sends {
-            match by_queue.iter_mut().find(|(x, _)| x == q) {
-                Some((_, v)) => v.push(m.clone()),
-                None => by_queue.push((*q, vec![m.clone()])),
+        let mut senders = std::collections::HashSet::new();
+        for (q, m, by) in sends {
+            senders.insert(by);
+            match by_queue.iter_mut().find(|(x, _)| *x == q) {
+                Some((_, v)) => v.push(m),
+                None => by_queue.push((q, vec![m])),
             }
         }
         // If the send fails, the events that queued something lose their effect (and are
         // retried); the others are done all the same.
-        for (q, messages) in &by_queue {
-            if let Err(e) = self.publisher.send(*q, messages).await {
+        for (q, messages) in by_queue {
+            if let Err(e) = self.publisher.send_owned(q, messages).await {
                 return Err(FlushFailed {
-                    messages: sends.iter().map(|(_, _, by)| by.clone()).collect(),
+                    messages: senders,
                     reason: format!("sending the batch's messages failed: {e}"),
                 });
             }
@@ -1412,6 +1414,14 @@ impl Deferred {
 #[async_trait::async_trait]
 impl crate::ports::Publisher for Deferred {
     async fn send(&self, queue: QueueName, messages: &[OutMessage]) -> Result<(), QueueError> {
+        self.send_owned(queue, messages.to_vec()).await
+    }
+
+    async fn send_owned(
+        &self,
+        queue: QueueName,
+        messages: Vec<OutMessage>,
+    ) -> Result<(), QueueError> {
         let mut g = self.lock();
         let by = g.current.clone();
         for m in messages {
@@ -1421,7 +1431,7 @@ impl crate::ports::Publisher for Deferred {
                 .iter()
                 .any(|(q, x, _)| *q == queue && x.dedup_id == m.dedup_id)
             {
-                g.sends.push((queue, m.clone(), by.clone()));
+                g.sends.push((queue, m, by.clone()));
             }
         }
         Ok(())
