@@ -775,22 +775,19 @@ pub async fn release_waiters(
     Ok(waiting.len())
 }
 
-/// The queue message for an inbound event, without its typed value.
-fn event_envelope(ev: &ChangeEvent) -> OutMessage {
+/// The queue message for an inbound event, the event moved in as its typed value.
+pub fn into_message(ev: ChangeEvent) -> OutMessage {
     OutMessage {
         group: ev.source.group(),
         dedup_id: crate::json::hash_parts(&[&ev.idempotency_key("queue").0]),
-        body: serde_json::to_string(ev).unwrap_or_default(),
-        typed: None,
+        body: serde_json::to_string(&ev).unwrap_or_default(),
+        typed: Some(Typed::Event(Arc::new(ev))),
     }
 }
 
 /// The queue message for an inbound event.
 pub fn event_message(ev: &ChangeEvent) -> OutMessage {
-    OutMessage {
-        typed: Some(Typed::Event(Arc::new(ev.clone()))),
-        ..event_envelope(ev)
-    }
+    into_message(ev.clone())
 }
 
 /// Queues events on the inbound queue, each moved into its message (webhooks just parsed).
@@ -798,14 +795,7 @@ pub async fn send_owned_events(
     publisher: &dyn crate::ports::Publisher,
     events: Vec<ChangeEvent>,
 ) -> Result<(), QueueError> {
-    let messages: Vec<OutMessage> = events
-        .into_iter()
-        .map(|ev| {
-            let mut m = event_envelope(&ev);
-            m.typed = Some(Typed::Event(Arc::new(ev)));
-            m
-        })
-        .collect();
+    let messages = events.into_iter().map(into_message).collect();
     publisher.send_owned(QueueName::Inbound, messages).await
 }
 
@@ -814,8 +804,8 @@ pub async fn send_events(
     publisher: &dyn crate::ports::Publisher,
     events: &[ChangeEvent],
 ) -> Result<(), QueueError> {
-    let messages: Vec<OutMessage> = events.iter().map(event_message).collect();
-    publisher.send(QueueName::Inbound, &messages).await
+    let messages = events.iter().map(event_message).collect();
+    publisher.send_owned(QueueName::Inbound, messages).await
 }
 
 /// The queue message for a command.
