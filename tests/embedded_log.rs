@@ -266,14 +266,20 @@ async fn every_table_reads_back_the_same_after_a_restart_and_after_a_compaction(
         .expect("save");
     drop(compacted);
     let last = EmbeddedStore::open(&path).expect("reopen");
-    let outcomes: Vec<String> = last
-        .trail("order:O-1")
+    assert_eq!(
+        outcomes(&last, "order:O-1").await,
+        ["created", "updated", "third"]
+    );
+}
+
+/// The outcomes of a subject's audit trail, in order.
+async fn outcomes(s: &EmbeddedStore, subject: &str) -> Vec<String> {
+    s.trail(subject)
         .await
         .expect("trail")
         .into_iter()
         .map(|e| e.outcome)
-        .collect();
-    assert_eq!(outcomes, ["created", "updated", "third"]);
+        .collect()
 }
 
 /// The process that compacts keeps its tables (only where the audit and decision bodies
@@ -305,14 +311,10 @@ async fn the_compacting_process_reads_and_writes_on_from_its_own_tables() {
         after,
         "the file, read by another process"
     );
-    let outcomes: Vec<String> = s
-        .trail("order:O-1")
-        .await
-        .expect("trail")
-        .into_iter()
-        .map(|e| e.outcome)
-        .collect();
-    assert_eq!(outcomes, ["created", "updated", "third"]);
+    assert_eq!(
+        outcomes(&s, "order:O-1").await,
+        ["created", "updated", "third"]
+    );
 }
 
 /// A write cut short (a process killed mid-write): the frame's length runs past the end.
