@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # On CI (a fresh clone, built once): no incremental-compilation caches, and the disk free at
 # the start is printed, since a build that runs out of it fails in odd ways (a linker's
-# bus error). The whole run needs about 6 GB under target/ and tests/fuzz/target/.
+# bus error). The whole run peaks at about 2.7 GB under target/ and tests/fuzz/target/
+# (over 10 GB with full debug info and those outputs kept).
 if [ "${CI:-}" = true ]; then
     export CARGO_INCREMENTAL=0
     df -h . | awk 'NR == 2 { print "disk free at the start: " $4 " of " $2 }'

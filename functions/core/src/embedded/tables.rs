@@ -371,8 +371,9 @@ impl Op {
                 put_str(out, id);
             }
             Op::AuditAdd { subject, body: b } => {
-                let at = put_audit(out, subject, body(b).unwrap_or_default());
-                return body(b).map(|_| at);
+                let b = body(b);
+                let at = put_audit(out, subject, b.unwrap_or_default());
+                return b.map(|_| at);
             }
             Op::OpenOrderPut {
                 account,
@@ -485,8 +486,9 @@ impl Op {
                 put_str(out, message_id);
             }
             Op::DecisionAdd { id, at, body: b } => {
-                let place = put_decision(out, id, *at, body(b).unwrap_or_default());
-                return body(b).map(|_| place);
+                let b = body(b);
+                let place = put_decision(out, id, *at, b.unwrap_or_default());
+                return b.map(|_| place);
             }
             Op::RuleVersionPut {
                 version,
@@ -1012,7 +1014,8 @@ impl Tables {
         }
         // The audit trail in the order it is in the file, so its bodies are read in one
         // pass (each subject's entries are in the file in their order, which a replay
-        // keeps); should a subject's be otherwise, subject by subject.
+        // keeps; entries still in memory sort last, in their order, as the sort is
+        // stable); should a subject's be otherwise, subject by subject.
         let mut audit: Vec<(&str, &Cold)> = self
             .audit
             .iter()
@@ -1021,7 +1024,7 @@ impl Tables {
         let in_order = self
             .audit
             .values()
-            .all(|e| e.windows(2).all(|w| file_order(&w[0]) < file_order(&w[1])));
+            .all(|e| e.windows(2).all(|w| file_order(&w[0]) <= file_order(&w[1])));
         if in_order {
             audit.sort_by_key(|(_, c)| file_order(c));
         }

@@ -385,7 +385,10 @@ impl SignedAuth {
 
     /// The signature value for `body` at `timestamp` under `secret` (for senders and tests).
     pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-        format!("sha256={}", hex::encode(Self::tag(secret, timestamp, body)))
+        format!(
+            "sha256={}",
+            crate::json::hex(&Self::tag(secret, timestamp, body))
+        )
     }
 
     fn tag(secret: &str, timestamp: i64, body: &[u8]) -> [u8; 32] {
