@@ -55,7 +55,6 @@ fn entity_of(name: &str) -> Option<(EntityType, Option<&'static str>)> {
     })
 }
 
-/// The business key's field of an entity, when Salesforce carries one.
 /// The business key a record carries, as its mapping keys the entity: an account by its
 /// ERP customer number, else its account number; a product by its code; orders and quotes
 /// by their Salesforce number.
