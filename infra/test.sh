@@ -63,6 +63,9 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 RUSTC_BOOTSTRAP=1 cargo fuzz build --fuzz-dir tests/fuzz
 echo "cargo fuzz build: dataverse, business_central, salesforce_cdc, salesforce_soap, fin_ops, generic, rules built"
+# Every input of the corpora kept in tests/fuzz/corpora runs once through its target (with
+# the sanitizer): what passed when it was found must still pass.
+tests/fuzz/run.sh --replay
 [ "${CI:-}" = true ] && rm -rf tests/fuzz/target
 
 # moto server: DynamoDB and SQS on loopback for the AWS-adapter tests (dummy credentials;

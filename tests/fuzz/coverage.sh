@@ -14,7 +14,8 @@ target=${1:?usage: tests/fuzz/coverage.sh <target> [-v]}
 verbose=${2:-}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-mkdir -p "tests/fuzz/corpus/$target"
+# The corpus a run left here, else the one kept in the repository.
+tests/fuzz/run.sh --unpack "$target"
 RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz "$target" "tests/fuzz/corpus/$target" \
     -- -runs=0 -print_coverage=1 >"$out" 2>&1 || { tail -20 "$out"; exit 1; }
 src="$PWD/functions/core/src/"

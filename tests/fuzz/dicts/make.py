@@ -72,16 +72,20 @@ def entry(token):
     return f'"{quoted}"'
 
 
+# libFuzzer keeps dictionary words of at most 64 bytes and drops longer ones silently.
+MAX_WORD = 64
+
+
 def write(target, tokens):
     seen, lines = set(), [f"# {target}: written by tests/fuzz/dicts/make.py"]
     for t in tokens:
-        if t and t not in seen and len(t.encode()) <= 128:
+        if t and t not in seen and len(t.encode()) <= MAX_WORD:
             seen.add(t)
             lines.append(entry(t))
             # A JSON key as it appears in a body, too.
             if re.fullmatch(r'[A-Za-z_@][\w.@/:-]*', t) and t not in ("null", "true", "false"):
                 key = f'"{t}":'
-                if key not in seen:
+                if key not in seen and len(key.encode()) <= MAX_WORD:
                     seen.add(key)
                     lines.append(entry(key))
     (ROOT / "tests/fuzz/dicts" / f"{target}.dict").write_text("\n".join(lines) + "\n")
