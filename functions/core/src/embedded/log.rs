@@ -25,6 +25,22 @@ const MAGIC: &[u8; 8] = b"P2CLOG\0\0";
 pub(crate) const FORMAT: u32 = 1;
 pub(crate) const HEADER: u64 = 16;
 const FRAME_HEAD: usize = 8;
+
+/// An empty frame: room for the head, to encode a payload after
+/// ([`LogFile::append_frame`]).
+pub fn frame_buffer() -> Vec<u8> {
+    vec![0; FRAME_HEAD]
+}
+
+/// Whether a [`frame_buffer`] holds no payload.
+pub fn frame_is_empty(frame: &[u8]) -> bool {
+    frame.len() <= FRAME_HEAD
+}
+
+/// Empties a [`frame_buffer`], keeping its room for the head (and its capacity).
+pub fn clear_frame(frame: &mut Vec<u8>) {
+    frame.truncate(FRAME_HEAD);
+}
 /// No transaction is anywhere near this; a larger length is damage, not data.
 const MAX_FRAME: usize = 1 << 30;
 /// How long a writer waits for another process's transaction (SQLite's busy timeout).
@@ -274,21 +290,33 @@ impl LogFile {
         self.file.set_len(self.end)
     }
 
-    /// Appends one frame (with the lock held, after [`LogFile::read_new`]); returns the
-    /// payload's offset in the file.
-    pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
+    /// Appends one frame (with the lock held, after [`LogFile::read_new`]). `frame` is a
+    /// [`frame_buffer`] with the payload encoded after the room for the frame's head: the
+    /// head is filled in there and the frame written as it is, so a transaction is not
+    /// copied into a frame of its own. Returns where the frame starts in the file (the
+    /// buffer's byte `i` lands at that offset plus `i`).
+    pub fn append_frame(&mut self, frame: &mut [u8]) -> io::Result<u64> {
         debug_assert!(self.locked);
+        let Some((head, payload)) = frame.split_at_mut_checked(FRAME_HEAD) else {
+            return Err(io::Error::other("a frame without room for its head"));
+        };
         if payload.len() > MAX_FRAME {
             return Err(io::Error::other("a transaction larger than 1 GiB"));
         }
-        let mut frame = Vec::with_capacity(FRAME_HEAD + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        frame.extend_from_slice(payload);
-        self.file.write_all_at(&frame, self.end)?;
-        let at = self.end + FRAME_HEAD as u64;
+        head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.file.write_all_at(frame, self.end)?;
+        let at = self.end;
         self.end += frame.len() as u64;
         Ok(at)
+    }
+
+    /// Appends one frame holding `payload`; returns the payload's offset in the file.
+    #[cfg(test)]
+    pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
+        let mut frame = frame_buffer();
+        frame.extend_from_slice(payload);
+        Ok(self.append_frame(&mut frame)? + FRAME_HEAD as u64)
     }
 
     /// `len` bytes at `offset` (a value kept in the file rather than in memory).

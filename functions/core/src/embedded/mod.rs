@@ -45,7 +45,8 @@ pub(crate) struct Engine {
     log: Option<LogFile>,
     /// Encoded ops not yet in the file.
     txn: Vec<u8>,
-    /// Entries kept in the file that are in `txn`: where they are, and how long.
+    /// Entries kept in the file that are in `txn`: where they are (from the start of the
+    /// frame, head included), and how long.
     cold: Vec<(ColdAt, usize, usize)>,
     /// A unit of work is open: the file is locked and `txn` collects its ops.
     unit_open: bool,
@@ -67,7 +68,7 @@ impl Engine {
         Self {
             tables: Tables::default(),
             log: None,
-            txn: Vec::new(),
+            txn: log::frame_buffer(),
             cold: Vec::new(),
             unit_open: false,
             stale: false,
@@ -209,15 +210,15 @@ impl Engine {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        if self.txn.is_empty() {
+        if log::frame_is_empty(&self.txn) {
             return Ok(());
         }
-        let written = log.append(&self.txn);
-        self.txn.clear();
+        let written = log.append_frame(&mut self.txn);
+        log::clear_frame(&mut self.txn);
         match written {
-            Ok(base) => {
+            Ok(start) => {
                 for (at, pos, len) in self.cold.drain(..) {
-                    self.tables.settle_cold(&at, base + pos as u64, len);
+                    self.tables.settle_cold(&at, start + pos as u64, len);
                 }
             }
             Err(e) => {
