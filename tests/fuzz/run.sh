@@ -81,13 +81,13 @@ fuzz run --fuzz-dir tests/fuzz "$target" "$corpus" $(seeds "$target") -- \
     exit 1
 }
 awk -v target="$target" '
-    / (INITED|NEW|REDUCE|pulse|DONE) +cov: / {
+    /[ \t](INITED|NEW|REDUCE|pulse|DONE)[ \t]+cov: / {
         for (i = 1; i < NF; i++) {
             if ($i == "cov:") cov = $(i + 1)
             if ($i == "ft:") ft = $(i + 1)
             if ($i == "corp:") corp = $(i + 1)
         }
-        if ($0 ~ / INITED /) start = cov
+        if ($0 ~ /[ \t]INITED[ \t]/) start = cov
         if (cov > best) { best = cov; last = $1 }
     }
     /stat::number_of_executed_units:/ { execs = $NF }
