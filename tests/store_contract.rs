@@ -205,10 +205,12 @@ fn rich_state(key: &EntityKey, version: u64, name: &str) -> EntityState {
     );
     s.written.insert(System::BusinessCentral, "ab".repeat(32));
     s.sent.insert("account_to_customer".into(), "cd".repeat(32));
-    s.records.insert(
-        "customer".into(),
-        json!({"name": name, "credit_limit": 12345678901234567.89, "tiers": [0.10, 2.50e3], "note": "Zürich \"Ost\"\n"}),
-    );
+    let mut customer: serde_json::Value = serde_json::from_str(
+        r#"{"credit_limit": 12345678901234567.89, "tiers": [0.10, 2.50e3], "note": "Zürich \"Ost\"\n"}"#,
+    )
+    .expect("record");
+    customer["name"] = json!(name);
+    s.records.insert("customer".into(), customer);
     let cmd = Command::new(
         "cause",
         &EventId("dataverse:e1:Update".into()),

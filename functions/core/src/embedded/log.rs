@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"P2CLOG\0\0";
-/// The log format this build writes and reads.
-pub(crate) const FORMAT: u32 = 1;
+/// The log format this build writes and reads. 2: entity states are binary
+/// ([`super::state_codec`]); a format 1 file (states as JSON) is read as it is and marked 2
+/// when opened, so an earlier p2c refuses it rather than misreading it.
+pub(crate) const FORMAT: u32 = 2;
 pub(crate) const HEADER: u64 = 16;
 const FRAME_HEAD: usize = 8;
 
@@ -128,8 +130,22 @@ impl LogFile {
             log.unlock();
             r?;
         }
-        log.check_header()?;
+        if log.check_header()? < FORMAT {
+            log.lock()?;
+            let r = log.upgrade_header();
+            log.unlock();
+            r?;
+        }
         Ok(log)
+    }
+
+    /// Marks an earlier format's file as this one's (with the lock held): what it holds
+    /// reads as it is, and what is appended from now on an earlier p2c would not read.
+    fn upgrade_header(&mut self) -> Result<(), OpenError> {
+        if self.check_header()? < FORMAT {
+            self.file.write_all_at(&FORMAT.to_le_bytes(), 8)?;
+        }
+        Ok(())
     }
 
     fn init_header(&mut self) -> io::Result<()> {
@@ -142,7 +158,8 @@ impl LogFile {
         Ok(())
     }
 
-    fn check_header(&self) -> Result<(), OpenError> {
+    /// The file's format, if this build reads it.
+    fn check_header(&self) -> Result<u32, OpenError> {
         let mut h = [0u8; HEADER as usize];
         if self.file.read_exact_at(&mut h, 0).is_err() {
             return Err(OpenError::NotAStore);
@@ -157,7 +174,7 @@ impl LogFile {
         if version > FORMAT {
             return Err(OpenError::Newer(version));
         }
-        Ok(())
+        Ok(version)
     }
 
     pub fn path(&self) -> &Path {
@@ -236,7 +253,7 @@ impl LogFile {
         self.ino = file.metadata()?.ino();
         self.file = file;
         self.end = HEADER;
-        self.check_header()
+        self.check_header().map(|_| ())
     }
 
     /// Calls `apply` with each whole frame after the last one seen (its payload and the
@@ -588,6 +605,17 @@ mod tests {
         h.extend_from_slice(&(FORMAT + 1).to_le_bytes());
         h.extend_from_slice(&[0; 4]);
         std::fs::write(&newer, h).expect("write");
-        assert!(matches!(LogFile::open(&newer), Err(OpenError::Newer(2))));
+        assert!(matches!(
+            LogFile::open(&newer),
+            Err(OpenError::Newer(v)) if v == FORMAT + 1
+        ));
+        // An earlier format's file opens, and is marked as this format's from then on.
+        let earlier = dir.path().join("earlier");
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&[0; 4]);
+        std::fs::write(&earlier, h).expect("write");
+        let log = LogFile::open(&earlier).expect("an earlier format opens");
+        assert_eq!(log.check_header().expect("header"), FORMAT);
     }
 }
