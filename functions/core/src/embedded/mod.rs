@@ -25,7 +25,7 @@ mod tables;
 pub use queue::QueueSettings;
 
 use crate::error::StoreError;
-use log::{LogFile, OpenError, Tail};
+use log::{Frame, LogFile, OpenError, Tail};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tables::{Cold, ColdAt, Op, Tables};
@@ -45,7 +45,7 @@ pub(crate) struct Engine {
     pub(crate) tables: Tables,
     log: Option<LogFile>,
     /// Encoded ops not yet in the file.
-    txn: Vec<u8>,
+    txn: Frame,
     /// Entries kept in the file that are in `txn`: where they are (from the start of the
     /// frame, head included), and how long.
     cold: Vec<(ColdAt, usize, usize)>,
@@ -69,7 +69,7 @@ impl Engine {
         Self {
             tables: Tables::default(),
             log: None,
-            txn: log::frame_buffer(),
+            txn: Frame::new(),
             cold: Vec::new(),
             unit_open: false,
             stale: false,
@@ -179,7 +179,7 @@ impl Engine {
         let durable = self.log.is_some();
         for op in ops {
             let body = if durable {
-                op.encode(&mut self.txn)
+                op.encode(self.txn.buf())
             } else {
                 None
             };
@@ -211,11 +211,11 @@ impl Engine {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        if log::frame_is_empty(&self.txn) {
+        if self.txn.is_empty() {
             return Ok(());
         }
         let written = log.append_frame(&mut self.txn);
-        log::clear_frame(&mut self.txn);
+        self.txn.clear();
         match written {
             Ok(start) => {
                 for (at, pos, len) in self.cold.drain(..) {
