@@ -54,11 +54,7 @@ pub(crate) fn encode(s: &EntityState, out: &mut Vec<u8>) -> Result<(), serde_jso
     put_u64(out, s.version);
     put_i64(out, s.updated_at.timestamp());
     put_u64(out, u64::from(s.updated_at.timestamp_subsec_nanos()));
-    put_u64(out, s.ids.len() as u64);
-    for (system, id) in &s.ids {
-        put_str(out, system.as_str());
-        put_str(out, id);
-    }
+    put_pairs(out, s.ids.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     put_u64(out, s.applied.len() as u64);
     for (system, v) in &s.applied {
         put_str(out, system.as_str());
@@ -78,16 +74,8 @@ pub(crate) fn encode(s: &EntityState, out: &mut Vec<u8>) -> Result<(), serde_jso
             None => out.push(0),
         }
     }
-    put_u64(out, s.written.len() as u64);
-    for (system, fp) in &s.written {
-        put_str(out, system.as_str());
-        put_str(out, fp);
-    }
-    put_u64(out, s.sent.len() as u64);
-    for (flow, fp) in &s.sent {
-        put_str(out, flow);
-        put_str(out, fp);
-    }
+    put_pairs(out, s.written.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    put_pairs(out, s.sent.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     put_u64(out, s.records.len() as u64);
     for (kind, record) in &s.records {
         put_str(out, kind);
@@ -110,6 +98,15 @@ pub(crate) fn encode(s: &EntityState, out: &mut Vec<u8>) -> Result<(), serde_jso
         put_str(out, id);
     }
     Ok(())
+}
+
+/// A map of text to text: how many pairs, then each.
+fn put_pairs<'a>(out: &mut Vec<u8>, pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>) {
+    put_u64(out, pairs.len() as u64);
+    for (k, v) in pairs {
+        put_str(out, k);
+        put_str(out, v);
+    }
 }
 
 fn put_value(out: &mut Vec<u8>, v: &Value) {
