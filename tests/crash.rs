@@ -314,3 +314,45 @@ async fn a_change_delivered_twice_in_one_batch_applies_once(w: World) {
     assert_eq!(w.bc().creates("customers"), 1);
     assert_eq!(count(&w.bc().log(), "POST customers"), 1);
 }
+
+on_both_backends!(a_crash_before_a_rebate_credit_note_is_sent_still_raises_it: a_crash_before_a_rebate_credit_note_is_sent_still_raises_it_embedded, a_crash_before_a_rebate_credit_note_is_sent_still_raises_it_on_aws);
+
+/// An invoice that crosses a rebate tier writes its own record to the CRM and raises a
+/// credit note, a command for another entity, to the ERP. The ERP send dies after the CRM
+/// one; by the time the event comes back, the CRM write has been delivered. The event is not
+/// taken for a duplicate on the strength of its own entity's commands alone: the credit
+/// note is sent, once.
+async fn a_crash_before_a_rebate_credit_note_is_sent_still_raises_it(mut w: World) {
+    customer_with_item(&w, "ACC-CRASH-7", "100000").await;
+    w.dataverse()
+        .create_document(
+            "salesorders",
+            order_header("ORD-CRASH-7", "ACC-CRASH-7"),
+            vec![order_line("P-200", 40, "460.00")],
+        )
+        .expect("order");
+    w.settle().await.expect("settles");
+    let erp_order = w
+        .bc()
+        .find("salesOrders", "externalDocumentNumber", "ORD-CRASH-7")
+        .and_then(|o| o.get("number").and_then(|n| n.as_str()).map(str::to_string))
+        .expect("the ERP order");
+    w.pipeline.sync.publisher = Arc::new(FailSends {
+        inner: w.pipeline.store.clone(),
+        queue: QueueName::ToErp,
+        n: AtomicUsize::new(1),
+    });
+    let invoice = w.bc().ship_and_invoice(&erp_order).expect("invoiced");
+    w.settle().await.expect("settles");
+    let crm_invoice = w
+        .dataverse()
+        .find("invoices", "invoicenumber", &invoice)
+        .expect("the invoice is in the CRM");
+    assert_eq!(crm_invoice["p2c_rebatetier"], json!("Silver"));
+    assert_eq!(
+        w.bc().creates("salesCreditMemos"),
+        1,
+        "the credit note is raised once: {:?}",
+        w.bc().log()
+    );
+}

@@ -185,6 +185,89 @@ async fn optimistic_locking<S: StateStore>(s: &S) {
     assert_eq!(resolve(System::BusinessCentral, "erp-x").await, None);
 }
 
+on_both_stores!(a_loaded_state_is_the_saved_one: a_loaded_state_is_the_saved_one_embedded, a_loaded_state_is_the_saved_one_dynamodb);
+
+/// A state with something in every part, money among it.
+fn rich_state(key: &EntityKey, version: u64, name: &str) -> EntityState {
+    use p2c_core::command::{Action, Command};
+    use p2c_core::domain::{EventId, SourceVersion};
+    use p2c_core::ports::Applied;
+    let mut s = EntityState::new(key.clone());
+    s.version = version;
+    s.ids.insert(System::Dataverse, format!("dv-{name}"));
+    s.ids.insert(System::BusinessCentral, format!("bc-{name}"));
+    s.applied.insert(
+        System::Dataverse,
+        SourceVersion {
+            sequence: Some((7, 2)),
+            modified_ms: Some(1_778_749_965_123),
+        },
+    );
+    s.written.insert(System::BusinessCentral, "ab".repeat(32));
+    s.sent.insert("account_to_customer".into(), "cd".repeat(32));
+    let mut customer: serde_json::Value = serde_json::from_str(
+        r#"{"credit_limit": 12345678901234567.89, "tiers": [0.10, 2.50e3], "note": "Zürich \"Ost\"\n"}"#,
+    )
+    .expect("record");
+    customer["name"] = json!(name);
+    s.records.insert("customer".into(), customer);
+    let cmd = Command::new(
+        "cause",
+        &EventId("dataverse:e1:Update".into()),
+        System::BusinessCentral,
+        key.clone(),
+        Action::SetOrderErpNumber {
+            order_number: "SO-1".into(),
+            erp_number: "101".into(),
+        },
+        "r-1",
+    );
+    s.mark_delivered("cmd-earlier");
+    s.last_applied = Some(Applied {
+        idempotency_key: format!("sync#e{version}#abc"),
+        commands: vec![cmd],
+    });
+    s
+}
+
+/// What a load returns is exactly what was saved, however often it is loaded: money to the
+/// last digit, escaped text, commands and all.
+async fn a_loaded_state_is_the_saved_one<S: StateStore>(s: &S) {
+    let key: EntityKey = "account:RICH".parse().expect("key");
+    for version in 1..=2 {
+        let saved = rich_state(&key, version, &format!("Rich {version}"));
+        s.save(&saved, &step("account:RICH", "saved"))
+            .await
+            .expect("saved");
+        let mut expected = saved.clone();
+        expected.stored_ids = saved.ids.clone();
+        for n in 0..3 {
+            let loaded = s.load(&key).await.expect("load").expect("state");
+            assert_eq!(loaded, expected, "load {n} of version {version}");
+        }
+    }
+}
+
+/// A state another process saved is what a load returns, not what this process last
+/// saved and kept.
+#[tokio::test]
+async fn a_load_sees_the_state_another_process_saved_since() {
+    let (a, dir) = on_file(QueueSettings::default());
+    let b = EmbeddedStore::open(dir.path().join("contract.p2c")).expect("second process");
+    let key: EntityKey = "account:SHARED".parse().expect("key");
+    a.save(&rich_state(&key, 1, "from a"), &step("account:SHARED", "a"))
+        .await
+        .expect("a saves");
+    let from_b = b.load(&key).await.expect("load").expect("state");
+    assert_eq!(from_b.records["customer"]["name"], json!("from a"));
+    b.save(&rich_state(&key, 2, "from b"), &step("account:SHARED", "b"))
+        .await
+        .expect("b saves over it");
+    let seen = a.load(&key).await.expect("load").expect("state");
+    assert_eq!(seen.version, 2);
+    assert_eq!(seen.records["customer"]["name"], json!("from b"));
+}
+
 /// What a queue adapter offers.
 trait Queues: Publisher + Consumer + DeadLetters + p2c_core::ports::DeadLetterSink {}
 impl<T: Publisher + Consumer + DeadLetters + p2c_core::ports::DeadLetterSink> Queues for T {}

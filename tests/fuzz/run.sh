@@ -6,8 +6,9 @@
 #   tests/fuzz/run.sh <target> <seconds>   unpack the kept corpus (if tests/fuzz/corpus/<target>
 #                                          is empty), fuzz for that long with the target's
 #                                          seeds and dictionary, print the figures (executions,
-#                                          edges at start → end, when the last new edge came),
-#                                          then minimise the corpus and pack it again
+#                                          edges at start → end, when the last new edge came,
+#                                          p2c's own edges before → after), then minimise the
+#                                          corpus and pack it again
 #   tests/fuzz/run.sh --replay [<target>…] run every kept corpus input once (all targets if
 #                                          none is named): the test command does this, so an
 #                                          input that once passed and now crashes fails CI
@@ -70,6 +71,12 @@ mkdir -p tests/fuzz/logs
 log="tests/fuzz/logs/$target-$(date -u +%Y%m%dT%H%M%SZ).log"
 
 fuzz build --fuzz-dir tests/fuzz "$target"
+# p2c's own edges the corpus reaches ("covered total"): the fuzzer's `cov:` counts serde_json's,
+# roxmltree's and Rhai's too, which go on growing long after p2c's code stops yielding.
+p2c_edges() {
+    tests/fuzz/coverage.sh "$target" 2>/dev/null | sed -n '1s/.*p2c edges \([0-9]*\) of \([0-9]*\).*/\1 \2/p'
+}
+p2c_before=$(p2c_edges)
 # Each line of the fuzzer's output with the seconds since the start, to tell when the last
 # new edge came.
 # shellcheck disable=SC2046
@@ -104,3 +111,5 @@ mkdir -p tests/fuzz/corpora
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$corpus" -cf - . |
     xz -9 >"tests/fuzz/corpora/$target.tar.xz"
 echo "kept: tests/fuzz/corpora/$target.tar.xz ($(find "$corpus" -type f | wc -l) inputs, $(du -h "tests/fuzz/corpora/$target.tar.xz" | cut -f1))"
+p2c_after=$(p2c_edges)
+echo "$target: p2c edges ${p2c_before%% *} → ${p2c_after%% *} of ${p2c_after##* }"

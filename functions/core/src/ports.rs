@@ -141,14 +141,27 @@ impl EntityState {
         self.delivered.drain(..over);
     }
 
-    /// Whether every command of the last applied event that targets this entity has been
-    /// delivered (so a repeat of that event has nothing left to do).
+    /// Drops the last applied event's commands once they are all delivered
+    /// ([`Self::outbox_delivered`]): they are kept only to re-send after a crash, and were
+    /// written again with every save after it. A repeat of the event is then recognised by
+    /// its idempotency key alone.
+    pub fn settle_outbox(&mut self) {
+        if self.outbox_delivered() {
+            if let Some(ap) = self.last_applied.as_mut() {
+                ap.commands.clear();
+            }
+        }
+    }
+
+    /// Whether the last applied event has nothing left to send: every one of its commands is
+    /// for this entity and delivered here. A command for another entity (a rebate's credit
+    /// note) cannot be checked here, so an event that had one is re-sent in full when it
+    /// comes back; the queue's deduplication and the deliver step drop what did go out.
     pub fn outbox_delivered(&self) -> bool {
         self.last_applied.as_ref().is_some_and(|ap| {
             ap.commands
                 .iter()
-                .filter(|c| c.entity == self.key)
-                .all(|c| self.delivered.contains(&c.id.0))
+                .all(|c| c.entity == self.key && self.delivered.contains(&c.id.0))
         })
     }
 
@@ -601,4 +614,67 @@ pub trait DecisionLog: Send + Sync {
     async fn record(&self, decision: &Decision) -> Result<(), StoreError>;
     /// Decisions made at or after `since`, oldest first.
     async fn decisions(&self, since: DateTime<Utc>) -> Result<Vec<Decision>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Action, Command};
+    use crate::domain::{EntityType, EventId};
+
+    fn command(cause: &str, entity: &EntityKey) -> Command {
+        Command::new(
+            cause,
+            &EventId("dataverse:e1:Update".into()),
+            System::Dataverse,
+            entity.clone(),
+            Action::SetOrderErpNumber {
+                order_number: "SO-1".into(),
+                erp_number: "101".into(),
+            },
+            "r-1",
+        )
+    }
+
+    fn applied(state: &mut EntityState, commands: Vec<Command>) {
+        state.last_applied = Some(Applied {
+            idempotency_key: "sync#e1#abc".into(),
+            commands,
+        });
+    }
+
+    #[test]
+    fn an_outbox_is_settled_only_when_all_of_it_was_delivered_here() {
+        let key = EntityKey::new(EntityType::Order, "SO-1").expect("key");
+        let other = EntityKey::new(EntityType::Invoice, "CN-1").expect("key");
+        let (a, b) = (command("a", &key), command("b", &key));
+
+        // Half delivered: both kept, so a crash-redelivered event re-sends them.
+        let mut s = EntityState::new(key.clone());
+        applied(&mut s, vec![a.clone(), b.clone()]);
+        s.mark_delivered(&a.id.0);
+        s.settle_outbox();
+        assert_eq!(s.last_applied.as_ref().map(|ap| ap.commands.len()), Some(2));
+        assert!(!s.outbox_delivered());
+
+        // All delivered: dropped, and the event still counts as done.
+        s.mark_delivered(&b.id.0);
+        s.settle_outbox();
+        let ap = s.last_applied.as_ref().expect("applied");
+        assert!(ap.commands.is_empty());
+        assert_eq!(ap.idempotency_key, "sync#e1#abc");
+        assert!(s.outbox_delivered());
+
+        // A command for another entity (a rebate's credit note) is never dropped here.
+        let mut s = EntityState::new(key.clone());
+        let cn = command("c", &other);
+        applied(&mut s, vec![a.clone(), cn]);
+        s.mark_delivered(&a.id.0);
+        s.settle_outbox();
+        assert_eq!(s.last_applied.as_ref().map(|ap| ap.commands.len()), Some(2));
+        assert!(
+            !s.outbox_delivered(),
+            "whether the credit note went out is not known here"
+        );
+    }
 }

@@ -17,8 +17,12 @@ pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
 }
 
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    put_bytes(out, s.as_bytes());
+}
+
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u64(out, b.len() as u64);
+    out.extend_from_slice(b);
 }
 
 /// Why a record did not decode.
@@ -88,8 +92,13 @@ impl<'a> Reader<'a> {
         u32::try_from(self.u64()?).or_else(|_| self.fail("a number too large"))
     }
 
-    /// The next string, and where its bytes start in the buffer.
-    pub fn str_at(&mut self) -> Result<(&'a str, usize), DecodeError> {
+    /// How many bytes are left.
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    /// The next length-prefixed bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = usize::try_from(self.u64()?).or_else(|_| self.fail("a length too large"))?;
         let start = self.pos;
         let Some(bytes) = start
@@ -98,9 +107,21 @@ impl<'a> Reader<'a> {
         else {
             return self.fail("a string running past the end");
         };
-        let s = std::str::from_utf8(bytes).or_else(|_| self.fail("a string that is not UTF-8"))?;
         self.pos += len;
-        Ok((s, start))
+        Ok(bytes)
+    }
+
+    /// The next string, and where its bytes start in the buffer.
+    pub fn str_at(&mut self) -> Result<(&'a str, usize), DecodeError> {
+        let bytes = self.bytes()?;
+        let start = self.pos - bytes.len();
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok((s, start)),
+            Err(_) => {
+                self.pos = start;
+                self.fail("a string that is not UTF-8")
+            }
+        }
     }
 
     pub fn str(&mut self) -> Result<&'a str, DecodeError> {

@@ -215,7 +215,7 @@ fn rows(conn: &Connection) -> rusqlite::Result<Vec<Op>> {
                 key: r.get(0)?,
                 entity: Entity {
                     version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    body: r.get(2)?,
+                    body: r.get::<_, String>(2)?.into_bytes(),
                 },
             })
         },

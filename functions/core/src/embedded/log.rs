@@ -21,30 +21,50 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 8] = b"P2CLOG\0\0";
-/// The log format this build writes and reads.
-pub(crate) const FORMAT: u32 = 1;
+/// The log format this build writes and reads. 2: entity states are binary
+/// ([`super::state_codec`]); a format 1 file (states as JSON) is read as it is and marked 2
+/// when opened, so an earlier p2c refuses it rather than misreading it.
+pub(crate) const FORMAT: u32 = 2;
 pub(crate) const HEADER: u64 = 16;
 const FRAME_HEAD: usize = 8;
-
-/// An empty frame: room for the head, to encode a payload after
-/// ([`LogFile::append_frame`]).
-pub fn frame_buffer() -> Vec<u8> {
-    vec![0; FRAME_HEAD]
-}
-
-/// Whether a [`frame_buffer`] holds no payload.
-pub fn frame_is_empty(frame: &[u8]) -> bool {
-    frame.len() <= FRAME_HEAD
-}
-
-/// Empties a [`frame_buffer`], keeping its room for the head (and its capacity).
-pub fn clear_frame(frame: &mut Vec<u8>) {
-    frame.truncate(FRAME_HEAD);
-}
 /// No transaction is anywhere near this; a larger length is damage, not data.
 const MAX_FRAME: usize = 1 << 30;
 /// How long a writer waits for another process's transaction (SQLite's busy timeout).
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// A transaction being built: room for its frame's head, then its payload encoded after
+/// it, so [`LogFile::append_frame`] fills the head in and writes the frame where it was
+/// encoded (a transaction is not copied into a frame of its own). Offsets into
+/// [`Frame::buf`] count from the frame's start, head included.
+#[derive(Debug)]
+pub struct Frame(Vec<u8>);
+
+impl Frame {
+    pub fn new() -> Self {
+        Self(vec![0; FRAME_HEAD])
+    }
+
+    /// Whether it holds no payload.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() <= FRAME_HEAD
+    }
+
+    /// Empties it, keeping its room for the head (and its capacity).
+    pub fn clear(&mut self) {
+        self.0.truncate(FRAME_HEAD);
+    }
+
+    /// The frame so far, to encode the payload onto.
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What opening a file found.
 #[derive(Debug)]
@@ -128,8 +148,22 @@ impl LogFile {
             log.unlock();
             r?;
         }
-        log.check_header()?;
+        if log.check_header()? < FORMAT {
+            log.lock()?;
+            let r = log.upgrade_header();
+            log.unlock();
+            r?;
+        }
         Ok(log)
+    }
+
+    /// Marks an earlier format's file as this one's (with the lock held): what it holds
+    /// reads as it is, and what is appended from now on an earlier p2c would not read.
+    fn upgrade_header(&mut self) -> Result<(), OpenError> {
+        if self.check_header()? < FORMAT {
+            self.file.write_all_at(&FORMAT.to_le_bytes(), 8)?;
+        }
+        Ok(())
     }
 
     fn init_header(&mut self) -> io::Result<()> {
@@ -142,7 +176,8 @@ impl LogFile {
         Ok(())
     }
 
-    fn check_header(&self) -> Result<(), OpenError> {
+    /// The file's format, if this build reads it.
+    fn check_header(&self) -> Result<u32, OpenError> {
         let mut h = [0u8; HEADER as usize];
         if self.file.read_exact_at(&mut h, 0).is_err() {
             return Err(OpenError::NotAStore);
@@ -157,7 +192,7 @@ impl LogFile {
         if version > FORMAT {
             return Err(OpenError::Newer(version));
         }
-        Ok(())
+        Ok(version)
     }
 
     pub fn path(&self) -> &Path {
@@ -236,7 +271,7 @@ impl LogFile {
         self.ino = file.metadata()?.ino();
         self.file = file;
         self.end = HEADER;
-        self.check_header()
+        self.check_header().map(|_| ())
     }
 
     /// Calls `apply` with each whole frame after the last one seen (its payload and the
@@ -290,13 +325,11 @@ impl LogFile {
         self.file.set_len(self.end)
     }
 
-    /// Appends one frame (with the lock held, after [`LogFile::read_new`]). `frame` is a
-    /// [`frame_buffer`] with the payload encoded after the room for the frame's head: the
-    /// head is filled in there and the frame written as it is, so a transaction is not
-    /// copied into a frame of its own. Returns where the frame starts in the file (the
-    /// buffer's byte `i` lands at that offset plus `i`).
-    pub fn append_frame(&mut self, frame: &mut [u8]) -> io::Result<u64> {
+    /// Appends `frame` (with the lock held, after [`LogFile::read_new`]). Returns where the
+    /// frame starts in the file (its byte `i` lands at that offset plus `i`).
+    pub fn append_frame(&mut self, frame: &mut Frame) -> io::Result<u64> {
         debug_assert!(self.locked);
+        let frame = frame.buf();
         let Some((head, payload)) = frame.split_at_mut_checked(FRAME_HEAD) else {
             return Err(io::Error::other("a frame without room for its head"));
         };
@@ -314,8 +347,8 @@ impl LogFile {
     /// Appends one frame holding `payload`; returns the payload's offset in the file.
     #[cfg(test)]
     pub fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
-        let mut frame = frame_buffer();
-        frame.extend_from_slice(payload);
+        let mut frame = Frame::new();
+        frame.buf().extend_from_slice(payload);
         Ok(self.append_frame(&mut frame)? + FRAME_HEAD as u64)
     }
 
@@ -588,6 +621,17 @@ mod tests {
         h.extend_from_slice(&(FORMAT + 1).to_le_bytes());
         h.extend_from_slice(&[0; 4]);
         std::fs::write(&newer, h).expect("write");
-        assert!(matches!(LogFile::open(&newer), Err(OpenError::Newer(2))));
+        assert!(matches!(
+            LogFile::open(&newer),
+            Err(OpenError::Newer(v)) if v == FORMAT + 1
+        ));
+        // An earlier format's file opens, and is marked as this format's from then on.
+        let earlier = dir.path().join("earlier");
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&[0; 4]);
+        std::fs::write(&earlier, h).expect("write");
+        let log = LogFile::open(&earlier).expect("an earlier format opens");
+        assert_eq!(log.check_header().expect("header"), FORMAT);
     }
 }

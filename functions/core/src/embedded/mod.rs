@@ -18,13 +18,14 @@ mod codec;
 mod import;
 mod log;
 mod queue;
+mod state_codec;
 mod store;
 mod tables;
 
 pub use queue::QueueSettings;
 
 use crate::error::StoreError;
-use log::{LogFile, OpenError, Tail};
+use log::{Frame, LogFile, OpenError, Tail};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tables::{Cold, ColdAt, Op, Tables};
@@ -44,7 +45,7 @@ pub(crate) struct Engine {
     pub(crate) tables: Tables,
     log: Option<LogFile>,
     /// Encoded ops not yet in the file.
-    txn: Vec<u8>,
+    txn: Frame,
     /// Entries kept in the file that are in `txn`: where they are (from the start of the
     /// frame, head included), and how long.
     cold: Vec<(ColdAt, usize, usize)>,
@@ -68,7 +69,7 @@ impl Engine {
         Self {
             tables: Tables::default(),
             log: None,
-            txn: log::frame_buffer(),
+            txn: Frame::new(),
             cold: Vec::new(),
             unit_open: false,
             stale: false,
@@ -178,7 +179,7 @@ impl Engine {
         let durable = self.log.is_some();
         for op in ops {
             let body = if durable {
-                op.encode(&mut self.txn)
+                op.encode(self.txn.buf())
             } else {
                 None
             };
@@ -210,11 +211,11 @@ impl Engine {
         let Some(log) = self.log.as_mut() else {
             return Ok(());
         };
-        if log::frame_is_empty(&self.txn) {
+        if self.txn.is_empty() {
             return Ok(());
         }
         let written = log.append_frame(&mut self.txn);
-        log::clear_frame(&mut self.txn);
+        self.txn.clear();
         match written {
             Ok(start) => {
                 for (at, pos, len) in self.cold.drain(..) {
@@ -517,6 +518,74 @@ pub(crate) fn ms_to_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
 mod tests {
     use super::*;
     use crate::ports::{Consumer, QueueName};
+
+    /// A store of the earlier format, its states JSON, reads on: the states load as they
+    /// were, new saves are binary, and the file is marked with the new format.
+    #[test]
+    fn states_an_earlier_store_wrote_as_json_load() {
+        use crate::ports::{AuditEntry, EntityState, StateStore};
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("earlier.db");
+        let key: crate::domain::EntityKey = "account:OLD-1".parse().expect("key");
+        let mut old = EntityState::new(key.clone());
+        old.version = 1;
+        old.records.insert(
+            "customer".into(),
+            serde_json::json!({"name": "Old", "limit": 1.50}),
+        );
+        let s = EmbeddedStore::open(&path).expect("store");
+        s.write(|_| {
+            Ok::<_, StoreError>((
+                vec![Op::EntityPut {
+                    key: key.to_string(),
+                    entity: tables::Entity {
+                        version: 1,
+                        body: serde_json::to_vec(&old).expect("json"),
+                    },
+                }],
+                (),
+            ))
+        })
+        .expect("written as JSON");
+        drop(s);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("file");
+        file.write_all_at(&1u32.to_le_bytes(), 8).expect("format 1");
+        drop(file);
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let s = EmbeddedStore::open(&path).expect("an earlier store opens");
+        let mut loaded = rt.block_on(s.load(&key)).expect("loads").expect("state");
+        let mut expected = old.clone();
+        expected.stored_ids = old.ids.clone();
+        assert_eq!(loaded, expected);
+        loaded.version = 2;
+        let entry = AuditEntry {
+            at: chrono::Utc::now(),
+            subject: key.to_string(),
+            step: "sync".into(),
+            outcome: "applied".into(),
+            detail: String::new(),
+            event_id: None,
+            rules_version: None,
+        };
+        rt.block_on(s.save(&loaded, &entry)).expect("saves over it");
+        drop(s);
+        let mut header = [0u8; 12];
+        std::fs::File::open(&path)
+            .expect("file")
+            .read_exact_at(&mut header, 0)
+            .expect("header");
+        assert_eq!(header[8..12], log::FORMAT.to_le_bytes());
+        let s = EmbeddedStore::open(&path).expect("reopens");
+        let again = rt.block_on(s.load(&key)).expect("loads").expect("state");
+        assert_eq!(again, loaded);
+    }
 
     #[test]
     fn sends_that_arrive_together_share_a_commit_and_are_durable_when_answered() {

@@ -82,11 +82,15 @@ fn receipt_seq(queue: QueueName, receipt: &str) -> Result<u64, QueueError> {
 }
 
 /// A unique id: process, clock and a counter (several processes may share the file).
+/// The process id is read once: `std::process::id` is a system call each time, and ids
+/// are made for every message sent and received.
 fn new_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{:x}-{:x}-{n:x}", std::process::id(), now_ms())
+    let pid = *PID.get_or_init(std::process::id);
+    format!("{prefix}-{pid:x}-{:x}-{n:x}", now_ms())
 }
 
 /// Whether `receipt` is message `seq`'s latest (a receipt from before a retry, or of a

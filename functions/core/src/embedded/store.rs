@@ -131,7 +131,7 @@ impl StateStore for EmbeddedStore {
             e.tables
                 .entity
                 .get(&k)
-                .map(|e| serde_json::from_str::<EntityState>(&e.body))
+                .map(|e| super::state_codec::decode(&e.body))
                 .transpose()
                 .map_err(|e| corrupt(&k, e))
         })?;
@@ -143,7 +143,8 @@ impl StateStore for EmbeddedStore {
 
     async fn save(&self, state: &EntityState, entry: &AuditEntry) -> Result<(), StoreError> {
         let k = state.key.to_string();
-        let body = serde_json::to_string(state).map_err(|e| corrupt(&k, e))?;
+        let mut body = Vec::with_capacity(512);
+        super::state_codec::encode(state, &mut body).map_err(|e| corrupt(&k, e))?;
         let entry_body = serde_json::to_string(entry).map_err(|e| corrupt(&k, e))?;
         let version = state.version;
         self.write(|t| {

@@ -5,7 +5,7 @@
 //! Audit entries and recorded decisions are history that only grows; their bodies stay in
 //! the file ([`Cold::Disk`]) and only their index is in memory.
 
-use super::codec::{put_i64, put_str, put_u64, DecodeError, Reader};
+use super::codec::{put_bytes, put_i64, put_str, put_u64, DecodeError, Reader};
 use super::log::WindowReader;
 use crate::ports::{DeadLetter, QueueName};
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +32,8 @@ pub(crate) struct Idem {
 #[derive(Debug, Clone)]
 pub(crate) struct Entity {
     pub version: u64,
-    pub body: String,
+    /// The state ([`super::state_codec`]: binary, or JSON from an earlier store).
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +249,7 @@ fn put_entity(out: &mut Vec<u8>, key: &str, entity: &Entity) {
     out.push(4);
     put_str(out, key);
     put_u64(out, entity.version);
-    put_str(out, &entity.body);
+    put_bytes(out, &entity.body);
 }
 
 fn put_xref(out: &mut Vec<u8>, source: &str, entity_key: &str) {
@@ -554,7 +555,7 @@ impl Op {
                 key: r.string()?,
                 entity: Entity {
                     version: r.u64()?,
-                    body: r.string()?,
+                    body: r.bytes()?.to_vec(),
                 },
             },
             5 => Op::XrefPut {

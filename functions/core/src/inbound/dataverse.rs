@@ -433,7 +433,29 @@ pub fn parse_wcf_date(s: &str) -> Option<String> {
         .map(|i| i + 1)
         .unwrap_or(inner.len());
     let ms: i64 = inner.get(..end)?.parse().ok()?;
-    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| iso_seconds(&t))
+}
+
+/// `%Y-%m-%dT%H:%M:%SZ`, written digit by digit for the years of four digits (every date
+/// in a webhook has one; chrono's `format` parses its pattern again on every call).
+fn iso_seconds(t: &DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let Ok(year @ 0..=9999) = u32::try_from(t.year()) else {
+        return t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    };
+    let mut b = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, n: u32| {
+        b[at] = b'0' + (n / 10 % 10) as u8;
+        b[at + 1] = b'0' + (n % 10) as u8;
+    };
+    put(0, year / 100);
+    put(2, year % 100);
+    put(5, t.month());
+    put(8, t.day());
+    put(11, t.hour());
+    put(14, t.minute());
+    put(17, t.second());
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// A Web API (OData) record → the same normalised shape as a webhook record: lookups
@@ -562,6 +584,32 @@ mod tests {
             Some("1969-12-31T23:59:59Z")
         );
         assert_eq!(parse_wcf_date("2026-05-14"), None);
+        // Written by hand, as chrono's pattern would, over the whole range of millis.
+        let mut ms: i64 = -62_167_219_200_000 - 86_400_000; // the day before year 0
+        for step in [1i64, 999, 86_399_999, 7_776_000_000_123, 31_556_952_000_077] {
+            for _ in 0..400 {
+                if let Some(t) = DateTime::<Utc>::from_timestamp_millis(ms) {
+                    assert_eq!(
+                        iso_seconds(&t),
+                        t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                        "{ms}"
+                    );
+                }
+                ms = ms.saturating_add(step * 997);
+            }
+        }
+        for ms in [
+            i64::MIN,
+            -1,
+            0,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MAX,
+        ] {
+            if let Some(t) = DateTime::<Utc>::from_timestamp_millis(ms) {
+                assert_eq!(iso_seconds(&t), t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+            }
+        }
         assert_eq!(parse_wcf_date("/Date()/"), None);
         assert_eq!(parse_wcf_date("/Date(é)/"), None);
     }

@@ -306,6 +306,7 @@ async fn record(
             );
         }
         state.mark_delivered(&cmd.id.0);
+        state.settle_outbox();
         state.updated_at = chrono::Utc::now();
         match ctx.state.save(&state, entry).await {
             Ok(()) => return Ok(state),
