@@ -73,8 +73,11 @@ log="tests/fuzz/logs/$target-$(date -u +%Y%m%dT%H%M%SZ).log"
 fuzz build --fuzz-dir tests/fuzz "$target"
 # p2c's own edges the corpus reaches ("covered total"): the fuzzer's `cov:` counts serde_json's,
 # roxmltree's and Rhai's too, which go on growing long after p2c's code stops yielding.
+# A report that fails leaves "? ?": it never stops the run.
 p2c_edges() {
-    tests/fuzz/coverage.sh "$target" 2>/dev/null | sed -n '1s/.*p2c edges \([0-9]*\) of \([0-9]*\).*/\1 \2/p'
+    local e
+    e=$(tests/fuzz/coverage.sh "$target" 2>/dev/null | sed -n '1s/.*p2c edges \([0-9]*\) of \([0-9]*\).*/\1 \2/p') || true
+    echo "${e:-? ?}"
 }
 p2c_before=$(p2c_edges)
 # Each line of the fuzzer's output with the seconds since the start, to tell when the last
