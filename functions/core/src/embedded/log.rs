@@ -26,11 +26,21 @@ const MAGIC: &[u8; 8] = b"P2CLOG\0\0";
 /// when opened, so an earlier p2c refuses it rather than misreading it.
 pub(crate) const FORMAT: u32 = 2;
 pub(crate) const HEADER: u64 = 16;
+/// Where the format number sits in the header (after the magic).
+const FORMAT_AT: usize = 8;
 const FRAME_HEAD: usize = 8;
 /// No transaction is anywhere near this; a larger length is damage, not data.
 const MAX_FRAME: usize = 1 << 30;
 /// How long a writer waits for another process's transaction (SQLite's busy timeout).
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// A file header of format `format`: the magic, the format number, four bytes reserved.
+fn header(format: u32) -> [u8; HEADER as usize] {
+    let mut h = [0u8; HEADER as usize];
+    h[..FORMAT_AT].copy_from_slice(MAGIC);
+    h[FORMAT_AT..FORMAT_AT + 4].copy_from_slice(&format.to_le_bytes());
+    h
+}
 
 /// A transaction being built: room for its frame's head, then its payload encoded after
 /// it, so [`LogFile::append_frame`] fills the head in and writes the frame where it was
@@ -161,17 +171,15 @@ impl LogFile {
     /// reads as it is, and what is appended from now on an earlier p2c would not read.
     fn upgrade_header(&mut self) -> Result<(), OpenError> {
         if self.check_header()? < FORMAT {
-            self.file.write_all_at(&FORMAT.to_le_bytes(), 8)?;
+            self.file
+                .write_all_at(&FORMAT.to_le_bytes(), FORMAT_AT as u64)?;
         }
         Ok(())
     }
 
     fn init_header(&mut self) -> io::Result<()> {
         if self.file.metadata()?.len() == 0 {
-            let mut h = [0u8; HEADER as usize];
-            h[..8].copy_from_slice(MAGIC);
-            h[8..12].copy_from_slice(&FORMAT.to_le_bytes());
-            self.file.write_all_at(&h, 0)?;
+            self.file.write_all_at(&header(FORMAT), 0)?;
         }
         Ok(())
     }
@@ -185,10 +193,11 @@ impl LogFile {
         if h.starts_with(b"SQLite format 3\0") {
             return Err(OpenError::Sqlite);
         }
-        if &h[..8] != MAGIC {
+        if &h[..FORMAT_AT] != MAGIC {
             return Err(OpenError::NotAStore);
         }
-        let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+        let at = FORMAT_AT;
+        let version = u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         if version > FORMAT {
             return Err(OpenError::Newer(version));
         }
@@ -375,10 +384,7 @@ impl LogFile {
         {
             let tmp = File::create(&tmp_path)?;
             let mut w = io::BufWriter::with_capacity(1 << 20, &tmp);
-            let mut h = [0u8; HEADER as usize];
-            h[..8].copy_from_slice(MAGIC);
-            h[8..12].copy_from_slice(&FORMAT.to_le_bytes());
-            w.write_all(&h)?;
+            w.write_all(&header(FORMAT))?;
             write(&mut |p: &[u8]| {
                 if p.len() > MAX_FRAME {
                     return Err(io::Error::other("a frame larger than 1 GiB"));
@@ -617,20 +623,14 @@ mod tests {
         std::fs::write(&sqlite, b"SQLite format 3\0 and more").expect("write");
         assert!(matches!(LogFile::open(&sqlite), Err(OpenError::Sqlite)));
         let newer = dir.path().join("newer");
-        let mut h = MAGIC.to_vec();
-        h.extend_from_slice(&(FORMAT + 1).to_le_bytes());
-        h.extend_from_slice(&[0; 4]);
-        std::fs::write(&newer, h).expect("write");
+        std::fs::write(&newer, header(FORMAT + 1)).expect("write");
         assert!(matches!(
             LogFile::open(&newer),
             Err(OpenError::Newer(v)) if v == FORMAT + 1
         ));
         // An earlier format's file opens, and is marked as this format's from then on.
         let earlier = dir.path().join("earlier");
-        let mut h = MAGIC.to_vec();
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h.extend_from_slice(&[0; 4]);
-        std::fs::write(&earlier, h).expect("write");
+        std::fs::write(&earlier, header(1)).expect("write");
         let log = LogFile::open(&earlier).expect("an earlier format opens");
         assert_eq!(log.check_header().expect("header"), FORMAT);
     }
