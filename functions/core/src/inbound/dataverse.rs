@@ -145,7 +145,7 @@ impl<'de> serde::Deserialize<'de> for Attributes {
         struct Attribute {
             key: String,
             #[serde(default)]
-            value: Value,
+            value: Normalized,
         }
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
@@ -159,12 +159,148 @@ impl<'de> serde::Deserialize<'de> for Attributes {
             ) -> Result<Attributes, A::Error> {
                 let mut out = Map::new();
                 while let Some(a) = seq.next_element::<Attribute>()? {
-                    out.insert(a.key, normalize_owned(a.value));
+                    out.insert(a.key, a.value.0);
                 }
                 Ok(Attributes(out))
             }
         }
         d.deserialize_seq(V)
+    }
+}
+
+/// A webhook value in its plain form, normalised as it is read: the same value as
+/// [`normalize_owned`] makes of it, without building the typed form first (an
+/// `EntityReference` is six members, of which three are kept).
+#[derive(Debug, Default)]
+struct Normalized(Value);
+
+/// The key under which serde_json (with `arbitrary_precision`) hands a number to a map
+/// visitor, its exact text as the value. `Value` reads numbers the same way; a test holds
+/// money exact through this path.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> serde::Deserialize<'de> for Normalized {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use std::borrow::Cow;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+                Ok(Value::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+                Ok(Value::from(n))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_none<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+                Ok(Value::String(
+                    parse_wcf_date(s).unwrap_or_else(|| s.to_owned()),
+                ))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Value, E> {
+                Ok(Value::String(parse_wcf_date(&s).unwrap_or(s)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(Normalized(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(Value::Array(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Value, A::Error> {
+                // The members that decide the value's kind are kept as read; the rest are
+                // normalised as they come.
+                let mut ty: Option<Value> = None;
+                let mut id: Option<Value> = None;
+                let mut logical_name: Option<Value> = None;
+                let mut name: Option<Value> = None;
+                let mut attributes: Option<Value> = None;
+                let mut rest = Map::new();
+                let mut first = true;
+                while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                    if first && k == NUMBER_TOKEN {
+                        let text: Cow<'de, str> = map.next_value()?;
+                        return text
+                            .parse::<serde_json::Number>()
+                            .map(Value::Number)
+                            .map_err(|_| A::Error::custom("invalid number"));
+                    }
+                    first = false;
+                    let slot = match k.as_ref() {
+                        "__type" => &mut ty,
+                        "Id" => &mut id,
+                        "LogicalName" => &mut logical_name,
+                        "Name" => &mut name,
+                        "Attributes" => &mut attributes,
+                        _ => {
+                            let Normalized(v) = map.next_value()?;
+                            rest.insert(k.into_owned(), v);
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                let kind = ty.as_ref().and_then(Value::as_str).unwrap_or("");
+                if kind.starts_with("EntityReference")
+                    || (logical_name.is_some() && id.is_some() && attributes.is_none())
+                {
+                    let mut r = Map::new();
+                    r.insert(
+                        "id".into(),
+                        id.as_ref()
+                            .and_then(Value::as_str)
+                            .map(|s| Value::String(s.to_ascii_lowercase()))
+                            .unwrap_or(Value::Null),
+                    );
+                    r.insert("logical_name".into(), logical_name.unwrap_or(Value::Null));
+                    r.insert("name".into(), name.unwrap_or(Value::Null));
+                    Ok(Value::Object(r))
+                } else if kind.starts_with("Entity:") || attributes.is_some() {
+                    Ok(match attributes {
+                        Some(Value::Array(items)) => attributes_owned(items)
+                            .map(Value::Object)
+                            .unwrap_or(Value::Null),
+                        _ => Value::Null,
+                    })
+                } else if let Some(inner) = rest.remove("Value") {
+                    Ok(inner)
+                } else {
+                    for (k, v) in [
+                        ("__type", ty),
+                        ("Id", id),
+                        ("LogicalName", logical_name),
+                        ("Name", name),
+                    ] {
+                        if let Some(v) = v {
+                            rest.insert(k.to_owned(), normalize_owned(v));
+                        }
+                    }
+                    Ok(Value::Object(rest))
+                }
+            }
+        }
+        d.deserialize_any(V).map(Normalized)
     }
 }
 
@@ -567,6 +703,45 @@ mod tests {
             ..at(0)
         };
         assert_eq!(code(parse(&deep, Utc::now())), Some("json_too_deep"));
+    }
+
+    /// Values normalised as they are read come out as the typed value read first and then
+    /// normalised, money to its last digit.
+    #[test]
+    fn values_read_normalised_are_the_typed_ones_normalised() {
+        let fixture = include_str!("../../../../tests/fixtures/dataverse_account_update.json");
+        let cases = [
+            fixture,
+            r#"{"__type": "Money:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 12345678901234567.89}"#,
+            r#"{"Value": -0.000100}"#,
+            r#"[1, -2, 3.50, 1e400, 18446744073709551616, "/Date(0)/", null, true, {}]"#,
+            r#"{"__type": "EntityReference:x", "Id": "ABC", "Name": "N", "LogicalName": "account", "Attributes": [], "Value": 1}"#,
+            r#"{"Id": "X", "LogicalName": "contact"}"#,
+            r#"{"Id": "/Date(1000)/", "Name": "/Date(2000)/", "__type": "/Date(3000)/", "other": ["/Date(4000)/"]}"#,
+            r#"{"__type": "Entity:x", "Attributes": [{"key": "a", "value": {"Value": 2}}, {"key": "b", "value": "/Date(5000)/"}]}"#,
+            r#"{"Attributes": [{"key": 1}]}"#,
+            r#"{"Attributes": {"key": "a"}}"#,
+            r#"{"Value": 1, "Value": {"Value": "dup"}}"#,
+            r#"{"__type": "EntityReference:x", "__type": "Money:y", "Value": 7}"#,
+            r#"{"a": {"b": {"c": {"__type": "OptionSetValue:x", "Value": 3}}}}"#,
+            r#"{"$serde_json::private::Number": "1.50"}"#,
+            r#""été""#,
+        ];
+        for text in cases {
+            let read: Normalized = serde_json::from_str(text).expect(text);
+            let typed: Value = serde_json::from_str(text).expect(text);
+            assert_eq!(read.0, normalize_owned(typed), "{text}");
+        }
+        let money: Normalized = serde_json::from_str(cases[1]).expect("money");
+        assert_eq!(money.0.to_string(), "12345678901234567.89");
+        // What the number token takes, it takes as serde_json's own value does.
+        for text in [
+            r#"{"$serde_json::private::Number": "x"}"#,
+            r#"{"$serde_json::private::Number": 1}"#,
+        ] {
+            assert!(serde_json::from_str::<Normalized>(text).is_err(), "{text}");
+            assert!(serde_json::from_str::<Value>(text).is_err(), "{text}");
+        }
     }
 
     #[test]
