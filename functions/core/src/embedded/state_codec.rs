@@ -143,7 +143,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
 /// Reads a stored state: the binary form, or JSON as earlier stores wrote it.
 pub(crate) fn decode(body: &[u8]) -> Result<EntityState, StateDecodeError> {
     if body.first() != Some(&FORMAT) {
-        return serde_json::from_slice(body).map_err(StateDecodeError::Json);
+        return crate::json::from_bytes(body).map_err(StateDecodeError::Json);
     }
     read_state(&mut Reader::new(&body[1..])).map_err(StateDecodeError::Binary)
 }

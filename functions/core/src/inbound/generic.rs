@@ -222,7 +222,7 @@ pub fn parse(
     now: DateTime<Utc>,
 ) -> Result<Vec<ChangeEvent>, WebhookError> {
     check_json_request(req)?;
-    let batch: Batch = serde_json::from_slice(&req.body).map_err(|e| match e.classify() {
+    let batch: Batch = crate::json::from_bytes(&req.body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => WebhookError::InvalidPayload {
             format: FORMAT,
             message: e.to_string(),

@@ -304,7 +304,7 @@ pub fn parse_typed<T: serde::de::DeserializeOwned>(
     depth: impl FnOnce(&T) -> usize,
 ) -> Result<T, WebhookError> {
     check_size_and_type(req)?;
-    let parsed: T = serde_json::from_slice(&req.body).map_err(|e| {
+    let parsed: T = crate::json::from_bytes(&req.body).map_err(|e| {
         if nests_deeper_than(&req.body, MAX_JSON_DEPTH) {
             return WebhookError::TooDeep(MAX_JSON_DEPTH);
         }
@@ -335,7 +335,7 @@ pub fn value_depth(v: &serde_json::Value) -> usize {
 /// Checks size, content type and depth, then parses JSON.
 pub fn parse_json_body(req: &WebhookRequest) -> Result<serde_json::Value, WebhookError> {
     check_json_request(req)?;
-    serde_json::from_slice(&req.body).map_err(|e| {
+    crate::json::from_bytes(&req.body).map_err(|e| {
         WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column()))
     })
 }

@@ -418,7 +418,7 @@ pub fn parse_cdc_bytes(
     if super::nests_deeper_than(body, super::MAX_JSON_DEPTH) {
         return Err(WebhookError::TooDeep(super::MAX_JSON_DEPTH));
     }
-    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+    let doc: Value = crate::json::from_bytes(body).map_err(|e| {
         WebhookError::MalformedJson(format!("line {}, column {}", e.line(), e.column()))
     })?;
     parse_cdc(&doc, allowed_orgs, received_at)
