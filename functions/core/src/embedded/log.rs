@@ -274,13 +274,20 @@ impl LogFile {
         Ok((meta.ino() != self.ino, meta.len() > self.end))
     }
 
-    /// Opens the file now at the path again, to be read from the start.
-    pub fn reopen(&mut self) -> Result<(), OpenError> {
+    /// Opens the file now at the path again, to be read from the start (`locked`: by a
+    /// writer holding the lock).
+    pub fn reopen(&mut self, locked: bool) -> Result<(), OpenError> {
         let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
         self.ino = file.metadata()?.ino();
         self.file = file;
         self.end = HEADER;
-        self.check_header().map(|_| ())
+        // A file an earlier p2c compacted has its format's header: a writer marks it as this
+        // format's before it writes to it, as `open` does, so that p2c refuses it from then on.
+        if locked {
+            self.upgrade_header()
+        } else {
+            self.check_header().map(|_| ())
+        }
     }
 
     /// Calls `apply` with each whole frame after the last one seen (its payload and the
@@ -595,12 +602,31 @@ mod tests {
         a.append(b"after").expect("append");
         a.unlock();
         assert!(b.changed().expect("stat").0, "replaced");
-        b.reopen().expect("reopen");
+        b.reopen(false).expect("reopen");
         assert_eq!(
             frames(&mut b).0,
             vec![b"snapshot".to_vec(), b"after".to_vec()]
         );
         assert!(!b.changed().expect("stat").0);
+    }
+
+    /// An earlier p2c, sharing the file, compacts it: its new file has the earlier format's
+    /// header. A reader leaves it; a writer marks it as this format's before writing.
+    #[test]
+    fn a_file_an_earlier_format_compacted_is_marked_by_the_next_writer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.log");
+        let mut b = LogFile::open(&path).expect("open");
+        let earlier = dir.path().join("s.log.compacting");
+        std::fs::write(&earlier, header(1)).expect("write");
+        std::fs::rename(&earlier, &path).expect("rename");
+        assert!(b.changed().expect("stat").0, "replaced");
+        b.reopen(false).expect("a reader reopens");
+        assert_eq!(b.check_header().expect("header"), 1);
+        b.lock().expect("lock");
+        b.reopen(true).expect("a writer reopens");
+        assert_eq!(b.check_header().expect("header"), FORMAT);
+        b.unlock();
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Engine {
         let path = log.path().to_path_buf();
         let (replaced, _) = log.changed().map_err(|e| io_error(&path, e))?;
         if replaced || self.stale {
-            log.reopen().map_err(|e| open_error(&path, e))?;
+            log.reopen(locked).map_err(|e| open_error(&path, e))?;
             self.tables = Tables::default();
             self.stale = false;
         }
