@@ -163,7 +163,7 @@ pub fn hex(bytes: &[u8]) -> String {
         pair[0] = DIGITS[usize::from(b >> 4)];
         pair[1] = DIGITS[usize::from(b & 0xf)];
     }
-    // Only ASCII digits were pushed.
+    // Only ASCII digits were written.
     String::from_utf8(out).unwrap_or_default()
 }
 

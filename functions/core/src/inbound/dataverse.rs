@@ -261,43 +261,33 @@ impl<'de> serde::Deserialize<'de> for Normalized {
                     };
                     *slot = Some(map.next_value()?);
                 }
-                let kind = ty.as_ref().and_then(Value::as_str).unwrap_or("");
-                if kind.starts_with("EntityReference")
-                    || (logical_name.is_some() && id.is_some() && attributes.is_none())
-                {
-                    let mut r = Map::new();
-                    r.insert(
-                        "id".into(),
-                        id.as_ref()
-                            .and_then(Value::as_str)
-                            .map(|s| Value::String(s.to_ascii_lowercase()))
-                            .unwrap_or(Value::Null),
-                    );
-                    r.insert("logical_name".into(), logical_name.unwrap_or(Value::Null));
-                    r.insert("name".into(), name.unwrap_or(Value::Null));
-                    Ok(Value::Object(r))
-                } else if kind.starts_with("Entity:") || attributes.is_some() {
-                    Ok(match attributes {
-                        Some(Value::Array(items)) => attributes_owned(items)
-                            .map(Value::Object)
-                            .unwrap_or(Value::Null),
-                        _ => Value::Null,
-                    })
-                } else if let Some(inner) = rest.remove("Value") {
-                    Ok(inner)
-                } else {
-                    for (k, v) in [
-                        ("__type", ty),
-                        ("Id", id),
-                        ("LogicalName", logical_name),
-                        ("Name", name),
-                    ] {
-                        if let Some(v) = v {
-                            rest.insert(k.to_owned(), normalize_owned(v));
+                let kind = kind_of(
+                    ty.as_ref(),
+                    id.is_some(),
+                    logical_name.is_some(),
+                    attributes.is_some(),
+                );
+                Ok(match kind {
+                    Kind::Reference => reference(id.as_ref(), logical_name, name),
+                    Kind::Entity => entity(attributes),
+                    Kind::Other => {
+                        if let Some(inner) = rest.remove("Value") {
+                            return Ok(inner);
                         }
+                        // Kept as read so far: normalised now, as every other member was.
+                        for (k, v) in [
+                            ("__type", ty),
+                            ("Id", id),
+                            ("LogicalName", logical_name),
+                            ("Name", name),
+                        ] {
+                            if let Some(v) = v {
+                                rest.insert(k.to_owned(), normalize_owned(v));
+                            }
+                        }
+                        Value::Object(rest)
                     }
-                    Ok(Value::Object(rest))
-                }
+                })
             }
         }
         d.deserialize_any(V).map(Normalized)
@@ -490,6 +480,52 @@ fn first_image(coll: Option<Vec<KeyValue>>, preferred: &str) -> Option<Map<Strin
     }
 }
 
+/// What a typed webhook object stands for, told by its `__type` and which of its
+/// deciding members it has (the same test for a value read whole or read normalised).
+enum Kind {
+    /// An `EntityReference` (or its untyped image form): kept as `{id, logical_name, name}`.
+    Reference,
+    /// A nested `Entity`: its attributes, normalised.
+    Entity,
+    /// Money, an option set (their `Value`), or any other object, member by member.
+    Other,
+}
+
+fn kind_of(ty: Option<&Value>, id: bool, logical_name: bool, attributes: bool) -> Kind {
+    let ty = ty.and_then(Value::as_str).unwrap_or("");
+    if ty.starts_with("EntityReference") || (logical_name && id && !attributes) {
+        Kind::Reference
+    } else if ty.starts_with("Entity:") || attributes {
+        Kind::Entity
+    } else {
+        Kind::Other
+    }
+}
+
+/// A lookup's plain form, from the reference's members as they were sent.
+fn reference(id: Option<&Value>, logical_name: Option<Value>, name: Option<Value>) -> Value {
+    let mut r = Map::new();
+    r.insert(
+        "id".into(),
+        id.and_then(Value::as_str)
+            .map(|s| Value::String(s.to_ascii_lowercase()))
+            .unwrap_or(Value::Null),
+    );
+    r.insert("logical_name".into(), logical_name.unwrap_or(Value::Null));
+    r.insert("name".into(), name.unwrap_or(Value::Null));
+    Value::Object(r)
+}
+
+/// A nested entity's plain form, from its `Attributes` as they were sent.
+fn entity(attributes: Option<Value>) -> Value {
+    match attributes {
+        Some(Value::Array(items)) => attributes_owned(items)
+            .map(Value::Object)
+            .unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
 /// One typed webhook value → its plain form (taken apart, not copied).
 pub fn normalize_owned(v: Value) -> Value {
     match v {
@@ -497,45 +533,27 @@ pub fn normalize_owned(v: Value) -> Value {
             Some(iso) => Value::String(iso),
             None => Value::String(s),
         },
-        Value::Object(mut o) => {
-            let ty = o.get("__type").and_then(Value::as_str).unwrap_or("");
-            if ty.starts_with("EntityReference")
-                || (o.contains_key("LogicalName")
-                    && o.contains_key("Id")
-                    && !o.contains_key("Attributes"))
-            {
-                let mut r = Map::new();
-                r.insert(
-                    "id".into(),
-                    o.get("Id")
-                        .and_then(Value::as_str)
-                        .map(|s| Value::String(s.to_ascii_lowercase()))
-                        .unwrap_or(Value::Null),
-                );
-                r.insert(
-                    "logical_name".into(),
-                    o.remove("LogicalName").unwrap_or(Value::Null),
-                );
-                r.insert("name".into(), o.remove("Name").unwrap_or(Value::Null));
-                Value::Object(r)
-            } else if ty.starts_with("Entity:") || o.contains_key("Attributes") {
-                match o.remove("Attributes") {
-                    Some(Value::Array(items)) => attributes_owned(items)
-                        .map(Value::Object)
-                        .unwrap_or(Value::Null),
-                    _ => Value::Null,
-                }
-            } else if let Some(inner) = o.remove("Value") {
-                // Money, OptionSetValue (and their untyped image forms).
-                normalize_owned(inner)
-            } else {
-                Value::Object(
+        Value::Object(mut o) => match kind_of(
+            o.get("__type"),
+            o.contains_key("Id"),
+            o.contains_key("LogicalName"),
+            o.contains_key("Attributes"),
+        ) {
+            Kind::Reference => {
+                let (logical_name, name) = (o.remove("LogicalName"), o.remove("Name"));
+                reference(o.get("Id"), logical_name, name)
+            }
+            Kind::Entity => entity(o.remove("Attributes")),
+            // Money, OptionSetValue (and their untyped image forms).
+            Kind::Other => match o.remove("Value") {
+                Some(inner) => normalize_owned(inner),
+                None => Value::Object(
                     o.into_iter()
                         .map(|(k, v)| (k, normalize_owned(v)))
                         .collect(),
-                )
-            }
-        }
+                ),
+            },
+        },
         Value::Array(a) => Value::Array(a.into_iter().map(normalize_owned).collect()),
         other => other,
     }
