@@ -26,6 +26,7 @@ seeds() {
     case "$1" in
         rules | generic) echo "tests/fuzz/seeds/$1" ;;
         salesforce_cdc | salesforce_soap) echo "tests/fixtures tests/fuzz/seeds/$1" ;;
+        dataverse | fin_ops) echo "tests/fixtures tests/fuzz/seeds/$1" ;;
         *) echo "tests/fixtures" ;;
     esac
 }

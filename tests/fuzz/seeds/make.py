@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes per-entity seeds for the Salesforce fuzz targets (tests/fuzz/seeds/<target>/).
+"""Writes seeds for the Salesforce, Dataverse and F&O fuzz targets (tests/fuzz/seeds/<target>/).
 
 The reference samples in tests/fixtures are one Order Outbound Message, one Order change
 event in an EventBridge envelope and one Account change event as a bare payload, which the
@@ -158,6 +158,87 @@ def soap():
     print(f"tests/fuzz/seeds/salesforce_soap: {n + 1} seeds")
 
 
+def dataverse():
+    """The Dataverse messages the reference fixtures lack, built from the account update.
+
+    A Delete (its Target an EntityReference, the record in a PreImage) and an Update whose
+    RowVersion is a JSON number. Neither was ever reached by five runs of the target: which
+    message or which JSON type it was changes the event through a select, not a branch, so
+    libFuzzer's edge counters do not see it and never keep an input that reaches it
+    (tests/fuzz/regions.sh, which counts p2c's source regions, showed both never run)."""
+    out = SEEDS / "dataverse"
+    out.mkdir(exist_ok=True)
+    update = json.loads((ROOT / "tests/fixtures/dataverse_account_update.json").read_text())
+    target = update["InputParameters"][0]["value"]
+
+    delete = json.loads(json.dumps(update))
+    delete["MessageName"] = "Delete"
+    delete["InputParameters"] = [{"key": "Target", "value": {
+        "__type": "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts",
+        "Id": target["Id"], "KeyAttributes": [], "LogicalName": target["LogicalName"],
+        "Name": None, "RowVersion": None}}]
+    delete["PostEntityImages"] = []
+    (out / "account_delete.json").write_text(json.dumps(delete, indent=2) + "\n")
+
+    numeric = json.loads(json.dumps(update))
+    numeric["InputParameters"][0]["value"]["RowVersion"] = int(target["RowVersion"])
+    (out / "account_update_rowversion_number.json").write_text(
+        json.dumps(numeric, indent=2) + "\n")
+    print("tests/fuzz/seeds/dataverse: 2 seeds")
+
+
+# The F&O data entities p2c reads data events of: (virtual table, key field, key).
+FO_ENTITIES = [
+    ("mserp_salesorderheaderv2entity", "mserp_salesordernumber", "000731"),
+    ("mserp_custcustomerv3entity", "mserp_customeraccount", "US-001"),
+    ("mserp_releasedproductv2entity", "mserp_itemnumber", "P-200"),
+    ("mserp_salesquotationheaderv2entity", "mserp_salesquotationnumber", "SQ-00042"),
+]
+
+
+def fin_ops():
+    """F&O data events as the Power Platform integration proxies them (a Dataverse
+    RemoteExecutionContext naming the virtual table, as tests/fin_ops.rs posts them).
+
+    The fixtures hold business events only, and from them five runs of the target never
+    built a data event that names a known table and carries its key and dataAreaId: the
+    whole of the data event's reading past the key (fo.rs) stayed unfuzzed
+    (tests/fuzz/regions.sh showed it). One seed per entity and message; the key in the
+    Target, or only in a PreImage for a Delete."""
+    out = SEEDS / "fin_ops"
+    out.mkdir(exist_ok=True)
+    for table, key_field, key in FO_ENTITIES:
+        for message in ("Create", "Update", "Delete"):
+            attributes = [{"key": "mserp_dataareaid", "value": "USMF"},
+                          {"key": key_field, "value": key}]
+            record = {"__type": "Entity:http://schemas.microsoft.com/xrm/2011/Contracts",
+                      "LogicalName": table, "Attributes": attributes}
+            event = {
+                "MessageName": message, "PrimaryEntityName": table,
+                "PrimaryEntityId": "5b1e3d75-a749-ef11-acce-00224802d26d",
+                "OperationId": f"op-{message.lower()}-{key}",
+                "CorrelationId": "c1b3a8e0-0000-4000-8000-000000000001", "Depth": 1,
+                "OperationCreatedOn": "/Date(1778753145000+0000)/",
+                "InitiatingUserAzureActiveDirectoryObjectId":
+                    "{C600136F-6814-41D9-8642-40CA0EC4EDD4}",
+                "InputParameters": [{"key": "Target", "value": record}],
+                "PostEntityImages": [], "PreEntityImages": [],
+            }
+            if message == "Delete":
+                event["InputParameters"] = [{"key": "Target", "value": {
+                    "__type": "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts",
+                    "Id": event["PrimaryEntityId"], "LogicalName": table, "Name": None}}]
+                event["PreEntityImages"] = [{"key": "PreImage", "value": record}]
+                del event["OperationId"]  # the RequestId names it then
+                event["RequestId"] = f"req-delete-{key}"
+            name = table.removeprefix("mserp_").removesuffix("entity")
+            (out / f"{name}_{message.lower()}.json").write_text(
+                json.dumps(event, indent=2) + "\n")
+    print(f"tests/fuzz/seeds/fin_ops: {len(FO_ENTITIES) * 3} seeds")
+
+
 if __name__ == "__main__":
     cdc()
     soap()
+    dataverse()
+    fin_ops()
