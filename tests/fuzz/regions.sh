@@ -11,7 +11,8 @@
 #       -v also the lines never run (a range, with its first line's text) and each line
 #       run with a region in it that never ran
 #
-# The corpus: the directory given, else the one a run left in tests/fuzz/corpus/<target>,
+# The corpus (with the target's seeds, as a run reads them): the directory given, else the
+# one a run left in tests/fuzz/corpus/<target>,
 # else the one kept in the repository. Needs llvm-cov and llvm-profdata of the LLVM rustc was
 # built with: `rustup component add llvm-tools` (of this toolchain, or of another whose LLVM
 # has the same major version).
@@ -44,13 +45,15 @@ if [ -z "$llvm" ]; then
     exit 2
 fi
 
-# The instrumented build and its replay of the corpus (cargo fuzz merges the raw profiles
+# The instrumented build and its replay of the corpus and the target's seeds: libFuzzer keeps
+# an input only when it reaches what no other does, so what a seed reaches stays with the
+# seed, not in the corpus (cargo fuzz merges the raw profiles
 # into tests/fuzz/coverage/<target>/coverage.profdata).
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 rm -rf "tests/fuzz/coverage/$target" # raw profiles an earlier replay left would merge in
 RUSTC_BOOTSTRAP=1 cargo fuzz coverage --fuzz-dir tests/fuzz --target-dir tests/fuzz/target/coverage \
-    --llvm-path "$llvm" "$target" "$corpus" >"$log" 2>&1 || { tail -20 "$log"; exit 1; }
+    --llvm-path "$llvm" "$target" "$corpus" $(tests/fuzz/run.sh --seeds "$target") >"$log" 2>&1 || { tail -20 "$log"; exit 1; }
 bin="tests/fuzz/target/coverage/x86_64-unknown-linux-gnu/release/$target"
 profile="tests/fuzz/coverage/$target/coverage.profdata"
 src="$PWD/functions/core/src/"

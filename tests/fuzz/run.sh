@@ -12,6 +12,8 @@
 #   tests/fuzz/run.sh --replay [<target>…] run every kept corpus input once (all targets if
 #                                          none is named): the test command does this, so an
 #                                          input that once passed and now crashes fails CI
+#   tests/fuzz/run.sh --seeds <target>     the target's read-only seed folders (regions.sh
+#                                          replays them with the corpus)
 #   tests/fuzz/run.sh --unpack <target>    the kept corpus into tests/fuzz/corpus/<target>
 #                                          unless that holds one already (coverage.sh uses it)
 #
@@ -25,9 +27,8 @@ fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
 seeds() {
     case "$1" in
         rules | generic) echo "tests/fuzz/seeds/$1" ;;
-        salesforce_cdc | salesforce_soap) echo "tests/fixtures tests/fuzz/seeds/$1" ;;
-        dataverse | fin_ops) echo "tests/fixtures tests/fuzz/seeds/$1" ;;
-        *) echo "tests/fixtures" ;;
+        business_central) echo "tests/fixtures" ;;
+        *) echo "tests/fixtures tests/fuzz/seeds/$1" ;;
     esac
 }
 
@@ -38,6 +39,11 @@ unpack() { # <target> <dir>: the kept corpus into <dir>
 }
 # The kept corpus into tests/fuzz/corpus/<target>, unless a run left one there.
 unpack_once() { [ -n "$(ls -A "tests/fuzz/corpus/$1" 2>/dev/null)" ] || unpack "$1" "tests/fuzz/corpus/$1"; }
+
+if [ "${1:-}" = --seeds ]; then
+    seeds "${2:?usage: tests/fuzz/run.sh --seeds <target>}"
+    exit 0
+fi
 
 if [ "${1:-}" = --unpack ]; then
     unpack_once "${2:?usage: tests/fuzz/run.sh --unpack <target>}"
