@@ -87,8 +87,9 @@ p2c_edges() {
     echo "${e:-? ?}"
 }
 p2c_before=$(p2c_edges)
-# Each line of the fuzzer's output with the seconds since the start, to tell when the last
-# new edge came.
+# Each line of the fuzzer's output with the seconds since the fuzzing started (not counting
+# the build and the coverage report above), to tell when the last new edge came.
+SECONDS=0
 # shellcheck disable=SC2046
 fuzz run --fuzz-dir tests/fuzz "$target" "$corpus" $(seeds "$target") -- \
     -max_total_time="$seconds" -dict="tests/fuzz/dicts/$target.dict" -print_final_stats=1 2>&1 |
